@@ -1,0 +1,165 @@
+//! Wires the two flows: builds pool, sandbox, consumer and producer, then runs ingest, the
+//! outbox relay and the HTTP API until shutdown, reporting whichever stopped first.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::db;
+use crate::http::{self, AppState};
+use crate::ingest::{self, Ingest};
+use crate::outbox::{self, Relay};
+use crate::runtime::{self, Plugin, PluginEngine};
+
+pub struct Application {
+    listener: TcpListener,
+    pool: PgPool,
+    ingest: Ingest,
+    relay: Relay,
+    state: AppState,
+}
+
+impl Application {
+    /// Connect, migrate, load the plugin and bind the HTTP port (port 0 picks a free one).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let pool =
+            db::connect_and_migrate(&settings.database_url, settings.db_max_connections).await?;
+
+        let engine = PluginEngine::new(settings.sandbox.clone())?;
+        let plugin = Arc::new(load_plugin(&engine, settings.plugin_path.as_deref())?);
+        tracing::info!(
+            plugin = plugin.name(),
+            version = plugin.version(),
+            "plugin loaded"
+        );
+
+        let consumer = ingest::consumer::create(
+            &settings.kafka,
+            pool.clone(),
+            tokio::runtime::Handle::current(),
+        )?;
+        let producer = outbox::create_producer(&settings.kafka)?;
+
+        let listener = TcpListener::bind(settings.http_addr)
+            .await
+            .with_context(|| format!("binding the HTTP address {}", settings.http_addr))?;
+
+        let relay_wake = Arc::new(Notify::new());
+        let state = AppState {
+            pool: pool.clone(),
+            topic: settings.kafka.topic.as_str().into(),
+            relay_wake: Arc::clone(&relay_wake),
+        };
+        Ok(Self {
+            listener,
+            pool: pool.clone(),
+            ingest: Ingest {
+                consumer,
+                pool: pool.clone(),
+                runtime: tokio::runtime::Handle::current(),
+                plugin,
+                kafka: settings.kafka.clone(),
+                settings: settings.ingest.clone(),
+            },
+            relay: Relay {
+                pool,
+                producer,
+                wake: relay_wake,
+            },
+            state,
+        })
+    }
+
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.listener
+            .local_addr()
+            .context("reading the bound address")
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Run until `shutdown` is cancelled or one of the tasks stops; then stop the others,
+    /// letting each finish what it holds.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let ingest_token = shutdown.child_token();
+        let ingest = {
+            let token = ingest_token.clone();
+            let ingest = self.ingest;
+            tokio::task::spawn_blocking(move || ingest.run(token))
+        };
+        let relay = tokio::spawn(self.relay.run(shutdown.child_token()));
+        let http = {
+            let token = shutdown.child_token();
+            let app = http::router(self.state);
+            tokio::spawn(async move {
+                axum::serve(self.listener, app)
+                    .with_graceful_shutdown(async move { token.cancelled().await })
+                    .await
+                    .context("HTTP server failed")
+            })
+        };
+
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(async move { ("ingest", flatten(ingest.await)) });
+        tasks.spawn(async move { ("outbox relay", flatten(relay.await)) });
+        tasks.spawn(async move { ("http", flatten(http.await)) });
+
+        let mut first_error = None;
+        while let Some(joined) = tasks.join_next().await {
+            let (task, result) = match joined {
+                Ok(outcome) => outcome,
+                Err(e) => ("task", Err(anyhow::Error::new(e))),
+            };
+            if !shutdown.is_cancelled() {
+                // One task stopping on its own is fatal: stop the rest.
+                match &result {
+                    Ok(()) => tracing::error!(task, "task stopped unexpectedly; shutting down"),
+                    Err(e) => {
+                        tracing::error!(task, error = %format!("{e:#}"), "task failed; shutting down")
+                    }
+                }
+                shutdown.cancel();
+            }
+            if let Err(e) = result {
+                first_error.get_or_insert(e.context(format!("{task} failed")));
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+fn flatten(joined: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
+    joined.context("task panicked or was cancelled")?
+}
+
+/// The configured component, or the bundled stock plugin.
+fn load_plugin(
+    engine: &Arc<PluginEngine>,
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<Plugin> {
+    match path {
+        None => Ok(engine.load("stock", runtime::STOCK_PLUGIN)?),
+        Some(path) => {
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("reading plugin {}", path.display()))?;
+            let name = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("plugin");
+            engine
+                .load(name, &bytes)
+                .with_context(|| format!("loading plugin {}", path.display()))
+        }
+    }
+}

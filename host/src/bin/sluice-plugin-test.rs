@@ -1,0 +1,233 @@
+//! Cargo runner for plugin unit tests on `wasm32-wasip2` (set in `.cargo/config.toml`):
+//! `cargo test -p <plugin> --target wasm32-wasip2` runs the test binary here, under wasmtime,
+//! with the plugin world's host imports stubbed (log → stderr, no config).
+//!
+//! wasm tests are `panic = abort`, so the first failing test would kill the whole binary.
+//! This runner lists the tests and runs each in its own instance, so every result is reported.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use sluice::runtime::bindings::{Handler, Level, sluice::handler::host, sluice::handler::types};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, Store};
+use wasmtime_wasi::p2::bindings::sync::Command;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
+
+const OUTPUT_CAPTURE: usize = 1 << 20;
+
+struct Runner {
+    engine: Engine,
+    linker: Linker<State>,
+    component: Component,
+    program: String,
+}
+
+struct State {
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for State {}
+
+impl host::Host for State {
+    fn log(&mut self, level: Level, message: String) {
+        eprintln!("[plugin log {level:?}] {message}");
+    }
+
+    fn get_config(&mut self, _key: String) -> Option<String> {
+        None
+    }
+}
+
+/// One run of the test binary.
+struct Run {
+    passed: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Runner {
+    fn new(path: &str) -> anyhow::Result<Self> {
+        let engine = Engine::default();
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
+        Handler::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(anyhow::Error::from)?;
+        let component = Component::from_file(&engine, path)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("loading test component {path}"))?;
+        let program = std::path::Path::new(path)
+            .file_name()
+            .map_or_else(|| path.to_string(), |n| n.to_string_lossy().into_owned());
+        Ok(Self {
+            engine,
+            linker,
+            component,
+            program,
+        })
+    }
+
+    fn run(&self, args: &[String]) -> anyhow::Result<Run> {
+        let stdout = MemoryOutputPipe::new(OUTPUT_CAPTURE);
+        let stderr = MemoryOutputPipe::new(OUTPUT_CAPTURE);
+        let mut argv = vec![self.program.clone()];
+        argv.extend(args.iter().cloned());
+        let wasi = WasiCtx::builder()
+            .args(&argv)
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .build();
+        let mut store = Store::new(
+            &self.engine,
+            State {
+                wasi,
+                table: ResourceTable::new(),
+            },
+        );
+        let command = Command::instantiate(&mut store, &self.component, &self.linker)
+            .map_err(anyhow::Error::from)
+            .context("instantiating the test component")?;
+        let mut trap = None;
+        let passed = match command.wasi_cli_run().call_run(&mut store) {
+            Ok(result) => result.is_ok(),
+            Err(e) => match e.downcast_ref::<I32Exit>() {
+                Some(exit) => exit.0 == 0,
+                None => {
+                    trap = Some(format!("trap: {e:#}\n"));
+                    false
+                }
+            },
+        };
+        let mut stderr = String::from_utf8_lossy(&stderr.contents()).into_owned();
+        stderr.extend(trap);
+        Ok(Run {
+            passed,
+            stdout: String::from_utf8_lossy(&stdout.contents()).into_owned(),
+            stderr,
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let Some(path) = args.next() else {
+        eprintln!("usage: sluice-plugin-test <test-binary.wasm> [libtest args]");
+        return ExitCode::from(2);
+    };
+    let args: Vec<String> = args.collect();
+    match run_all(&path, &args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sluice-plugin-test: {e:#}");
+            ExitCode::from(101)
+        }
+    }
+}
+
+fn run_all(path: &str, args: &[String]) -> anyhow::Result<ExitCode> {
+    let runner = Runner::new(path)?;
+
+    // Asked for something other than a run (listing, one exact test, help): pass it through.
+    if args
+        .iter()
+        .any(|a| matches!(a.as_str(), "--list" | "--exact" | "--help" | "-h"))
+    {
+        let run = runner.run(args)?;
+        print!("{}", run.stdout);
+        eprint!("{}", run.stderr);
+        return Ok(if run.passed {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(101)
+        });
+    }
+
+    // Filters and flags such as --ignored narrow the listing the same way they narrow a run.
+    let mut list_args = vec!["--list".to_string(), "--format".into(), "terse".into()];
+    list_args.extend(
+        args.iter()
+            .filter(|a| {
+                !matches!(
+                    a.as_str(),
+                    "--nocapture" | "--show-output" | "--quiet" | "-q"
+                )
+            })
+            .cloned(),
+    );
+    let listing = runner.run(&list_args)?;
+    if !listing.passed {
+        anyhow::bail!(
+            "listing the tests failed:\n{}{}",
+            listing.stdout,
+            listing.stderr
+        );
+    }
+    let tests: Vec<&str> = listing
+        .stdout
+        .lines()
+        .filter_map(|line| line.strip_suffix(": test"))
+        .collect();
+
+    println!(
+        "\nrunning {} tests from {} on wasm32-wasip2 (wasmtime, one instance per test)",
+        tests.len(),
+        runner.program
+    );
+    let include_ignored = args
+        .iter()
+        .any(|a| a == "--include-ignored" || a == "--ignored");
+    let (mut passed, mut failed, mut ignored) = (0, Vec::new(), 0);
+    for test in &tests {
+        let mut test_args = vec![
+            "--exact".to_string(),
+            (*test).to_string(),
+            "--test-threads=1".into(),
+        ];
+        if include_ignored {
+            test_args.push("--include-ignored".into());
+        }
+        let run = runner.run(&test_args)?;
+        let verdict = if run.stdout.contains(" ... ignored") {
+            ignored += 1;
+            "ignored"
+        } else if run.passed && run.stdout.contains(" ... ok") {
+            passed += 1;
+            "ok"
+        } else {
+            failed.push((*test, run.stdout.clone(), run.stderr.clone()));
+            "FAILED"
+        };
+        println!("test {test} ... {verdict}");
+    }
+    if !failed.is_empty() {
+        println!("\nfailures:");
+        for (test, stdout, stderr) in &failed {
+            println!("\n---- {test} ----\n{stdout}{stderr}");
+        }
+        println!("\nfailures:");
+        for (test, _, _) in &failed {
+            println!("    {test}");
+        }
+    }
+    println!(
+        "\ntest result: {}. {passed} passed; {} failed; {ignored} ignored; 0 measured; 0 filtered out\n",
+        if failed.is_empty() { "ok" } else { "FAILED" },
+        failed.len()
+    );
+    Ok(if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(101)
+    })
+}

@@ -1,0 +1,233 @@
+//! Settings, from flags and environment: the one place configuration is read.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use secrecy::SecretString;
+
+use crate::runtime::{Limits, SandboxConfig};
+
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about, long_about = LONG_ABOUT)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+const LONG_ABOUT: &str = "Sluice consumes order events from Kafka, hands each one to a sandboxed \
+WebAssembly plugin, and applies the stock mutations it returns to PostgreSQL. Its HTTP API \
+creates orders and publishes their events through a transactional outbox.\n\n\
+Every flag can also be set through the environment variable shown with it.";
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run ingest, the order relay and the HTTP API against an external Kafka and PostgreSQL.
+    Serve(ServeArgs),
+    /// Run everything in one process with nothing to install: an embedded Kafka-protocol
+    /// broker, a throwaway PostgreSQL (unless DATABASE_URL is set), the bundled stock plugin.
+    Dev(DevArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: SecretString,
+
+    /// Kafka bootstrap servers, comma separated.
+    #[arg(long, env = "SLUICE_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Use this PostgreSQL instead of starting a throwaway one.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<SecretString>,
+
+    /// Partitions of the embedded broker's topics.
+    #[arg(long, env = "SLUICE_DEV_PARTITIONS", default_value_t = 8)]
+    pub partitions: i32,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// Address the HTTP API listens on (port 0 picks a free one).
+    #[arg(long, env = "SLUICE_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Kafka consumer group of the ingest flow.
+    #[arg(long, env = "SLUICE_GROUP_ID", default_value = "sluice-catalog")]
+    pub group_id: String,
+
+    /// Topic the order flow publishes to and the ingest flow consumes.
+    #[arg(long, env = "SLUICE_TOPIC", default_value = "example-order-topic")]
+    pub topic: String,
+
+    /// A librdkafka property for every Kafka client, kcat-style; repeatable
+    /// (e.g. -X session.timeout.ms=6000). Wins over SLUICE_KAFKA_OPTIONS.
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub kafka_option: Vec<(String, String)>,
+
+    /// librdkafka properties as `key=value,key=value`.
+    #[arg(long, env = "SLUICE_KAFKA_OPTIONS", value_name = "KEY=VALUE,...",
+          value_delimiter = ',', value_parser = parse_key_value)]
+    pub kafka_options: Vec<(String, String)>,
+
+    /// Handler component (.wasm) for the topic; default: the bundled stock plugin.
+    #[arg(long, env = "SLUICE_PLUGIN")]
+    pub plugin: Option<PathBuf>,
+
+    /// Values plugins read with `host.get-config`, as `key=value,key=value`.
+    #[arg(long, env = "SLUICE_PLUGIN_CONFIG", value_name = "KEY=VALUE,...",
+          value_delimiter = ',', value_parser = parse_key_value)]
+    pub plugin_config: Vec<(String, String)>,
+
+    /// Linear memory one plugin call may use, MiB.
+    #[arg(long, env = "SLUICE_PLUGIN_MEMORY_MIB", default_value_t = 64)]
+    pub plugin_memory_mib: usize,
+
+    /// Wall-clock deadline of one plugin call, milliseconds.
+    #[arg(long, env = "SLUICE_PLUGIN_TIMEOUT_MS", default_value_t = 100)]
+    pub plugin_timeout_ms: u64,
+
+    /// Most messages handled in one database transaction.
+    #[arg(long, env = "SLUICE_BATCH_MAX_MESSAGES", default_value_t = 1000)]
+    pub batch_max_messages: usize,
+
+    /// Longest wait to fill a batch, milliseconds.
+    #[arg(long, env = "SLUICE_BATCH_MAX_WAIT_MS", default_value_t = 20)]
+    pub batch_max_wait_ms: u64,
+
+    /// Size of the PostgreSQL connection pool.
+    #[arg(long, env = "SLUICE_DB_MAX_CONNECTIONS", default_value_t = 10)]
+    pub db_max_connections: u32,
+}
+
+fn parse_key_value(raw: &str) -> Result<(String, String), String> {
+    let (key, value) = raw
+        .split_once('=')
+        .ok_or_else(|| format!("expected KEY=VALUE, got `{raw}`"))?;
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(format!("empty key in `{raw}`"));
+    }
+    Ok((key.to_string(), value.trim().to_string()))
+}
+
+/// Everything the application needs to start, resolved from the CLI (or built by tests).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub http_addr: SocketAddr,
+    pub database_url: SecretString,
+    pub db_max_connections: u32,
+    pub kafka: KafkaSettings,
+    pub ingest: IngestSettings,
+    pub sandbox: SandboxConfig,
+    /// The handler component; `None` means the bundled stock plugin.
+    pub plugin_path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    pub brokers: String,
+    pub group_id: String,
+    pub topic: String,
+    /// librdkafka properties applied last, over Sluice's own defaults.
+    pub options: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct IngestSettings {
+    pub batch_max_messages: usize,
+    pub batch_max_wait: Duration,
+}
+
+impl Settings {
+    pub fn from_args(
+        common: CommonArgs,
+        database_url: SecretString,
+        kafka_brokers: String,
+    ) -> Self {
+        // Flags win over the environment: apply the env list first.
+        let mut options = common.kafka_options;
+        options.extend(common.kafka_option);
+        Self {
+            http_addr: common.http_addr,
+            database_url,
+            db_max_connections: common.db_max_connections,
+            kafka: KafkaSettings {
+                brokers: kafka_brokers,
+                group_id: common.group_id,
+                topic: common.topic,
+                options,
+            },
+            ingest: IngestSettings {
+                batch_max_messages: common.batch_max_messages.max(1),
+                batch_max_wait: Duration::from_millis(common.batch_max_wait_ms),
+            },
+            sandbox: SandboxConfig {
+                limits: Limits {
+                    memory_bytes: common.plugin_memory_mib.saturating_mul(1 << 20),
+                    ..Limits::default()
+                },
+                timeout: Duration::from_millis(common.plugin_timeout_ms),
+                plugin_config: common.plugin_config.into_iter().collect::<HashMap<_, _>>(),
+                ..SandboxConfig::default()
+            },
+            plugin_path: common.plugin,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_values_parse() {
+        assert_eq!(
+            parse_key_value("session.timeout.ms=6000"),
+            Ok(("session.timeout.ms".into(), "6000".into()))
+        );
+        assert_eq!(parse_key_value("a=b=c"), Ok(("a".into(), "b=c".into())));
+        assert!(parse_key_value("novalue").is_err());
+        assert!(parse_key_value("=x").is_err());
+    }
+
+    #[test]
+    fn flags_win_over_the_environment_list() {
+        let cli = Cli::try_parse_from([
+            "sluice",
+            "serve",
+            "--database-url",
+            "postgres://x",
+            "--kafka-options",
+            "acks=1,linger.ms=5",
+            "-X",
+            "acks=all",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve")
+        };
+        let settings = Settings::from_args(args.common, args.database_url, args.kafka_brokers);
+        assert_eq!(
+            settings.kafka.options,
+            vec![
+                ("acks".to_string(), "1".to_string()),
+                ("linger.ms".to_string(), "5".to_string()),
+                ("acks".to_string(), "all".to_string()),
+            ]
+        );
+    }
+}

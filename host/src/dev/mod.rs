@@ -1,0 +1,71 @@
+//! `sluice dev`: the whole service in one process with nothing to install: an embedded
+//! broker, a throwaway PostgreSQL (unless `DATABASE_URL` is given) and the bundled plugin.
+
+mod kafka;
+mod postgres;
+
+pub use kafka::EmbeddedKafka;
+pub use postgres::EmbeddedPostgres;
+
+use anyhow::Context as _;
+use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
+
+use crate::Application;
+use crate::config::{DevArgs, Settings};
+
+pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let kafka = EmbeddedKafka::start(1)?;
+    kafka.create_topic(&args.common.topic, args.partitions)?;
+    tracing::info!(brokers = kafka.bootstrap_servers(), topic = %args.common.topic,
+                   partitions = args.partitions, "embedded Kafka broker started");
+
+    let (postgres, database_url) = match args.database_url {
+        Some(url) => (None, url),
+        None => {
+            let postgres = tokio::task::spawn_blocking(EmbeddedPostgres::start)
+                .await
+                .context("starting PostgreSQL")??;
+            let url = SecretString::from(postgres.url());
+            tracing::info!(port = postgres.port(), "throwaway PostgreSQL started");
+            (Some(postgres), url)
+        }
+    };
+
+    let settings = Settings::from_args(
+        args.common,
+        database_url,
+        kafka.bootstrap_servers().to_string(),
+    );
+    let app = Application::build(settings).await?;
+    let addr = app.local_addr()?;
+    println!(
+        "\nsluice dev is running\n  \
+         HTTP API       http://{addr}\n  \
+         Kafka brokers  {brokers}  (kcat -b {brokers} -L)\n  \
+         PostgreSQL     {pg}\n\n\
+         Try:\n  \
+         curl -s http://{addr}/catalogs\n  \
+         curl -s -X POST http://{addr}/orders -H 'content-type: application/json' \\\n       \
+         -d '{{\"userId\":\"user-1\",\"productId\":\"CATALOG-0001\",\"quantity\":10,\"unitPrice\":1500}}'\n  \
+         curl -s http://{addr}/catalogs/CATALOG-0001\n\n\
+         Ctrl-C stops everything{removed}.\n",
+        brokers = kafka.bootstrap_servers(),
+        pg = postgres
+            .as_ref()
+            .map_or("from DATABASE_URL".to_string(), |p| format!(
+                "127.0.0.1:{} (user postgres, throwaway)",
+                p.port()
+            )),
+        removed = if postgres.is_some() {
+            " and removes the throwaway database"
+        } else {
+            ""
+        },
+    );
+
+    let result = app.run_until_stopped(shutdown).await;
+    drop(postgres);
+    drop(kafka);
+    result
+}

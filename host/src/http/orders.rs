@@ -1,0 +1,147 @@
+//! `POST /orders` writes the order and its event in one transaction (the outbox);
+//! the relay publishes it. Reads serve the order's current status.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{ApiError, AppState};
+use crate::db;
+use crate::db::orders::OrderRow;
+use crate::domain::{NewOrder, OrderEvent, OrderStatus, format_time};
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateOrder {
+    user_id: String,
+    product_id: String,
+    quantity: i64,
+    unit_price: i64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderResponse {
+    order_id: Uuid,
+    user_id: String,
+    product_id: String,
+    quantity: i32,
+    unit_price: i64,
+    total_price: i64,
+    created_at: String,
+    status: String,
+    status_reason: Option<String>,
+}
+
+impl From<OrderRow> for OrderResponse {
+    fn from(row: OrderRow) -> Self {
+        Self {
+            order_id: row.order_id,
+            user_id: row.user_id,
+            product_id: row.product_id,
+            quantity: row.quantity,
+            unit_price: row.unit_price,
+            total_price: row.total_price,
+            created_at: format_time(row.created_at),
+            status: row.status,
+            status_reason: row.status_reason,
+        }
+    }
+}
+
+#[tracing::instrument(skip_all, fields(order_id))]
+pub async fn create(
+    State(state): State<AppState>,
+    body: Result<Json<CreateOrder>, JsonRejection>,
+) -> Result<(StatusCode, Json<OrderResponse>), ApiError> {
+    let Json(body) = body?;
+    let order = NewOrder::parse(
+        &body.user_id,
+        &body.product_id,
+        body.quantity,
+        body.unit_price,
+    )?;
+    let order_id = Uuid::new_v4();
+    tracing::Span::current().record("order_id", tracing::field::display(order_id));
+    // Postgres keeps microseconds: truncate so the response equals what a later GET returns.
+    let created_at = truncate_to_micros(Utc::now());
+    let row = OrderRow {
+        order_id,
+        user_id: order.user_id.clone(),
+        product_id: order.product_id.to_string(),
+        quantity: order.quantity,
+        unit_price: order.unit_price,
+        total_price: order.total_price()?,
+        status: OrderStatus::Pending.as_str().to_string(),
+        status_reason: None,
+        created_at,
+    };
+    let event = OrderEvent {
+        order_id,
+        user_id: row.user_id.clone(),
+        product_id: row.product_id.clone(),
+        quantity: row.quantity,
+        unit_price: row.unit_price,
+        total_price: row.total_price,
+        created_at: format_time(created_at),
+    };
+    let payload = serde_json::to_vec(&event).map_err(anyhow::Error::from)?;
+
+    let mut tx = state.pool.begin().await?;
+    db::orders::insert(&mut tx, &row).await?;
+    db::outbox::enqueue(
+        &mut tx,
+        &state.topic,
+        &row.product_id,
+        &order_id.to_string(),
+        &payload,
+    )
+    .await?;
+    tx.commit().await?;
+    state.relay_wake.notify_one();
+
+    Ok((StatusCode::CREATED, Json(row.into())))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    order_id: Result<Path<String>, PathRejection>,
+) -> Result<Json<OrderResponse>, ApiError> {
+    let Path(raw) = order_id?;
+    let order_id = Uuid::parse_str(&raw)
+        .map_err(|_| ApiError::BadRequest(format!("orderId must be a UUID, got `{raw}`")))?;
+    let row = db::orders::get(&state.pool, order_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no order {order_id}")))?;
+    Ok(Json(row.into()))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListParams {
+    limit: Option<i64>,
+}
+
+pub async fn list_for_user(
+    State(state): State<AppState>,
+    user_id: Result<Path<String>, PathRejection>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<Vec<OrderResponse>>, ApiError> {
+    let Path(user_id) = user_id?;
+    let Query(params) = params?;
+    let limit = params.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and 1000, got {limit}"
+        )));
+    }
+    let rows = db::orders::list_by_user(&state.pool, &user_id, limit).await?;
+    Ok(Json(rows.into_iter().map(Into::into).collect()))
+}
+
+fn truncate_to_micros(time: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(time.timestamp_micros()).unwrap_or(time)
+}

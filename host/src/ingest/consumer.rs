@@ -1,0 +1,229 @@
+//! The Kafka side of ingest: consumer configuration, resuming from Postgres positions on
+//! assignment, polling batches, and copying committed positions back to Kafka.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Message as _};
+use sqlx::PgPool;
+use tokio::runtime::Handle;
+
+use crate::config::{IngestSettings, KafkaSettings};
+use crate::db;
+use crate::runtime::bindings;
+
+/// The header producers put the event id in; the dedupe key.
+pub const EVENT_ID_HEADER: &str = "event-id";
+
+pub type IngestConsumer = BaseConsumer<IngestContext>;
+
+/// Build the group consumer. Offsets are never committed automatically: a position moves
+/// only after the Postgres transaction that applied the messages before it has committed.
+pub fn create(
+    kafka: &KafkaSettings,
+    pool: PgPool,
+    runtime: Handle,
+) -> anyhow::Result<IngestConsumer> {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("group.id", &kafka.group_id)
+        .set("client.id", "sluice-ingest")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false");
+    for (key, value) in &kafka.options {
+        config.set(key, value);
+    }
+    let context = IngestContext {
+        pool,
+        runtime,
+        group_id: kafka.group_id.clone(),
+    };
+    let consumer: IngestConsumer = config
+        .create_with_context(context)
+        .context("creating the Kafka consumer")?;
+    consumer
+        .subscribe(&[&kafka.topic])
+        .with_context(|| format!("subscribing to {}", kafka.topic))?;
+    Ok(consumer)
+}
+
+/// Consumer callbacks. Runs on the ingest thread, inside `poll`.
+pub struct IngestContext {
+    pool: PgPool,
+    runtime: Handle,
+    group_id: String,
+}
+
+impl ClientContext for IngestContext {}
+
+impl ConsumerContext for IngestContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let result = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.resume_from_stored_positions(tpl);
+                tracing::info!(partitions = %describe(tpl), "partitions assigned");
+                if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                tracing::info!(partitions = %describe(tpl), "partitions revoked");
+                if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                }
+            }
+            other => {
+                tracing::error!(error = ?other, "rebalance failed");
+                consumer.unassign()
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "applying the new partition assignment failed");
+        }
+    }
+}
+
+impl IngestContext {
+    /// Point each assigned partition at the position stored in Postgres. If Postgres cannot
+    /// be read, Kafka's committed offset (never ahead of Postgres) is used instead; messages
+    /// already applied are then skipped inside the apply transaction.
+    fn resume_from_stored_positions(&self, tpl: &mut TopicPartitionList) {
+        let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+        for element in tpl.elements() {
+            by_topic
+                .entry(element.topic().to_string())
+                .or_default()
+                .push(element.partition());
+        }
+        for (topic, partitions) in by_topic {
+            let load = db::ingest::load_positions(&self.pool, &self.group_id, &topic, &partitions);
+            let stored = self
+                .runtime
+                .block_on(async { tokio::time::timeout(Duration::from_secs(5), load).await });
+            match stored {
+                Ok(Ok(stored)) => {
+                    for (partition, next_offset) in stored {
+                        if let Err(e) =
+                            tpl.set_partition_offset(&topic, partition, Offset::Offset(next_offset))
+                        {
+                            tracing::warn!(%topic, partition, error = %e, "cannot set start offset");
+                        }
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(%topic, error = %e, "cannot read stored positions; resuming from Kafka's")
+                }
+                Err(_) => {
+                    tracing::warn!(%topic, "reading stored positions timed out; resuming from Kafka's")
+                }
+            }
+        }
+    }
+}
+
+fn describe(tpl: &TopicPartitionList) -> String {
+    tpl.elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => format!("{}[{}]@{o}", e.topic(), e.partition()),
+            _ => format!("{}[{}]", e.topic(), e.partition()),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Wait up to 100 ms for a first message, then gather more until the batch is full or
+/// `batch_max_wait` has passed. Returns an empty batch when nothing arrived.
+pub fn poll_batch(consumer: &IngestConsumer, settings: &IngestSettings) -> Vec<OwnedMessage> {
+    let mut batch = Vec::new();
+    let mut deadline: Option<Instant> = None;
+    while batch.len() < settings.batch_max_messages {
+        let timeout = match deadline {
+            None => Duration::from_millis(100),
+            Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+        };
+        match consumer.poll(timeout) {
+            Some(Ok(message)) => {
+                batch.push(message.detach());
+                deadline.get_or_insert_with(|| Instant::now() + settings.batch_max_wait);
+            }
+            Some(Err(e)) => {
+                // librdkafka retries broker errors itself; nothing here is lost.
+                tracing::warn!(error = %e, "Kafka consumer error");
+                break;
+            }
+            None if deadline.is_none() || timeout.is_zero() => break,
+            None => {}
+        }
+    }
+    batch
+}
+
+/// Copy committed positions to Kafka, for lag monitoring and as a fallback start point.
+pub fn commit_positions(
+    consumer: &IngestConsumer,
+    topic: &str,
+    positions: &[(i32, i64)],
+) -> KafkaResult<()> {
+    let mut tpl = TopicPartitionList::new();
+    for &(partition, next_offset) in positions {
+        tpl.add_partition_offset(topic, partition, Offset::Offset(next_offset))?;
+    }
+    consumer.commit(&tpl, CommitMode::Async)
+}
+
+/// The record as the plugin sees it.
+pub fn to_plugin_message(message: &OwnedMessage) -> bindings::Message {
+    let headers = message
+        .headers()
+        .map(|headers| {
+            headers
+                .iter()
+                .map(|h| bindings::Header {
+                    key: h.key.to_string(),
+                    value: h.value.map(<[u8]>::to_vec),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    bindings::Message {
+        topic: message.topic().to_string(),
+        partition: message.partition(),
+        offset: message.offset(),
+        key: message.key().map(<[u8]>::to_vec),
+        payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        headers,
+        timestamp_ms: message.timestamp().to_millis(),
+    }
+}
+
+/// The producer's event id, if the record carries a usable one.
+pub fn event_id(message: &OwnedMessage) -> Option<String> {
+    let headers = message.headers()?;
+    let value = headers.iter().find(|h| h.key == EVENT_ID_HEADER)?.value?;
+    let id = std::str::from_utf8(value).ok()?.trim();
+    (!id.is_empty() && id.len() <= 255).then(|| id.to_string())
+}

@@ -1,0 +1,9 @@
+//! The one place the host generates bindings from `wit/`: the `handler` world plugins export.
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "handler",
+});
+
+pub use sluice::handler::host::Level;
+pub use sluice::handler::types::{Header, StockAdjustment};

@@ -6,13 +6,17 @@
 //! A usable event becomes one stock adjustment `(productId, -quantity)`; anything else is an
 //! `invalid-message` whose reason names the field. The plugin never panics on input.
 
-wit_bindgen::generate!({
-    path: "../../wit",
-    world: "handler",
-});
+#[allow(clippy::too_many_arguments)] // generated code
+mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "handler",
+    });
+}
 
+use bindings::sluice::handler::types::StockAdjustment;
+use bindings::{Guest, HandlerError, Message, Mutation};
 use serde_json::{Map, Value};
-use sluice::handler::types::StockAdjustment;
 
 struct Stock;
 
@@ -22,7 +26,7 @@ impl Guest for Stock {
     }
 }
 
-export!(Stock);
+bindings::export!(Stock with_types_in bindings);
 
 /// The largest quantity one order may take. Anything larger is a malformed event, not an order.
 pub const MAX_QUANTITY: i64 = 1_000_000;

@@ -1,0 +1,26 @@
+# sluice serve, built from this repository.
+#   docker compose up --build     (see docker-compose.yml)
+
+FROM rust:1-bookworm AS build
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends build-essential pkg-config zlib1g-dev \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+# rust-toolchain.toml pins the compiler and adds the wasm32-wasip2 target for the plugins.
+COPY rust-toolchain.toml ./
+RUN rustup show active-toolchain || rustup toolchain install
+COPY . .
+RUN cargo build --release --locked --bin sluice \
+    && cp target/release/sluice /usr/local/bin/sluice
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates zlib1g \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 sluice
+COPY --from=build /usr/local/bin/sluice /usr/local/bin/sluice
+USER sluice
+ENV SLUICE_HTTP_ADDR=0.0.0.0:8080
+EXPOSE 8080
+ENTRYPOINT ["sluice"]
+CMD ["serve"]

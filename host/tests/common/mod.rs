@@ -1,0 +1,306 @@
+//! Test harness: real PostgreSQL (a fresh database per test) and a real Kafka-protocol broker
+//! (librdkafka's mock cluster on loopback TCP, or `SLUICE_TEST_KAFKA_BROKERS`), with the app
+//! driven from outside over HTTP and Kafka.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use secrecy::SecretString;
+use sluice::config::{IngestSettings, KafkaSettings, Settings};
+use sluice::dev::{EmbeddedKafka, EmbeddedPostgres};
+use sluice::runtime::SandboxConfig;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub const PARTITIONS: i32 = 4;
+
+/// Logs go through the test harness's capture (shown for failing tests); `RUST_LOG` filters.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
+/// The PostgreSQL server of this test binary: `DATABASE_URL`, or one throwaway cluster
+/// started on first use and stopped when the process exits.
+fn admin_url() -> &'static str {
+    static SERVER: OnceLock<(String, Option<EmbeddedPostgres>)> = OnceLock::new();
+    let (url, _) = SERVER.get_or_init(|| match std::env::var("DATABASE_URL") {
+        Ok(url) => (url, None),
+        Err(_) => {
+            let server = EmbeddedPostgres::start().expect("starting a throwaway PostgreSQL");
+            (server.url(), Some(server))
+        }
+    });
+    url
+}
+
+/// A new, empty database on the test server; returns its URL.
+pub async fn fresh_database() -> String {
+    let admin = admin_url();
+    let name = format!("sluice_test_{}", Uuid::new_v4().simple());
+    let mut conn = PgConnection::connect(admin)
+        .await
+        .expect("connecting to PostgreSQL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("creating the test database");
+    conn.close().await.ok();
+    let mut url = url::Url::parse(admin).expect("admin URL parses");
+    url.set_path(&name);
+    url.to_string()
+}
+
+/// The broker a test talks to.
+pub struct Broker {
+    embedded: Option<EmbeddedKafka>,
+    bootstrap: String,
+}
+
+impl Broker {
+    /// An embedded mock cluster of its own, or the external `SLUICE_TEST_KAFKA_BROKERS`.
+    pub fn start() -> Self {
+        match std::env::var("SLUICE_TEST_KAFKA_BROKERS") {
+            Ok(bootstrap) => Self {
+                embedded: None,
+                bootstrap,
+            },
+            Err(_) => {
+                let kafka = EmbeddedKafka::start(1).expect("starting the embedded broker");
+                Self {
+                    bootstrap: kafka.bootstrap_servers().to_string(),
+                    embedded: Some(kafka),
+                }
+            }
+        }
+    }
+
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+
+    pub fn embedded(&self) -> Option<&EmbeddedKafka> {
+        self.embedded.as_ref()
+    }
+
+    pub async fn create_topic(&self, topic: &str, partitions: i32) {
+        match &self.embedded {
+            Some(kafka) => kafka
+                .create_topic(topic, partitions)
+                .expect("creating topic"),
+            None => {
+                let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+                    .set("bootstrap.servers", &self.bootstrap)
+                    .create()
+                    .expect("admin client");
+                let topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+                let results = admin
+                    .create_topics([&topic], &AdminOptions::new())
+                    .await
+                    .expect("create_topics");
+                for result in results {
+                    result.expect("topic created");
+                }
+            }
+        }
+    }
+
+    pub fn producer(&self) -> FutureProducer {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("linger.ms", "0")
+            .create()
+            .expect("test producer")
+    }
+}
+
+/// Produce one raw record, waiting for the broker's ack.
+pub async fn produce(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+    event_id: Option<&str>,
+) {
+    let mut record = FutureRecord::to(topic).key(key).payload(payload);
+    if let Some(id) = event_id {
+        record = record.headers(OwnedHeaders::new().insert(Header {
+            key: "event-id",
+            value: Some(id.as_bytes()),
+        }));
+    }
+    producer
+        .send(record, Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)
+        .expect("producing a test record");
+}
+
+pub fn settings(db_url: &str, broker: &Broker, topic: &str, group: &str) -> Settings {
+    Settings {
+        http_addr: "127.0.0.1:0".parse().expect("literal address"),
+        database_url: SecretString::from(db_url.to_string()),
+        db_max_connections: 5,
+        kafka: KafkaSettings {
+            brokers: broker.bootstrap().to_string(),
+            group_id: group.to_string(),
+            topic: topic.to_string(),
+            options: vec![("session.timeout.ms".into(), "6000".into())],
+        },
+        ingest: IngestSettings {
+            batch_max_messages: 500,
+            batch_max_wait: Duration::from_millis(10),
+        },
+        sandbox: SandboxConfig::default(),
+        plugin_path: None,
+    }
+}
+
+/// The app running in-process on a port of its own, with its own database, topic and group.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    pub pool: PgPool,
+    pub db_url: String,
+    pub broker: Arc<Broker>,
+    pub topic: String,
+    pub group: String,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> Self {
+        init_logging();
+        let broker = Arc::new(Broker::start());
+        let topic = format!("orders-{}", Uuid::new_v4().simple());
+        let group = format!("group-{}", Uuid::new_v4().simple());
+        broker.create_topic(&topic, PARTITIONS).await;
+        let db_url = fresh_database().await;
+        let mut settings = settings(&db_url, &broker, &topic, &group);
+        configure(&mut settings);
+
+        let app = sluice::Application::build(settings)
+            .await
+            .expect("building the app");
+        let addr = app.local_addr().expect("bound address");
+        let pool = app.pool().clone();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        Self {
+            addr,
+            http: reqwest::Client::new(),
+            pool,
+            db_url,
+            broker,
+            topic,
+            group,
+            shutdown,
+            task,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn post_order(&self, body: serde_json::Value) -> reqwest::Response {
+        self.http
+            .post(self.url("/orders"))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST /orders")
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = self.http.get(self.url(path)).send().await.expect("GET");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON body"))
+    }
+
+    /// Stock of every product, via the HTTP API.
+    pub async fn stock(&self) -> HashMap<String, i64> {
+        let (status, body) = self.get_json("/catalogs").await;
+        assert_eq!(status, 200);
+        body.as_array()
+            .expect("array of products")
+            .iter()
+            .map(|p| {
+                (
+                    p["productId"].as_str().expect("productId").to_string(),
+                    p["stock"].as_i64().expect("stock"),
+                )
+            })
+            .collect()
+    }
+
+    /// Messages the ingest flow has decided, by outcome.
+    pub async fn processed_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM processed_messages")
+            .fetch_one(&self.pool)
+            .await
+            .expect("counting processed messages")
+    }
+
+    /// Wait until `processed_count` reaches `n`, or fail after `timeout`.
+    pub async fn wait_processed(&self, n: i64, timeout: Duration) {
+        let started = Instant::now();
+        loop {
+            let count = self.processed_count().await;
+            if count >= n {
+                return;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "only {count} of {n} messages processed after {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task
+            .await
+            .expect("app task joins")
+            .expect("app stops cleanly");
+    }
+}
+
+/// Poll `check` until it returns `Some`, or panic after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

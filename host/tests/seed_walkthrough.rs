@@ -1,0 +1,152 @@
+//! The original tutorial, end to end: HTTP → outbox → Kafka → stock plugin → Postgres → HTTP.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestApp, eventually};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_takes_its_quantity_out_of_stock() {
+    // Arrange
+    let app = TestApp::spawn().await;
+    let before = app.stock().await;
+    assert_eq!(before["CATALOG-0001"], 100);
+    assert_eq!(before["CATALOG-0002"], 110);
+    assert_eq!(before["CATALOG-0003"], 120);
+
+    // Act
+    let response = app
+        .post_order(json!({"userId": "user-1", "productId": "CATALOG-0001",
+                           "quantity": 10, "unitPrice": 1500}))
+        .await;
+
+    // Assert
+    assert_eq!(response.status().as_u16(), 201);
+    let order: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(order["userId"], "user-1");
+    assert_eq!(order["productId"], "CATALOG-0001");
+    assert_eq!(order["quantity"], 10);
+    assert_eq!(order["unitPrice"], 1500);
+    assert_eq!(order["totalPrice"], 15000);
+    assert_eq!(order["status"], "PENDING");
+    assert!(order["createdAt"].as_str().unwrap().ends_with('Z'));
+    let order_id = order["orderId"].as_str().unwrap().to_string();
+
+    eventually(
+        Duration::from_secs(10),
+        "stock of CATALOG-0001 to reach 90",
+        || async { (app.stock().await["CATALOG-0001"] == 90).then_some(()) },
+    )
+    .await;
+    let after = app.stock().await;
+    assert_eq!(after["CATALOG-0002"], 110, "other products untouched");
+
+    let (status, fetched) = app.get_json(&format!("/orders/{order_id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(fetched, order, "GET returns what POST returned");
+    let (status, listed) = app.get_json("/users/user-1/orders").await;
+    assert_eq!(status, 200);
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["orderId"], order_id.as_str());
+
+    // The event was published keyed by product, with the order id as event id, and the
+    // ingest flow recorded it as applied under that event id.
+    let record = read_one(app.broker.bootstrap(), &app.topic).await;
+    assert_eq!(record.0.as_deref(), Some("CATALOG-0001"));
+    assert_eq!(record.1.as_deref(), Some(order_id.as_str()));
+    let event: serde_json::Value = serde_json::from_slice(&record.2).unwrap();
+    assert_eq!(event["orderId"], order_id.as_str());
+    assert_eq!(event["quantity"], 10);
+    assert_eq!(event["totalPrice"], 15000);
+    let (outcome, plugin): (String, String) =
+        sqlx::query_as("SELECT outcome, plugin FROM processed_messages WHERE event_id = $1")
+            .bind(&order_id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!((outcome.as_str(), plugin.as_str()), ("APPLIED", "stock"));
+    let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(outbox, 0, "published events leave the outbox");
+
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_upsert_creates_and_replaces_products() {
+    let app = TestApp::spawn().await;
+    let client = &app.http;
+
+    let created = client
+        .put(app.url("/catalogs/CATALOG-0004"))
+        .json(&json!({"productName": "Lisbon", "stock": 5, "unitPrice": 900}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status().as_u16(), 201);
+    let replaced = client
+        .put(app.url("/catalogs/CATALOG-0004"))
+        .json(&json!({"productName": "Lisbon", "stock": 7, "unitPrice": 950}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replaced.status().as_u16(), 200);
+    let (status, product) = app.get_json("/catalogs/CATALOG-0004").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        product,
+        json!({"productId": "CATALOG-0004", "productName": "Lisbon", "stock": 7, "unitPrice": 950})
+    );
+    let (status, _) = app.get_json("/catalogs/CATALOG-9999").await;
+    assert_eq!(status, 404);
+    let (status, health) = app.get_json("/healthz").await;
+    assert_eq!((status, health), (200, json!({"status": "ok"})));
+
+    app.stop().await;
+}
+
+/// The first record on any partition of `topic`: (key, event-id header, payload).
+async fn read_one(bootstrap: &str, topic: &str) -> (Option<String>, Option<String>, Vec<u8>) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for partition in 0..common::PARTITIONS {
+        tpl.add_partition_offset(topic, partition, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    tokio::task::spawn_blocking(move || {
+        let message = consumer
+            .poll(Duration::from_secs(10))
+            .expect("a record within 10 s")
+            .expect("no consumer error");
+        let key = message
+            .key()
+            .map(|k| String::from_utf8_lossy(k).into_owned());
+        let event_id = message.headers().and_then(|headers| {
+            headers
+                .iter()
+                .find(|h| h.key == "event-id")
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        });
+        (
+            key,
+            event_id,
+            message.payload().unwrap_or_default().to_vec(),
+        )
+    })
+    .await
+    .unwrap()
+}

@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Settings;
 use crate::db;
 use crate::http::{self, AppState};
-use crate::ingest::{self, Ingest};
+use crate::ingest::{self, Ingest, IngestHealth};
+use crate::order_status;
 use crate::outbox::{self, Relay};
 use crate::runtime::{self, Plugin, PluginEngine};
 
@@ -22,6 +23,8 @@ pub struct Application {
     pool: PgPool,
     ingest: Ingest,
     relay: Relay,
+    status_consumer: rdkafka::consumer::StreamConsumer,
+    dedupe_retention: std::time::Duration,
     state: AppState,
 }
 
@@ -45,16 +48,21 @@ impl Application {
             tokio::runtime::Handle::current(),
         )?;
         let producer = outbox::create_producer(&settings.kafka)?;
+        let status_consumer = order_status::create_consumer(&settings.kafka)?;
 
         let listener = TcpListener::bind(settings.http_addr)
             .await
             .with_context(|| format!("binding the HTTP address {}", settings.http_addr))?;
 
         let relay_wake = Arc::new(Notify::new());
+        let ingest_health = Arc::new(IngestHealth::default());
         let state = AppState {
             pool: pool.clone(),
             topic: settings.kafka.topic.as_str().into(),
             relay_wake: Arc::clone(&relay_wake),
+            status_topic: settings.kafka.status_topic.as_str().into(),
+            plugin: Arc::clone(&plugin),
+            ingest_health: Arc::clone(&ingest_health),
         };
         Ok(Self {
             listener,
@@ -66,12 +74,15 @@ impl Application {
                 plugin,
                 kafka: settings.kafka.clone(),
                 settings: settings.ingest.clone(),
+                health: ingest_health,
             },
             relay: Relay {
                 pool,
                 producer,
                 wake: relay_wake,
             },
+            status_consumer,
+            dedupe_retention: settings.ingest.dedupe_retention,
             state,
         })
     }
@@ -96,6 +107,16 @@ impl Application {
             tokio::task::spawn_blocking(move || ingest.run(token))
         };
         let relay = tokio::spawn(self.relay.run(shutdown.child_token()));
+        let status = tokio::spawn(order_status::run(
+            self.status_consumer,
+            self.pool.clone(),
+            shutdown.child_token(),
+        ));
+        let retention = tokio::spawn(ingest::forget_old_events(
+            self.pool.clone(),
+            self.dedupe_retention,
+            shutdown.child_token(),
+        ));
         let http = {
             let token = shutdown.child_token();
             let app = http::router(self.state);
@@ -111,6 +132,8 @@ impl Application {
         tasks.spawn(async move { ("ingest", flatten(ingest.await)) });
         tasks.spawn(async move { ("outbox relay", flatten(relay.await)) });
         tasks.spawn(async move { ("http", flatten(http.await)) });
+        tasks.spawn(async move { ("order status consumer", flatten(status.await)) });
+        tasks.spawn(async move { ("dedupe retention", flatten(retention.await)) });
 
         let mut first_error = None;
         while let Some(joined) = tasks.join_next().await {

@@ -73,6 +73,26 @@ pub struct CommonArgs {
     #[arg(long, env = "SLUICE_TOPIC", default_value = "example-order-topic")]
     pub topic: String,
 
+    /// Topic the catalog side reports each order's outcome on; the order side consumes it.
+    #[arg(
+        long,
+        env = "SLUICE_STATUS_TOPIC",
+        default_value = "order-status-topic"
+    )]
+    pub status_topic: String,
+
+    /// Topic poison records are copied to [default: <topic>.DLT].
+    #[arg(long, env = "SLUICE_DEAD_LETTER_TOPIC")]
+    pub dead_letter_topic: Option<String>,
+
+    /// Consumer group of the order side's status consumer.
+    #[arg(long, env = "SLUICE_ORDERS_GROUP_ID", default_value = "sluice-orders")]
+    pub orders_group_id: String,
+
+    /// How long an event id is remembered for dedupe, hours.
+    #[arg(long, env = "SLUICE_DEDUPE_RETENTION_HOURS", default_value_t = 168)]
+    pub dedupe_retention_hours: u64,
+
     /// A librdkafka property for every Kafka client, kcat-style; repeatable
     /// (e.g. -X session.timeout.ms=6000). Wins over SLUICE_KAFKA_OPTIONS.
     #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_key_value)]
@@ -142,6 +162,9 @@ pub struct KafkaSettings {
     pub brokers: String,
     pub group_id: String,
     pub topic: String,
+    pub status_topic: String,
+    pub dead_letter_topic: String,
+    pub orders_group_id: String,
     /// librdkafka properties applied last, over Sluice's own defaults.
     pub options: Vec<(String, String)>,
 }
@@ -150,6 +173,7 @@ pub struct KafkaSettings {
 pub struct IngestSettings {
     pub batch_max_messages: usize,
     pub batch_max_wait: Duration,
+    pub dedupe_retention: Duration,
 }
 
 impl Settings {
@@ -168,12 +192,20 @@ impl Settings {
             kafka: KafkaSettings {
                 brokers: kafka_brokers,
                 group_id: common.group_id,
+                dead_letter_topic: common
+                    .dead_letter_topic
+                    .unwrap_or_else(|| format!("{}.DLT", common.topic)),
                 topic: common.topic,
+                status_topic: common.status_topic,
+                orders_group_id: common.orders_group_id,
                 options,
             },
             ingest: IngestSettings {
                 batch_max_messages: common.batch_max_messages.max(1),
                 batch_max_wait: Duration::from_millis(common.batch_max_wait_ms),
+                dedupe_retention: Duration::from_secs(
+                    common.dedupe_retention_hours.saturating_mul(3600),
+                ),
             },
             sandbox: SandboxConfig {
                 limits: Limits {

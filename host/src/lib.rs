@@ -17,6 +17,7 @@ pub mod dev;
 pub mod domain;
 pub mod http;
 pub mod ingest;
+pub mod order_status;
 pub mod outbox;
 pub mod runtime;
 pub mod shutdown;

@@ -1,4 +1,5 @@
-//! Bad input costs only itself: a clear error or a recorded rejection, nothing lost.
+//! Bad input costs only itself: a clear error, a recorded rejection or a dead letter;
+//! nothing valid is lost.
 
 mod common;
 
@@ -16,7 +17,7 @@ fn order(product: &str, quantity: i64) -> Vec<u8> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_burst_of_bad_messages_is_rejected_while_valid_ones_apply() {
+async fn a_burst_of_bad_messages_is_refused_while_valid_ones_apply() {
     // Arrange: one key, so every record lands on one partition in this order.
     let app = TestApp::spawn().await;
     let producer = app.broker.producer();
@@ -55,13 +56,13 @@ async fn a_burst_of_bad_messages_is_rejected_while_valid_ones_apply() {
         summary,
         vec![
             ("APPLIED", None),
-            ("REJECTED", Some("invalid-message")),
-            ("REJECTED", Some("invalid-message")),
+            ("DEAD_LETTER", Some("invalid-message")),
+            ("DEAD_LETTER", Some("invalid-message")),
             ("REJECTED", Some("unknown-product")),
-            ("REJECTED", Some("invalid-message")),
+            ("DEAD_LETTER", Some("invalid-message")),
             ("REJECTED", Some("insufficient-stock")),
-            ("REJECTED", Some("invalid-message")),
-            ("REJECTED", Some("invalid-message")),
+            ("DEAD_LETTER", Some("invalid-message")),
+            ("DEAD_LETTER", Some("invalid-message")),
             ("APPLIED", None),
         ],
         "outcomes in offset order for {:?}",

@@ -3,8 +3,10 @@
 use std::collections::{HashMap, HashSet};
 
 use sqlx::PgPool;
+use sqlx::types::Json;
 
 use super::Tx;
+use super::outbox::Header;
 
 /// Create any missing position rows and lock all of them, in partition order, for the
 /// rest of the transaction. Returns partition → next offset to apply.
@@ -67,6 +69,9 @@ pub async fn set_positions(
     partitions: &[i32],
     next_offsets: &[i64],
 ) -> sqlx::Result<()> {
+    if partitions.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
         "UPDATE consumer_positions AS c
          SET next_offset = u.next_offset, updated_at = now()
@@ -104,6 +109,9 @@ pub async fn record_events(
     group_id: &str,
     event_ids: &[String],
 ) -> sqlx::Result<()> {
+    if event_ids.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
         "INSERT INTO processed_events (group_id, event_id)
          SELECT $1, e FROM UNNEST($2::text[]) AS e
@@ -136,6 +144,9 @@ pub async fn record_outcomes(
     topic: &str,
     rows: &Outcomes,
 ) -> sqlx::Result<()> {
+    if rows.offset.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
         "INSERT INTO processed_messages (group_id, topic, partition, \"offset\", event_id, outcome,
                                          error_kind, reason, mutations, plugin, plugin_version)
@@ -156,4 +167,73 @@ pub async fn record_outcomes(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// A poison record, kept whole.
+#[derive(Debug, Clone)]
+pub struct DeadLetterRow {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: Vec<Header>,
+    pub event_id: Option<String>,
+    pub error_kind: &'static str,
+    pub error: String,
+}
+
+pub async fn insert_dead_letters(
+    tx: &mut Tx<'_>,
+    group_id: &str,
+    plugin: &str,
+    plugin_version: &str,
+    rows: &[DeadLetterRow],
+) -> sqlx::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let topics: Vec<&str> = rows.iter().map(|r| r.topic.as_str()).collect();
+    let partitions: Vec<i32> = rows.iter().map(|r| r.partition).collect();
+    let offsets: Vec<i64> = rows.iter().map(|r| r.offset).collect();
+    let keys: Vec<Option<&[u8]>> = rows.iter().map(|r| r.key.as_deref()).collect();
+    let payloads: Vec<Option<&[u8]>> = rows.iter().map(|r| r.payload.as_deref()).collect();
+    let headers: Vec<Json<&Vec<Header>>> = rows.iter().map(|r| Json(&r.headers)).collect();
+    let event_ids: Vec<Option<&str>> = rows.iter().map(|r| r.event_id.as_deref()).collect();
+    let kinds: Vec<&str> = rows.iter().map(|r| r.error_kind).collect();
+    let errors: Vec<&str> = rows.iter().map(|r| r.error.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO dead_letters (group_id, plugin, plugin_version, topic, partition, \"offset\",
+                                   key, payload, headers, event_id, error_kind, error)
+         SELECT $1, $2, $3, u.* FROM UNNEST($4::text[], $5::int[], $6::bigint[], $7::bytea[],
+                $8::bytea[], $9::jsonb[], $10::text[], $11::text[], $12::text[]) AS u
+         ON CONFLICT (group_id, topic, partition, \"offset\") DO NOTHING",
+    )
+    .bind(group_id)
+    .bind(plugin)
+    .bind(plugin_version)
+    .bind(&topics)
+    .bind(&partitions)
+    .bind(&offsets)
+    .bind(&keys)
+    .bind(&payloads)
+    .bind(&headers)
+    .bind(&event_ids)
+    .bind(&kinds)
+    .bind(&errors)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Forget event ids decided longer ago than the dedupe window.
+pub async fn forget_events_before(
+    pool: &PgPool,
+    cutoff: chrono::DateTime<chrono::Utc>,
+) -> sqlx::Result<u64> {
+    let done = sqlx::query("DELETE FROM processed_events WHERE processed_at < $1")
+        .bind(cutoff)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected())
 }

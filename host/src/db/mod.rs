@@ -1,6 +1,7 @@
 //! SQL, and nothing else: each function takes the pool or the caller's transaction.
 
 pub mod catalog;
+pub mod dead_letters;
 pub mod ingest;
 pub mod orders;
 pub mod outbox;

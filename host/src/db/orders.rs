@@ -17,14 +17,16 @@ pub struct OrderRow {
     pub status: String,
     pub status_reason: Option<String>,
     pub created_at: DateTime<Utc>,
+    pub plugin: Option<String>,
+    pub plugin_version: Option<String>,
 }
 
 const COLUMNS: &str = "order_id, user_id, product_id, quantity, unit_price, total_price, \
-                       status, status_reason, created_at";
+                       status, status_reason, created_at, plugin, plugin_version";
 
 pub async fn insert(tx: &mut Tx<'_>, order: &OrderRow) -> sqlx::Result<()> {
     sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO orders ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        "INSERT INTO orders ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
     )))
     .bind(order.order_id)
     .bind(&order.user_id)
@@ -35,6 +37,8 @@ pub async fn insert(tx: &mut Tx<'_>, order: &OrderRow) -> sqlx::Result<()> {
     .bind(&order.status)
     .bind(&order.status_reason)
     .bind(order.created_at)
+    .bind(&order.plugin)
+    .bind(&order.plugin_version)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -57,4 +61,32 @@ pub async fn list_by_user(pool: &PgPool, user_id: &str, limit: i64) -> sqlx::Res
     .bind(limit)
     .fetch_all(pool)
     .await
+}
+
+/// A verdict from the catalog side. The first verdict wins; a redrive may turn a rejection
+/// into an application. Returns whether the order changed.
+pub async fn record_status(
+    tx: &mut Tx<'_>,
+    order_id: Uuid,
+    status: &str,
+    reason: Option<&str>,
+    plugin: &str,
+    plugin_version: &str,
+    redriven: bool,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE orders
+         SET status = $2, status_reason = $3, plugin = $4, plugin_version = $5,
+             status_updated_at = now()
+         WHERE order_id = $1 AND (status = 'PENDING' OR ($6 AND status = 'REJECTED'))",
+    )
+    .bind(order_id)
+    .bind(status)
+    .bind(reason)
+    .bind(plugin)
+    .bind(plugin_version)
+    .bind(redriven)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() > 0)
 }

@@ -16,7 +16,18 @@ use crate::config::{DevArgs, Settings};
 
 pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let kafka = EmbeddedKafka::start(1)?;
-    kafka.create_topic(&args.common.topic, args.partitions)?;
+    let dead_letter_topic = args
+        .common
+        .dead_letter_topic
+        .clone()
+        .unwrap_or_else(|| format!("{}.DLT", args.common.topic));
+    for topic in [
+        &args.common.topic,
+        &args.common.status_topic,
+        &dead_letter_topic,
+    ] {
+        kafka.create_topic(topic, args.partitions)?;
+    }
     tracing::info!(brokers = kafka.bootstrap_servers(), topic = %args.common.topic,
                    partitions = args.partitions, "embedded Kafka broker started");
 

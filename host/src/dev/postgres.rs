@@ -22,9 +22,45 @@ const MARKER: &str = "sluice-owner.pid";
 
 pub struct EmbeddedPostgres {
     port: u16,
-    stop: Option<mpsc::Sender<()>>,
+    bin: PathBuf,
+    control: Option<mpsc::Sender<Control>>,
     server: Option<JoinHandle<()>>,
     dir: Option<tempfile::TempDir>,
+}
+
+/// Requests to the thread that owns the server process.
+enum Control {
+    Start(mpsc::Sender<std::io::Result<u32>>),
+    Stop(mpsc::Sender<()>),
+}
+
+/// Own the server process: start and stop it on request, stop it when the handle is dropped.
+fn supervise(command: impl Fn() -> std::io::Result<Command>, requests: mpsc::Receiver<Control>) {
+    let mut child: Option<Child> = None;
+    for request in requests {
+        match request {
+            Control::Start(reply) => {
+                if let Some(running) = child.take() {
+                    stop_server(running);
+                }
+                let spawned = command().and_then(|mut c| c.spawn());
+                let _ = reply.send(spawned.map(|c| {
+                    let pid = c.id();
+                    child = Some(c);
+                    pid
+                }));
+            }
+            Control::Stop(reply) => {
+                if let Some(running) = child.take() {
+                    stop_server(running);
+                }
+                let _ = reply.send(());
+            }
+        }
+    }
+    if let Some(running) = child {
+        stop_server(running);
+    }
 }
 
 impl EmbeddedPostgres {
@@ -67,8 +103,7 @@ impl EmbeddedPostgres {
         }
 
         let port = free_port()?;
-        let log =
-            File::create(dir.path().join("postgres.log")).context("creating the server log")?;
+        File::create(dir.path().join("postgres.log")).context("creating the server log")?;
         if let Some(user) = &run_as {
             std::os::unix::fs::chown(
                 dir.path().join("postgres.log"),
@@ -77,62 +112,80 @@ impl EmbeddedPostgres {
             )
             .context("handing the log to the postgres user")?;
         }
-        let mut postgres = Command::new(bin.join("postgres"));
-        postgres
-            .arg("-D")
-            .arg(&data)
-            .arg("-p")
-            .arg(port.to_string())
-            .arg("-k")
-            .arg(dir.path())
-            // Throwaway data: durability buys nothing here.
-            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
-            .args(["-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
-            .args(["-c", "max_connections=300"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log));
-        as_user(&mut postgres, run_as.as_ref(), dir.path());
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            postgres.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGQUIT).map_err(std::io::Error::from)
-            });
-        }
+        let log_path = dir.path().join("postgres.log");
+        let server_command = {
+            let (bin, data, sockets) = (bin.clone(), data.clone(), dir.path().to_path_buf());
+            move || -> std::io::Result<Command> {
+                let log = std::fs::OpenOptions::new().append(true).open(&log_path)?;
+                let mut postgres = Command::new(bin.join("postgres"));
+                postgres
+                    .arg("-D")
+                    .arg(&data)
+                    .arg("-p")
+                    .arg(port.to_string())
+                    .arg("-k")
+                    .arg(&sockets)
+                    // Throwaway data: durability buys nothing here.
+                    .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+                    .args(["-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
+                    .args(["-c", "max_connections=300"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::from(log));
+                as_user(&mut postgres, run_as.as_ref(), &sockets);
+                // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+                unsafe {
+                    postgres.pre_exec(|| {
+                        nix::sys::prctl::set_pdeathsig(Signal::SIGQUIT)
+                            .map_err(std::io::Error::from)
+                    });
+                }
+                Ok(postgres)
+            }
+        };
 
-        let (started_tx, started_rx) = mpsc::channel();
-        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let (control, requests) = mpsc::channel::<Control>();
         // The parent-death signal fires when the *thread* that forked exits, so the server is
         // forked from a thread that lives exactly as long as this value.
         let server = std::thread::Builder::new()
             .name("sluice-postgres".into())
-            .spawn(move || {
-                let child = match postgres.spawn() {
-                    Ok(child) => child,
-                    Err(e) => {
-                        let _ = started_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let pid = child.id();
-                let _ = started_tx.send(Ok(pid));
-                // Wait for drop (or for the sender to vanish), then stop the server.
-                let _ = stop_rx.recv();
-                stop_server(child);
-            })
+            .spawn(move || supervise(server_command, requests))
             .context("starting the PostgreSQL supervisor thread")?;
-        let pid = started_rx
-            .recv()
-            .context("PostgreSQL supervisor thread died")?
-            .context("spawning postgres")?;
-
         let mut embedded = Self {
             port,
-            stop: Some(stop_tx),
+            bin,
+            control: Some(control),
             server: Some(server),
             dir: Some(dir),
         };
-        embedded.wait_ready(&bin, pid)?;
+        embedded.start_server()?;
         Ok(embedded)
+    }
+
+    /// Start the server (again) on the same port and data; blocks until it accepts connections.
+    pub fn start_server(&mut self) -> anyhow::Result<()> {
+        let (reply, started) = mpsc::channel();
+        self.send(Control::Start(reply))?;
+        let pid = started
+            .recv()
+            .context("PostgreSQL supervisor thread died")?
+            .context("spawning postgres")?;
+        self.wait_ready(pid)
+    }
+
+    /// Stop the server (fast shutdown), keeping its data: clients see the database go away.
+    pub fn stop_server(&mut self) -> anyhow::Result<()> {
+        let (reply, stopped) = mpsc::channel();
+        self.send(Control::Stop(reply))?;
+        stopped.recv().context("PostgreSQL supervisor thread died")
+    }
+
+    fn send(&self, control: Control) -> anyhow::Result<()> {
+        self.control
+            .as_ref()
+            .context("PostgreSQL is shut down")?
+            .send(control)
+            .ok()
+            .context("PostgreSQL supervisor thread died")
     }
 
     /// URL of the `postgres` database as the `postgres` superuser.
@@ -144,10 +197,10 @@ impl EmbeddedPostgres {
         self.port
     }
 
-    fn wait_ready(&mut self, bin: &Path, pid: u32) -> anyhow::Result<()> {
+    fn wait_ready(&mut self, pid: u32) -> anyhow::Result<()> {
         let started = Instant::now();
         loop {
-            let ready = Command::new(bin.join("pg_isready"))
+            let ready = Command::new(self.bin.join("pg_isready"))
                 .args(["-h", "127.0.0.1", "-U", "postgres", "-q", "-p"])
                 .arg(self.port.to_string())
                 .status()
@@ -171,7 +224,7 @@ impl EmbeddedPostgres {
 
 impl Drop for EmbeddedPostgres {
     fn drop(&mut self) {
-        drop(self.stop.take());
+        drop(self.control.take());
         if let Some(server) = self.server.take() {
             let _ = server.join();
         }

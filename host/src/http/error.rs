@@ -17,6 +17,9 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("{0}")]
     NotFound(String),
+    /// The request conflicts with the resource's state.
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     Unavailable(String),
     /// The body could not be read as the expected JSON.
@@ -49,6 +52,7 @@ impl IntoResponse for ApiError {
             Self::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             Self::Unprocessable(m) => (StatusCode::UNPROCESSABLE_ENTITY, m),
             Self::NotFound(m) => (StatusCode::NOT_FOUND, m),
+            Self::Conflict(m) => (StatusCode::CONFLICT, m),
             Self::Unavailable(m) => {
                 tracing::warn!(error = %m, "service unavailable");
                 (StatusCode::SERVICE_UNAVAILABLE, m)

@@ -12,7 +12,8 @@ use uuid::Uuid;
 use super::{ApiError, AppState};
 use crate::db;
 use crate::db::orders::OrderRow;
-use crate::domain::{NewOrder, OrderEvent, OrderStatus, format_time};
+use crate::db::outbox::{Header, Record};
+use crate::domain::{EVENT_ID_HEADER, NewOrder, OrderEvent, OrderStatus, format_time};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -35,6 +36,15 @@ pub struct OrderResponse {
     created_at: String,
     status: String,
     status_reason: Option<String>,
+    /// The plugin and version that decided the order (provenance), once known.
+    handled_by: Option<HandledBy>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HandledBy {
+    plugin: String,
+    version: String,
 }
 
 impl From<OrderRow> for OrderResponse {
@@ -49,6 +59,10 @@ impl From<OrderRow> for OrderResponse {
             created_at: format_time(row.created_at),
             status: row.status,
             status_reason: row.status_reason,
+            handled_by: row
+                .plugin
+                .zip(row.plugin_version)
+                .map(|(plugin, version)| HandledBy { plugin, version }),
         }
     }
 }
@@ -79,6 +93,8 @@ pub async fn create(
         status: OrderStatus::Pending.as_str().to_string(),
         status_reason: None,
         created_at,
+        plugin: None,
+        plugin_version: None,
     };
     let event = OrderEvent {
         order_id,
@@ -93,14 +109,13 @@ pub async fn create(
 
     let mut tx = state.pool.begin().await?;
     db::orders::insert(&mut tx, &row).await?;
-    db::outbox::enqueue(
-        &mut tx,
-        &state.topic,
-        &row.product_id,
-        &order_id.to_string(),
-        &payload,
-    )
-    .await?;
+    let record = Record {
+        topic: state.topic.to_string(),
+        key: Some(row.product_id.clone().into_bytes()),
+        payload: Some(payload),
+        headers: vec![Header::text(EVENT_ID_HEADER, order_id.to_string())],
+    };
+    db::outbox::enqueue(&mut tx, &[record]).await?;
     tx.commit().await?;
     state.relay_wake.notify_one();
 

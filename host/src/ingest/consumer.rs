@@ -17,10 +17,8 @@ use tokio::runtime::Handle;
 
 use crate::config::{IngestSettings, KafkaSettings};
 use crate::db;
+use crate::domain::EVENT_ID_HEADER;
 use crate::runtime::bindings;
-
-/// The header producers put the event id in; the dedupe key.
-pub const EVENT_ID_HEADER: &str = "event-id";
 
 pub type IngestConsumer = BaseConsumer<IngestContext>;
 
@@ -155,11 +153,16 @@ fn describe(tpl: &TopicPartitionList) -> String {
         .join(",")
 }
 
-/// Wait up to 100 ms for a first message, then gather more until the batch is full or
-/// `batch_max_wait` has passed. Returns an empty batch when nothing arrived.
-pub fn poll_batch(consumer: &IngestConsumer, settings: &IngestSettings) -> Vec<OwnedMessage> {
-    let mut batch = Vec::new();
-    let mut deadline: Option<Instant> = None;
+/// Starting from `batch` (records carried over), wait up to 100 ms for a first record, then
+/// gather more until the batch is full or `batch_max_wait` has passed. Returns an empty batch
+/// when nothing arrived.
+pub fn poll_batch(
+    consumer: &IngestConsumer,
+    settings: &IngestSettings,
+    mut batch: Vec<OwnedMessage>,
+) -> Vec<OwnedMessage> {
+    let mut deadline: Option<Instant> =
+        (!batch.is_empty()).then(|| Instant::now() + settings.batch_max_wait);
     while batch.len() < settings.batch_max_messages {
         let timeout = match deadline {
             None => Duration::from_millis(100),

@@ -1,29 +1,63 @@
-//! Ingest flow: Kafka batch → plugin per message → one Postgres transaction → Kafka offsets.
+//! Ingest flow: Kafka batch → plugin per record → one Postgres transaction → Kafka offsets.
 //!
-//! Runs on a dedicated blocking thread: plugin calls are synchronous CPU work and the
-//! consumer's rebalance callbacks run inside `poll`, on this same thread, so no batch is in
-//! flight while partitions move.
+//! Runs on a dedicated blocking thread: plugin calls are synchronous CPU work, and the
+//! consumer's rebalance callbacks run inside `poll` on this same thread, so partitions only
+//! move between batches.
 
 pub mod apply;
 pub mod consumer;
+pub mod redrive;
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use rdkafka::Message as _;
+use rdkafka::consumer::Consumer as _;
 use rdkafka::message::OwnedMessage;
 use sqlx::PgPool;
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{IngestSettings, KafkaSettings};
+use crate::db;
 use crate::runtime::Plugin;
-use apply::{Handled, HandledBy};
+use apply::{BatchContext, BatchReport, Handled};
 use consumer::IngestConsumer;
 
 /// Backoff between attempts to commit a batch while Postgres is unavailable.
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Whether ingest is making progress; read by `/readyz`.
+#[derive(Debug, Default)]
+pub struct IngestHealth {
+    stuck: Mutex<Option<(Instant, String)>>,
+}
+
+impl IngestHealth {
+    /// `Some(description)` while a batch cannot be committed.
+    pub fn stuck(&self) -> Option<String> {
+        let stuck = self.stuck.lock().unwrap_or_else(PoisonError::into_inner);
+        stuck.as_ref().map(|(since, error)| {
+            format!(
+                "ingest stuck for {:.1} s: {error}",
+                since.elapsed().as_secs_f64()
+            )
+        })
+    }
+
+    fn set_stuck(&self, error: String) {
+        let mut stuck = self.stuck.lock().unwrap_or_else(PoisonError::into_inner);
+        match stuck.as_mut() {
+            Some((_, last)) => *last = error,
+            None => *stuck = Some((Instant::now(), error)),
+        }
+    }
+
+    fn set_ok(&self) {
+        *self.stuck.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+}
 
 pub struct Ingest {
     pub consumer: IngestConsumer,
@@ -32,29 +66,32 @@ pub struct Ingest {
     pub plugin: Arc<Plugin>,
     pub kafka: KafkaSettings,
     pub settings: IngestSettings,
+    pub health: Arc<IngestHealth>,
 }
 
 impl Ingest {
-    /// Consume until `shutdown`; the batch in hand is finished (or left uncommitted) first.
+    /// Consume until `shutdown`. The batch in hand is committed first, or left uncommitted
+    /// (and redelivered to whoever owns the partition next).
     pub fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(topic = %self.kafka.topic, group = %self.kafka.group_id,
                        plugin = %self.plugin.name(), "ingest started");
+        // Records received while a batch was waiting for the database; they lead the next batch.
+        let mut carried = Vec::new();
         while !shutdown.is_cancelled() {
-            let batch = consumer::poll_batch(&self.consumer, &self.settings);
+            let batch =
+                consumer::poll_batch(&self.consumer, &self.settings, std::mem::take(&mut carried));
             if batch.is_empty() {
                 continue;
             }
-            let handled = self.handle(&batch);
-            let by = HandledBy {
-                plugin: self.plugin.name().to_string(),
-                version: self.plugin.version().to_string(),
-            };
-            let Some(report) = self.apply_with_retry(&by, &handled, &shutdown) else {
+            let cx = self.batch_context();
+            let handled = self.handle(batch);
+            let Some(report) = self.apply_with_retry(&cx, &handled, &shutdown, &mut carried) else {
                 break;
             };
             tracing::debug!(
                 applied = report.applied,
                 rejected = report.rejected,
+                dead_lettered = report.dead_lettered,
                 duplicates = report.duplicates,
                 stale = report.stale,
                 "batch committed"
@@ -70,10 +107,21 @@ impl Ingest {
         Ok(())
     }
 
-    /// Run the plugin on every message of the batch.
-    fn handle(&self, batch: &[OwnedMessage]) -> Vec<Handled> {
+    fn batch_context(&self) -> BatchContext {
+        BatchContext {
+            group_id: self.kafka.group_id.clone(),
+            topic: self.kafka.topic.clone(),
+            plugin: self.plugin.name().to_string(),
+            plugin_version: self.plugin.version().to_string(),
+            status_topic: Some(self.kafka.status_topic.clone()),
+            dead_letter_topic: Some(self.kafka.dead_letter_topic.clone()),
+        }
+    }
+
+    /// Run the plugin on every record of the batch.
+    fn handle(&self, batch: Vec<OwnedMessage>) -> Vec<Handled> {
         batch
-            .iter()
+            .into_iter()
             .map(|message| {
                 let _span = tracing::debug_span!(
                     "handle",
@@ -82,49 +130,98 @@ impl Ingest {
                     offset = message.offset()
                 )
                 .entered();
+                let result = self.plugin.handle(&consumer::to_plugin_message(&message));
                 Handled {
-                    partition: message.partition(),
-                    offset: message.offset(),
-                    event_id: consumer::event_id(message),
-                    result: self.plugin.handle(&consumer::to_plugin_message(message)),
+                    event_id: consumer::event_id(&message),
+                    message,
+                    result,
                 }
             })
             .collect()
     }
 
-    /// Commit the batch, retrying with capped backoff while the database is unavailable:
-    /// a valid message is never skipped because a dependency was down. `None` on shutdown.
+    /// Commit the batch, retrying with capped backoff while the database is unavailable: a
+    /// valid record is never skipped or dead-lettered because a dependency was down. While
+    /// retrying, the assigned partitions are paused and the consumer keeps polling (so the
+    /// group keeps it); anything that still arrives is carried into the next batch.
+    /// `None` on shutdown.
     fn apply_with_retry(
         &self,
-        by: &HandledBy,
+        cx: &BatchContext,
         handled: &[Handled],
         shutdown: &CancellationToken,
-    ) -> Option<apply::BatchReport> {
+        carried: &mut Vec<OwnedMessage>,
+    ) -> Option<BatchReport> {
         let mut delay = RETRY_MIN;
+        let mut paused = false;
         loop {
-            let attempt = apply::apply_batch(
-                &self.pool,
-                &self.kafka.group_id,
-                &self.kafka.topic,
-                by,
-                handled,
-            );
-            match self.runtime.block_on(attempt) {
-                Ok(report) => return Some(report),
+            match self
+                .runtime
+                .block_on(apply::apply_batch(&self.pool, cx, handled))
+            {
+                Ok(report) => {
+                    if paused {
+                        self.set_paused(false);
+                        tracing::info!("batch committed after retrying; partitions resumed");
+                    }
+                    self.health.set_ok();
+                    return Some(report);
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?delay, "committing batch failed; will retry");
+                    self.health.set_stuck(e.to_string());
                 }
             }
-            let cancelled = self.runtime.block_on(async {
-                tokio::select! {
-                    () = shutdown.cancelled() => true,
-                    () = tokio::time::sleep(delay) => false,
+            self.set_paused(true);
+            paused = true;
+            let until = Instant::now() + delay;
+            while let Some(left) = until.checked_duration_since(Instant::now()) {
+                if shutdown.is_cancelled() {
+                    return None;
                 }
-            });
-            if cancelled {
-                return None;
+                match self.consumer.poll(left.min(Duration::from_millis(100))) {
+                    Some(Ok(message)) => carried.push(message.detach()),
+                    Some(Err(e)) => tracing::debug!(error = %e, "consumer error while paused"),
+                    None => {}
+                }
             }
             delay = (delay * 2).min(RETRY_MAX);
+        }
+    }
+
+    fn set_paused(&self, pause: bool) {
+        let result = self.consumer.assignment().and_then(|assignment| {
+            if pause {
+                self.consumer.pause(&assignment)
+            } else {
+                self.consumer.resume(&assignment)
+            }
+        });
+        if let Err(e) = result {
+            tracing::warn!(error = %e, pause, "changing partition pause state failed");
+        }
+    }
+}
+
+/// Forget dedupe event ids older than `retention`, hourly, until shutdown.
+pub async fn forget_old_events(
+    pool: PgPool,
+    retention: Duration,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        let Ok(retention) = chrono::Duration::from_std(retention) else {
+            return Ok(()); // a window beyond chrono's range: keep everything
+        };
+        match db::ingest::forget_events_before(&pool, chrono::Utc::now() - retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(forgotten = n, "expired dedupe event ids removed"),
+            Err(e) => tracing::warn!(error = %e, "removing expired dedupe event ids failed"),
         }
     }
 }

@@ -1,6 +1,6 @@
-//! The outbox relay: claim rows `FOR UPDATE SKIP LOCKED`, publish them with an idempotent
-//! producer, delete them once the broker acknowledged. A crash in between republishes;
-//! consumers dedupe by the `event-id` header.
+//! The outbox relay: claim rows `FOR UPDATE SKIP LOCKED`, publish them in id order with an
+//! idempotent producer, delete them once the broker acknowledged. A crash in between
+//! republishes; consumers dedupe by the `event-id` header.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +16,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaSettings;
 use crate::db;
-use crate::ingest::consumer::EVENT_ID_HEADER;
 
 /// Rows published per transaction.
 const BATCH: i64 = 500;
@@ -94,23 +93,32 @@ impl Relay {
         if rows.is_empty() {
             return Ok(0);
         }
-        let deliveries = rows.iter().map(|row| {
-            let headers = OwnedHeaders::new().insert(Header {
-                key: EVENT_ID_HEADER,
-                value: Some(row.event_id.as_bytes()),
-            });
-            let record = FutureRecord::to(&row.topic)
-                .key(&row.key)
-                .payload(&row.payload)
-                .headers(headers);
-            self.producer.send(record, Duration::from_secs(10))
+        let deliveries = rows.iter().map(|(_, record)| {
+            let headers = record.headers.iter().fold(
+                OwnedHeaders::new_with_capacity(record.headers.len()),
+                |headers, h| {
+                    headers.insert(Header {
+                        key: &h.key,
+                        value: h.value.as_deref(),
+                    })
+                },
+            );
+            let mut kafka_record: FutureRecord<'_, [u8], [u8]> =
+                FutureRecord::to(&record.topic).headers(headers);
+            if let Some(key) = &record.key {
+                kafka_record = kafka_record.key(key.as_slice());
+            }
+            if let Some(payload) = &record.payload {
+                kafka_record = kafka_record.payload(payload.as_slice());
+            }
+            self.producer.send(kafka_record, Duration::from_secs(10))
         });
         let results = join_all(deliveries).await;
         let mut acked = Vec::with_capacity(rows.len());
         let mut first_error = None;
-        for (row, result) in rows.iter().zip(results) {
+        for ((id, _), result) in rows.iter().zip(results) {
             match result {
-                Ok(_) => acked.push(row.id),
+                Ok(_) => acked.push(*id),
                 Err((e, _)) => {
                     first_error.get_or_insert(e);
                 }

@@ -5,5 +5,5 @@ wasmtime::component::bindgen!({
     world: "handler",
 });
 
-pub use sluice::handler::host::Level;
-pub use sluice::handler::types::{Header, StockAdjustment};
+pub use self::sluice::handler::host::Level;
+pub use self::sluice::handler::types::{Header, StockAdjustment};

@@ -22,6 +22,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub mod process;
+pub mod workload;
+
 pub const PARTITIONS: i32 = 4;
 
 /// Logs go through the test harness's capture (shown for failing tests); `RUST_LOG` filters.
@@ -128,6 +131,21 @@ impl Broker {
     }
 }
 
+/// The order topic and its status and dead-letter topics.
+pub async fn create_topics(broker: &Broker, topic: &str) {
+    create_topics_with(broker, topic, PARTITIONS).await;
+}
+
+pub async fn create_topics_with(broker: &Broker, topic: &str, partitions: i32) {
+    broker.create_topic(topic, partitions).await;
+    broker
+        .create_topic(&format!("{topic}.status"), partitions)
+        .await;
+    broker
+        .create_topic(&format!("{topic}.DLT"), partitions)
+        .await;
+}
+
 /// Produce one raw record, waiting for the broker's ack.
 pub async fn produce(
     producer: &FutureProducer,
@@ -159,11 +177,15 @@ pub fn settings(db_url: &str, broker: &Broker, topic: &str, group: &str) -> Sett
             brokers: broker.bootstrap().to_string(),
             group_id: group.to_string(),
             topic: topic.to_string(),
+            status_topic: format!("{topic}.status"),
+            dead_letter_topic: format!("{topic}.DLT"),
+            orders_group_id: format!("{group}-orders"),
             options: vec![("session.timeout.ms".into(), "6000".into())],
         },
         ingest: IngestSettings {
             batch_max_messages: 500,
             batch_max_wait: Duration::from_millis(10),
+            dedupe_retention: Duration::from_secs(3600),
         },
         sandbox: SandboxConfig::default(),
         plugin_path: None,
@@ -193,7 +215,7 @@ impl TestApp {
         let broker = Arc::new(Broker::start());
         let topic = format!("orders-{}", Uuid::new_v4().simple());
         let group = format!("group-{}", Uuid::new_v4().simple());
-        broker.create_topic(&topic, PARTITIONS).await;
+        create_topics(&broker, &topic).await;
         let db_url = fresh_database().await;
         let mut settings = settings(&db_url, &broker, &topic, &group);
         configure(&mut settings);

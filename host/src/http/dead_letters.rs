@@ -1,0 +1,200 @@
+//! The dead-letter API: inspect poison records and redrive them through the current plugin.
+
+use axum::Json;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+use super::{ApiError, AppState};
+use crate::db;
+use crate::db::dead_letters::DeadLetter;
+use crate::domain::format_time;
+use crate::ingest::redrive::{self, RedriveError};
+
+#[derive(Debug, Deserialize)]
+pub struct ListParams {
+    limit: Option<i64>,
+    before: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Page {
+    items: Vec<DeadLetterView>,
+    /// Pass as `before` for the next (older) page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_before: Option<i64>,
+}
+
+/// Bytes as text when they are UTF-8, else base64.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Bytes {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    base64: Option<String>,
+}
+
+impl Bytes {
+    fn of(bytes: &[u8]) -> Self {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Self {
+                text: Some(text.to_string()),
+                base64: None,
+            },
+            Err(_) => Self {
+                text: None,
+                base64: Some(STANDARD.encode(bytes)),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderView {
+    key: String,
+    value: Option<Bytes>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetterView {
+    id: i64,
+    group_id: String,
+    topic: String,
+    partition: i32,
+    offset: i64,
+    key: Option<Bytes>,
+    event_id: Option<String>,
+    error_kind: String,
+    error: String,
+    plugin: String,
+    plugin_version: String,
+    created_at: String,
+    redrive_count: i32,
+    last_redrive_at: Option<String>,
+    last_redrive_outcome: Option<String>,
+    last_redrive_reason: Option<String>,
+    resolved_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<Option<Bytes>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    headers: Option<Vec<HeaderView>>,
+}
+
+impl DeadLetterView {
+    fn new(row: DeadLetter, full: bool) -> Self {
+        let (payload, headers) = if full {
+            let headers = row
+                .headers
+                .0
+                .iter()
+                .map(|h| HeaderView {
+                    key: h.key.clone(),
+                    value: h.value.as_deref().map(Bytes::of),
+                })
+                .collect();
+            (Some(row.payload.as_deref().map(Bytes::of)), Some(headers))
+        } else {
+            (None, None)
+        };
+        Self {
+            id: row.id,
+            group_id: row.group_id,
+            topic: row.topic,
+            partition: row.partition,
+            offset: row.offset,
+            key: row.key.as_deref().map(Bytes::of),
+            event_id: row.event_id,
+            error_kind: row.error_kind,
+            error: row.error,
+            plugin: row.plugin,
+            plugin_version: row.plugin_version,
+            created_at: format_time(row.created_at),
+            redrive_count: row.redrive_count,
+            last_redrive_at: row.last_redrive_at.map(format_time),
+            last_redrive_outcome: row.last_redrive_outcome,
+            last_redrive_reason: row.last_redrive_reason,
+            resolved_at: row.resolved_at.map(format_time),
+            payload,
+            headers,
+        }
+    }
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<Page>, ApiError> {
+    let Query(params) = params?;
+    let limit = params.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and 500, got {limit}"
+        )));
+    }
+    let rows = db::dead_letters::list(&state.pool, limit, params.before).await?;
+    let next_before = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|r| r.id))
+        .flatten();
+    Ok(Json(Page {
+        items: rows
+            .into_iter()
+            .map(|r| DeadLetterView::new(r, false))
+            .collect(),
+        next_before,
+    }))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Json<DeadLetterView>, ApiError> {
+    let Path(id) = id?;
+    let row = db::dead_letters::get(&state.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no dead letter {id}")))?;
+    Ok(Json(DeadLetterView::new(row, true)))
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RedriveResponse {
+    id: i64,
+    outcome: &'static str,
+    reason: Option<String>,
+    plugin: String,
+    plugin_version: String,
+}
+
+pub async fn redrive(
+    State(state): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Json<RedriveResponse>, ApiError> {
+    let Path(id) = id?;
+    let done = redrive::redrive(
+        &state.pool,
+        Arc::clone(&state.plugin),
+        Some(&state.status_topic),
+        id,
+    )
+    .await
+    .map_err(|e| match e {
+        RedriveError::NotFound(_) => ApiError::NotFound(e.to_string()),
+        RedriveError::AlreadyResolved(_) => ApiError::Conflict(e.to_string()),
+        RedriveError::Database(e) => e.into(),
+        RedriveError::Join(e) => ApiError::Internal(e.into()),
+    })?;
+    Ok(Json(RedriveResponse {
+        id,
+        outcome: done.outcome,
+        reason: done.reason,
+        plugin: done.plugin,
+        plugin_version: done.plugin_version,
+    }))
+}

@@ -97,6 +97,11 @@ impl Application {
         &self.pool
     }
 
+    /// The relay's wake-up: notified after each order commit.
+    pub fn relay_wake(&self) -> Arc<Notify> {
+        Arc::clone(&self.relay.wake)
+    }
+
     /// Run until `shutdown` is cancelled or one of the tasks stops; then stop the others,
     /// letting each finish what it holds.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {

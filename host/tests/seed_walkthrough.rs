@@ -48,7 +48,20 @@ async fn an_order_takes_its_quantity_out_of_stock() {
 
     let (status, fetched) = app.get_json(&format!("/orders/{order_id}")).await;
     assert_eq!(status, 200);
-    assert_eq!(fetched, order, "GET returns what POST returned");
+    for field in [
+        "orderId",
+        "userId",
+        "productId",
+        "quantity",
+        "unitPrice",
+        "totalPrice",
+        "createdAt",
+    ] {
+        assert_eq!(
+            fetched[field], order[field],
+            "GET returns what POST returned: {field}"
+        );
+    }
     let (status, listed) = app.get_json("/users/user-1/orders").await;
     assert_eq!(status, 200);
     assert_eq!(listed.as_array().unwrap().len(), 1);
@@ -70,6 +83,44 @@ async fn an_order_takes_its_quantity_out_of_stock() {
             .await
             .unwrap();
     assert_eq!((outcome.as_str(), plugin.as_str()), ("APPLIED", "stock"));
+    let (_, decided) = app.get_json(&format!("/orders/{order_id}")).await;
+    assert_eq!(
+        decided["status"], "APPLIED",
+        "the catalog's verdict came back: {decided}"
+    );
+    assert_eq!(decided["handledBy"]["plugin"], "stock");
+
+    // An order the catalog cannot serve is accepted, then reported rejected with the reason.
+    let too_many: serde_json::Value = app
+        .post_order(json!({"userId": "user-1", "productId": "CATALOG-0001",
+                           "quantity": 5000, "unitPrice": 1500}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let path = format!("/orders/{}", too_many["orderId"].as_str().unwrap());
+    let rejected = eventually(
+        Duration::from_secs(10),
+        "the big order to be REJECTED",
+        || async {
+            let (_, order) = app.get_json(&path).await;
+            (order["status"] == "REJECTED").then_some(order)
+        },
+    )
+    .await;
+    assert!(
+        rejected["statusReason"]
+            .as_str()
+            .unwrap()
+            .contains("insufficient stock for CATALOG-0001"),
+        "{rejected}"
+    );
+    assert_eq!(
+        app.stock().await["CATALOG-0001"],
+        90,
+        "nothing of it was applied"
+    );
+
     let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
         .fetch_one(&app.pool)
         .await

@@ -104,7 +104,11 @@ impl Runner {
             Err(e) => match e.downcast_ref::<I32Exit>() {
                 Some(exit) => exit.0 == 0,
                 None => {
-                    trap = Some(format!("trap: {e:#}\n"));
+                    // The panic message is on stderr already; the wasm backtrace adds noise.
+                    trap = Some(match e.downcast_ref::<wasmtime::Trap>() {
+                        Some(code) => format!("wasm trap: {code}\n"),
+                        None => format!("error: {e:#}\n"),
+                    });
                     false
                 }
             },

@@ -342,10 +342,22 @@ fn dead_letter_row(handled: &Handled, kind: &'static str, reason: &str) -> DeadL
     }
 }
 
+/// The largest payload copied to the dead-letter topic: under Kafka's default 1 MB limit.
+const MAX_DLT_PAYLOAD: usize = 900_000;
+
 /// The poison record for `<topic>.DLT`: the original key, value and headers, plus where it
 /// came from and why it failed (Spring Kafka's `kafka_dlt-*` header names, text values).
 fn dead_letter_record(topic: &str, cx: &BatchContext, row: &DeadLetterRow) -> Record {
     let mut headers = row.headers.clone();
+    // A record too large to republish is copied truncated; the table keeps it whole.
+    let mut payload = row.payload.clone();
+    if let Some(bytes) = payload.as_mut().filter(|p| p.len() > MAX_DLT_PAYLOAD) {
+        headers.push(Header::text(
+            "sluice-payload-truncated-from",
+            bytes.len().to_string(),
+        ));
+        bytes.truncate(MAX_DLT_PAYLOAD);
+    }
     headers.extend([
         Header::text("kafka_dlt-original-topic", row.topic.clone()),
         Header::text("kafka_dlt-original-partition", row.partition.to_string()),
@@ -359,7 +371,7 @@ fn dead_letter_record(topic: &str, cx: &BatchContext, row: &DeadLetterRow) -> Re
     Record {
         topic: topic.to_string(),
         key: row.key.clone(),
-        payload: row.payload.clone(),
+        payload,
         headers,
     }
 }

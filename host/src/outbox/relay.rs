@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures::future::join_all;
 use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use sqlx::PgPool;
@@ -116,9 +117,15 @@ impl Relay {
         let results = join_all(deliveries).await;
         let mut acked = Vec::with_capacity(rows.len());
         let mut first_error = None;
-        for ((id, _), result) in rows.iter().zip(results) {
+        for ((id, record), result) in rows.iter().zip(results) {
             match result {
                 Ok(_) => acked.push(*id),
+                Err((e, _)) if is_permanent(&e) => {
+                    // It can never be published; retrying would only block the log.
+                    tracing::error!(outbox_id = id, topic = %record.topic, error = %e,
+                                    "dropping an outbox record the broker can never accept");
+                    acked.push(*id);
+                }
                 Err((e, _)) => {
                     first_error.get_or_insert(e);
                 }
@@ -138,4 +145,11 @@ impl Relay {
             ))),
         }
     }
+}
+
+fn is_permanent(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize)
+    )
 }

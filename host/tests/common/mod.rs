@@ -201,6 +201,7 @@ pub struct TestApp {
     pub broker: Arc<Broker>,
     pub topic: String,
     pub group: String,
+    relay_wake: Arc<tokio::sync::Notify>,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -225,6 +226,7 @@ impl TestApp {
             .expect("building the app");
         let addr = app.local_addr().expect("bound address");
         let pool = app.pool().clone();
+        let relay_wake = app.relay_wake();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
         Self {
@@ -235,6 +237,7 @@ impl TestApp {
             broker,
             topic,
             group,
+            relay_wake,
             shutdown,
             task,
         }
@@ -242,6 +245,11 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// Nudge the outbox relay, as an order commit does (it also polls every second).
+    pub fn relay_wake(&self) {
+        self.relay_wake.notify_one();
     }
 
     pub async fn post_order(&self, body: serde_json::Value) -> reqwest::Response {

@@ -56,12 +56,16 @@ pub fn parse_order(payload: &[u8]) -> Result<OrderEvent, String> {
     let text = std::str::from_utf8(payload).map_err(|e| format!("payload is not UTF-8: {e}"))?;
     let value: Value =
         serde_json::from_str(text).map_err(|e| format!("payload is not JSON: {e}"))?;
-    let Value::Object(fields) = value else {
+    if !value.is_object() {
         return Err(format!(
             "payload is JSON {} but must be an object",
             kind(&value)
         ));
-    };
+    }
+    // Parsed again, refusing repeated keys: `{"quantity":1,"quantity":500}` is ambiguous, and
+    // different JSON parsers would disagree on what was ordered.
+    let StrictObject(fields) =
+        serde_json::from_str(text).map_err(|e| format!("payload is ambiguous: {e}"))?;
 
     let order_id = non_empty_string(&fields, "orderId")?;
     non_empty_string(&fields, "userId")?;
@@ -89,6 +93,37 @@ pub fn parse_order(payload: &[u8]) -> Result<OrderEvent, String> {
         product_id,
         quantity,
     })
+}
+
+/// A JSON object whose top-level keys are unique.
+struct StrictObject(Map<String, Value>);
+
+impl<'de> serde::Deserialize<'de> for StrictObject {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = StrictObject;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<StrictObject, A::Error> {
+                let mut fields = Map::new();
+                while let Some((key, value)) = map.next_entry::<String, Value>()? {
+                    if fields.contains_key(&key) {
+                        return Err(serde::de::Error::custom(format!("duplicate field `{key}`")));
+                    }
+                    fields.insert(key, value);
+                }
+                Ok(StrictObject(fields))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
 }
 
 fn field<'a>(fields: &'a Map<String, Value>, name: &str) -> Result<&'a Value, String> {
@@ -259,6 +294,18 @@ mod tests {
         );
         assert!(invalid_reason(&with("quantity", "1000001")).contains("at most 1000000"));
         assert!(invalid_reason(&with("quantity", "99999999999999999999")).contains("integer"));
+    }
+
+    #[test]
+    fn repeated_keys_are_invalid() {
+        let payload = VALID.replace(r#""quantity":10"#, r#""quantity":10,"quantity":500"#);
+        assert!(invalid_reason(payload.as_bytes()).contains("duplicate field `quantity`"));
+    }
+
+    #[test]
+    fn deeply_nested_json_is_invalid_not_a_crash() {
+        let payload = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(invalid_reason(payload.as_bytes()).contains("not JSON"));
     }
 
     #[test]

@@ -1,0 +1,114 @@
+//! PostgreSQL going away mid-stream skips nothing and dead-letters nothing: ingest pauses,
+//! reports not-ready, and resumes when the database is back.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::process::{Serve, ServeConfig};
+use common::{Broker, create_topics, eventually, workload};
+use sluice::dev::EmbeddedPostgres;
+use sqlx::{Connection, PgConnection};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restart_mid_stream_skips_nothing() {
+    // Arrange: a PostgreSQL of this test's own, so it can be stopped.
+    common::init_logging();
+    let mut postgres = tokio::task::spawn_blocking(EmbeddedPostgres::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut admin = PgConnection::connect(&postgres.url()).await.unwrap();
+    sqlx::query("CREATE DATABASE restart")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+    let db_url = format!("{}/restart", postgres.url().trim_end_matches("/postgres"));
+    let pool = sluice::db::connect_and_migrate(&secrecy::SecretString::from(db_url.clone()), 3)
+        .await
+        .unwrap();
+    let initial = workload::add_products(&pool, 5, 2_000).await;
+    let orders = workload::orders(4_000, &initial, 11);
+    let broker = Broker::start();
+    let topic = format!("orders-{}", uuid::Uuid::new_v4().simple());
+    create_topics(&broker, &topic).await;
+    workload::produce(&broker.producer(), &topic, &orders).await;
+    let config = ServeConfig::new(&db_url, broker.bootstrap(), &topic, "restart-group")
+        .env("SLUICE_BATCH_MAX_MESSAGES", 20);
+    let mut process = Serve::spawn(&config, "restart");
+    process.wait_healthy().await;
+    let count = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM processed_messages")
+            .fetch_one(&pool)
+            .await
+            .ok()
+    };
+    eventually(
+        Duration::from_secs(30),
+        "ingest to be well under way",
+        || async { (count().await? >= 1_000).then_some(()) },
+    )
+    .await;
+
+    // Act: stop the database for a few seconds in the middle of the stream.
+    let stopped_at = count().await.unwrap();
+    let pg = tokio::task::spawn_blocking(move || {
+        postgres.stop_server().unwrap();
+        postgres
+    });
+    let mut postgres = pg.await.unwrap();
+    let client = reqwest::Client::new();
+    let not_ready = eventually(
+        Duration::from_secs(10),
+        "/readyz to report the outage",
+        || async {
+            let response = client.get(process.url("/readyz")).send().await.ok()?;
+            (response.status().as_u16() == 503).then_some(response.text().await.ok()?)
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let down_for = Instant::now();
+    postgres = tokio::task::spawn_blocking(move || {
+        postgres.start_server().unwrap();
+        postgres
+    })
+    .await
+    .unwrap();
+    let pool = sluice::db::connect_and_migrate(&secrecy::SecretString::from(db_url.clone()), 3)
+        .await
+        .unwrap();
+    workload::wait_processed(
+        &pool,
+        "restart-group",
+        orders.len() as i64,
+        Duration::from_secs(60),
+    )
+    .await;
+    let recovered_in = down_for.elapsed();
+
+    // Assert
+    let tally = workload::check_exactly_once(&pool, "restart-group", &initial, &orders).await;
+    let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        dead, 0,
+        "nothing dead-lettered because the database was down"
+    );
+    let ready = client.get(process.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status().as_u16(), 200, "ready again");
+    let status = process.terminate().await;
+    assert!(status.success(), "{status}\n{}", process.log_tail());
+    eprintln!(
+        "database restart: stopped after {stopped_at} of {} records, /readyz said {not_ready}; \
+         all decided {:.1} s after restart: {} applied, {} rejected, 0 dead letters",
+        orders.len(),
+        recovered_in.as_secs_f64(),
+        tally.applied,
+        tally.rejected
+    );
+    drop(postgres);
+}

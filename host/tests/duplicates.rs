@@ -1,0 +1,134 @@
+//! The same event delivered more than once changes stock once.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestApp, eventually, produce};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_published_three_times_is_applied_once() {
+    // Arrange
+    let app = TestApp::spawn().await;
+    let producer = app.broker.producer();
+    let event_id = uuid::Uuid::new_v4().to_string();
+    let payload = json!({"orderId": event_id, "userId": "u", "productId": "CATALOG-0001",
+                         "quantity": 4, "unitPrice": 1500, "totalPrice": 6000,
+                         "createdAt": "2026-11-25T08:00:00.000Z"})
+    .to_string();
+
+    // Act: twice back to back (likely one batch, different partitions), once later.
+    produce(
+        &producer,
+        &app.topic,
+        "key-a",
+        payload.as_bytes(),
+        Some(&event_id),
+    )
+    .await;
+    produce(
+        &producer,
+        &app.topic,
+        "key-b",
+        payload.as_bytes(),
+        Some(&event_id),
+    )
+    .await;
+    app.wait_processed(2, Duration::from_secs(10)).await;
+    produce(
+        &producer,
+        &app.topic,
+        "key-c",
+        payload.as_bytes(),
+        Some(&event_id),
+    )
+    .await;
+    app.wait_processed(3, Duration::from_secs(10)).await;
+
+    // Assert
+    let outcomes: Vec<String> = sqlx::query_scalar(
+        "SELECT outcome FROM processed_messages WHERE event_id = $1 ORDER BY processed_at, outcome",
+    )
+    .bind(&event_id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let applied = outcomes.iter().filter(|o| *o == "APPLIED").count();
+    let duplicates = outcomes.iter().filter(|o| *o == "DUPLICATE").count();
+    assert_eq!((applied, duplicates), (1, 2), "{outcomes:?}");
+    assert_eq!(app.stock().await["CATALOG-0001"], 96);
+    eprintln!(
+        "duplicates: 1 event x 3 deliveries -> {applied} applied, {duplicates} duplicates, stock 100 -> 96"
+    );
+
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_republished_outbox_event_is_applied_once_and_the_order_reports_its_verdict() {
+    // Arrange: an order that went all the way through.
+    let app = TestApp::spawn().await;
+    let order: serde_json::Value = app
+        .post_order(json!({"userId": "user-9", "productId": "CATALOG-0002", "quantity": 7, "unitPrice": 1000}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let order_id = order["orderId"].as_str().unwrap().to_string();
+    let path = format!("/orders/{order_id}");
+    let applied = eventually(
+        Duration::from_secs(10),
+        "the order to be APPLIED",
+        || async {
+            let (_, order) = app.get_json(&path).await;
+            (order["status"] == "APPLIED").then_some(order)
+        },
+    )
+    .await;
+    assert_eq!(applied["handledBy"]["plugin"], "stock");
+    assert_eq!(
+        applied["handledBy"]["version"].as_str().unwrap().len(),
+        64,
+        "sha256 hex"
+    );
+
+    // Act: the relay published but crashed before deleting the row: the same event again.
+    sqlx::query(
+        "INSERT INTO outbox (topic, key, payload, headers)
+         SELECT $1, convert_to('CATALOG-0002', 'UTF8'), convert_to($2, 'UTF8'),
+                jsonb_build_array(jsonb_build_object('key', 'event-id',
+                                  'value', encode(convert_to($3, 'UTF8'), 'base64')))",
+    )
+    .bind(&app.topic)
+    .bind(
+        serde_json::to_string(&json!({"orderId": order_id, "userId": "user-9",
+        "productId": "CATALOG-0002", "quantity": 7, "unitPrice": 1000, "totalPrice": 7000,
+        "createdAt": order["createdAt"]}))
+        .unwrap(),
+    )
+    .bind(&order_id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    app.relay_wake();
+    app.wait_processed(2, Duration::from_secs(10)).await;
+
+    // Assert
+    let outcomes: Vec<String> = sqlx::query_scalar(
+        "SELECT outcome FROM processed_messages WHERE event_id = $1 ORDER BY outcome",
+    )
+    .bind(&order_id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(outcomes, ["APPLIED", "DUPLICATE"]);
+    assert_eq!(app.stock().await["CATALOG-0002"], 103);
+    let (_, order) = app.get_json(&path).await;
+    assert_eq!(
+        order["status"], "APPLIED",
+        "a duplicate does not change the verdict"
+    );
+
+    app.stop().await;
+}

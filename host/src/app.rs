@@ -75,6 +75,7 @@ impl Application {
                 kafka: settings.kafka.clone(),
                 settings: settings.ingest.clone(),
                 health: ingest_health,
+                relay_wake: Arc::clone(&relay_wake),
             },
             relay: Relay {
                 pool,

@@ -43,11 +43,17 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
         }
     };
 
-    let settings = Settings::from_args(
+    let mut settings = Settings::from_args(
         args.common,
         database_url,
         kafka.bootstrap_servers().to_string(),
     );
+    // The embedded broker answers a waiting fetch only when fetch.wait.max.ms runs out, not
+    // when a record arrives (a real broker does): keep the wait short. -X still overrides it.
+    settings
+        .kafka
+        .options
+        .insert(0, ("fetch.wait.max.ms".into(), "10".into()));
     let app = Application::build(settings).await?;
     let addr = app.local_addr()?;
     println!(

@@ -45,6 +45,8 @@ pub struct BatchReport {
     /// Records at or behind the stored position (or replayed within the batch): already
     /// decided, skipped.
     pub stale: usize,
+    /// Records queued in the outbox (status events, dead-letter copies).
+    pub queued: usize,
     /// Partition → next offset, as now stored.
     pub positions: Vec<(i32, i64)>,
 }
@@ -249,6 +251,7 @@ pub async fn apply_batch(
     tx.commit().await?;
 
     report.positions = next.into_iter().collect();
+    report.queued = outbox.len();
     Ok(report)
 }
 

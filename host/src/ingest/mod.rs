@@ -67,6 +67,8 @@ pub struct Ingest {
     pub kafka: KafkaSettings,
     pub settings: IngestSettings,
     pub health: Arc<IngestHealth>,
+    /// Wakes the outbox relay when a batch queued status events or dead-letter copies.
+    pub relay_wake: Arc<tokio::sync::Notify>,
 }
 
 impl Ingest {
@@ -88,6 +90,9 @@ impl Ingest {
             let Some(report) = self.apply_with_retry(&cx, &handled, &shutdown, &mut carried) else {
                 break;
             };
+            if report.queued > 0 {
+                self.relay_wake.notify_one();
+            }
             tracing::debug!(
                 applied = report.applied,
                 rejected = report.rejected,

@@ -180,7 +180,10 @@ pub fn settings(db_url: &str, broker: &Broker, topic: &str, group: &str) -> Sett
             status_topic: format!("{topic}.status"),
             dead_letter_topic: format!("{topic}.DLT"),
             orders_group_id: format!("{group}-orders"),
-            options: vec![("session.timeout.ms".into(), "6000".into())],
+            options: vec![
+                ("session.timeout.ms".into(), "6000".into()),
+                ("fetch.wait.max.ms".into(), "10".into()),
+            ],
         },
         ingest: IngestSettings {
             batch_max_messages: 500,

@@ -68,7 +68,7 @@ impl Serve {
             // A killed member must give up its partitions quickly.
             .env(
                 "SLUICE_KAFKA_OPTIONS",
-                "session.timeout.ms=1500,heartbeat.interval.ms=300",
+                "session.timeout.ms=1500,heartbeat.interval.ms=300,fetch.wait.max.ms=10",
             )
             .env("RUST_LOG", "info,sluice=debug")
             .envs(config.env.iter().map(|(k, v)| (k, v)))

@@ -4,8 +4,19 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Plugins in `plugins/` built into every host build: (package, crate file stem).
-const BUNDLED: &[(&str, &str)] = &[("sluice-plugin-stock", "sluice_plugin_stock")];
+/// Plugins built with every host build: (package, crate file stem). The stock plugin is
+/// embedded in the binary; the fixtures are the hostile and versioned plugins the tests load
+/// (their directory is `SLUICE_FIXTURES_DIR` at compile time).
+const PLUGINS: &[(&str, &str)] = &[
+    ("sluice-plugin-stock", "sluice_plugin_stock"),
+    ("sluice-fixture-hostile", "sluice_fixture_hostile"),
+    ("sluice-fixture-wrong-world", "sluice_fixture_wrong_world"),
+    ("sluice-fixture-stock-v2", "sluice_fixture_stock_v2"),
+    (
+        "sluice-fixture-failing-self-test",
+        "sluice_fixture_failing_self_test",
+    ),
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
@@ -21,8 +32,9 @@ fn main() {
 
     // A separate target dir: the outer cargo holds the lock on `target/<profile>`.
     let target_dir = root.join("target").join("plugins");
-    for (package, stem) in BUNDLED {
-        build_plugin(root, &target_dir, package);
+    build_plugins(root, &target_dir);
+    println!("cargo:rustc-env=SLUICE_FIXTURES_DIR={}", out_dir.display());
+    for (_, stem) in PLUGINS {
         let built = target_dir
             .join("wasm32-wasip2")
             .join("plugin")
@@ -33,7 +45,7 @@ fn main() {
     }
 }
 
-fn build_plugin(root: &Path, target_dir: &Path, package: &str) {
+fn build_plugins(root: &Path, target_dir: &Path) {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command
@@ -46,7 +58,11 @@ fn build_plugin(root: &Path, target_dir: &Path, package: &str) {
             "--profile",
             "plugin",
         ])
-        .args(["--package", package])
+        .args(
+            PLUGINS
+                .iter()
+                .flat_map(|(package, _)| ["--package", package]),
+        )
         .arg("--target-dir")
         .arg(target_dir);
     // Flags meant for the host build must not leak into the wasm build.
@@ -60,10 +76,10 @@ fn build_plugin(root: &Path, target_dir: &Path, package: &str) {
     }
     let status = command
         .status()
-        .unwrap_or_else(|e| panic!("running cargo to build plugin {package}: {e}"));
+        .unwrap_or_else(|e| panic!("running cargo to build the plugins: {e}"));
     assert!(
         status.success(),
-        "building plugin {package} for wasm32-wasip2 failed ({status}); \
+        "building the plugins for wasm32-wasip2 failed ({status}); \
          is the target installed? `rustup target add wasm32-wasip2`"
     );
 }

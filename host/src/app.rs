@@ -10,13 +10,14 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Settings;
+use crate::config::{PluginSettings, Settings};
+use crate::control::PluginControl;
 use crate::db;
 use crate::http::{self, AppState};
 use crate::ingest::{self, Ingest, IngestHealth};
 use crate::order_status;
 use crate::outbox::{self, Relay};
-use crate::runtime::{self, Plugin, PluginEngine};
+use crate::runtime::{self, PluginEngine, Registry};
 
 pub struct Application {
     listener: TcpListener,
@@ -25,6 +26,8 @@ pub struct Application {
     relay: Relay,
     status_consumer: rdkafka::consumer::StreamConsumer,
     dedupe_retention: std::time::Duration,
+    control: Arc<PluginControl>,
+    plugin_dir: Option<std::path::PathBuf>,
     state: AppState,
 }
 
@@ -35,12 +38,15 @@ impl Application {
             db::connect_and_migrate(&settings.database_url, settings.db_max_connections).await?;
 
         let engine = PluginEngine::new(settings.sandbox.clone())?;
-        let plugin = Arc::new(load_plugin(&engine, settings.plugin_path.as_deref())?);
-        tracing::info!(
-            plugin = plugin.name(),
-            version = plugin.version(),
-            "plugin loaded"
-        );
+        let registry = Arc::new(Registry::new(engine));
+        let control = Arc::new(PluginControl::new(pool.clone(), Arc::clone(&registry)));
+        load_plugins(&control, &settings.plugins).await?;
+        for (topic, name) in &settings.kafka.routes {
+            let plugin = registry.active(name).with_context(|| {
+                format!("topic {topic} routes to plugin {name}, which is not loaded (see --plugin)")
+            })?;
+            tracing::info!(%topic, plugin = name, version = plugin.version(), "route");
+        }
 
         let consumer = ingest::consumer::create(
             &settings.kafka,
@@ -61,8 +67,10 @@ impl Application {
             topic: settings.kafka.topic.as_str().into(),
             relay_wake: Arc::clone(&relay_wake),
             status_topic: settings.kafka.status_topic.as_str().into(),
-            plugin: Arc::clone(&plugin),
+            control: Arc::clone(&control),
+            routes: settings.kafka.routes.clone().into(),
             ingest_health: Arc::clone(&ingest_health),
+            admin_token: settings.admin_token.clone(),
         };
         Ok(Self {
             listener,
@@ -71,7 +79,7 @@ impl Application {
                 consumer,
                 pool: pool.clone(),
                 runtime: tokio::runtime::Handle::current(),
-                plugin,
+                registry,
                 kafka: settings.kafka.clone(),
                 settings: settings.ingest.clone(),
                 health: ingest_health,
@@ -84,6 +92,8 @@ impl Application {
             },
             status_consumer,
             dedupe_retention: settings.ingest.dedupe_retention,
+            control,
+            plugin_dir: settings.plugins.dir.clone(),
             state,
         })
     }
@@ -118,6 +128,10 @@ impl Application {
             self.pool.clone(),
             shutdown.child_token(),
         ));
+        let follow = tokio::spawn(Arc::clone(&self.control).follow(shutdown.child_token()));
+        let watch = self.plugin_dir.map(|dir| {
+            tokio::spawn(Arc::clone(&self.control).watch_dir(dir, shutdown.child_token()))
+        });
         let retention = tokio::spawn(ingest::forget_old_events(
             self.pool.clone(),
             self.dedupe_retention,
@@ -127,6 +141,7 @@ impl Application {
             let token = shutdown.child_token();
             let app = http::router(self.state);
             tokio::spawn(async move {
+                let app = app.into_make_service_with_connect_info::<SocketAddr>();
                 axum::serve(self.listener, app)
                     .with_graceful_shutdown(async move { token.cancelled().await })
                     .await
@@ -140,6 +155,10 @@ impl Application {
         tasks.spawn(async move { ("http", flatten(http.await)) });
         tasks.spawn(async move { ("order status consumer", flatten(status.await)) });
         tasks.spawn(async move { ("dedupe retention", flatten(retention.await)) });
+        tasks.spawn(async move { ("plugin follower", flatten(follow.await)) });
+        if let Some(watch) = watch {
+            tasks.spawn(async move { ("plugin directory watcher", flatten(watch.await)) });
+        }
 
         let mut first_error = None;
         while let Some(joined) = tasks.join_next().await {
@@ -172,23 +191,34 @@ fn flatten(joined: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow
     joined.context("task panicked or was cancelled")?
 }
 
-/// The configured component, or the bundled stock plugin.
-fn load_plugin(
-    engine: &Arc<PluginEngine>,
-    path: Option<&std::path::Path>,
-) -> anyhow::Result<Plugin> {
-    match path {
-        None => Ok(engine.load("stock", runtime::STOCK_PLUGIN)?),
-        Some(path) => {
+/// The bundled stock plugin and the `--plugin` files as local defaults, then the fleet's
+/// active versions from PostgreSQL over them.
+async fn load_plugins(control: &PluginControl, settings: &PluginSettings) -> anyhow::Result<()> {
+    let registry = Arc::clone(control.registry());
+    let paths = settings.paths.clone();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        registry.activate(registry.prepare("stock", runtime::STOCK_PLUGIN)?);
+        for path in &paths {
             let bytes = std::fs::read(path)
                 .with_context(|| format!("reading plugin {}", path.display()))?;
             let name = path
                 .file_stem()
                 .and_then(|s| s.to_str())
-                .unwrap_or("plugin");
-            engine
-                .load(name, &bytes)
-                .with_context(|| format!("loading plugin {}", path.display()))
+                .unwrap_or_default();
+            crate::control::validate_name(name)
+                .with_context(|| format!("plugin file {}", path.display()))?;
+            let plugin = registry
+                .prepare(name, &bytes)
+                .with_context(|| format!("loading plugin {}", path.display()))?;
+            registry.activate(plugin);
         }
-    }
+        Ok(())
+    })
+    .await
+    .context("loading plugins")??;
+    control
+        .sync_all()
+        .await
+        .context("loading the fleet's active plugin versions")?;
+    Ok(())
 }

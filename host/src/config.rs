@@ -81,9 +81,25 @@ pub struct CommonArgs {
     )]
     pub status_topic: String,
 
-    /// Topic poison records are copied to [default: <topic>.DLT].
-    #[arg(long, env = "SLUICE_DEAD_LETTER_TOPIC")]
-    pub dead_letter_topic: Option<String>,
+    /// Poison records of topic T are copied to T + this suffix (Spring Kafka's convention).
+    #[arg(long, env = "SLUICE_DEAD_LETTER_SUFFIX", default_value = ".DLT")]
+    pub dead_letter_suffix: String,
+
+    /// Which plugin handles which topic, as `topic=plugin`; repeatable or comma separated
+    /// [default: <topic>=stock].
+    #[arg(long = "route", env = "SLUICE_ROUTES", value_name = "TOPIC=PLUGIN",
+          value_delimiter = ',', value_parser = parse_key_value)]
+    pub routes: Vec<(String, String)>,
+
+    /// Directory watched for `<plugin>.wasm` files: dropping or replacing one installs it as
+    /// the fleet's active version of that plugin.
+    #[arg(long, env = "SLUICE_PLUGIN_DIR")]
+    pub plugin_dir: Option<PathBuf>,
+
+    /// Bearer token for the admin endpoints (plugins, catalog upserts, redrive). Without it
+    /// they answer only to clients on loopback.
+    #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<SecretString>,
 
     /// Consumer group of the order side's status consumer.
     #[arg(long, env = "SLUICE_ORDERS_GROUP_ID", default_value = "sluice-orders")]
@@ -103,9 +119,11 @@ pub struct CommonArgs {
           value_delimiter = ',', value_parser = parse_key_value)]
     pub kafka_options: Vec<(String, String)>,
 
-    /// Handler component (.wasm) for the topic; default: the bundled stock plugin.
-    #[arg(long, env = "SLUICE_PLUGIN")]
-    pub plugin: Option<PathBuf>,
+    /// A handler component (.wasm) to load at start, named after its file (`my_rules.wasm` is
+    /// plugin `my_rules`); repeatable. The bundled `stock` plugin is always there. The fleet's
+    /// active versions in PostgreSQL, once any were installed, take precedence.
+    #[arg(long = "plugin", env = "SLUICE_PLUGINS", value_delimiter = ',')]
+    pub plugins: Vec<PathBuf>,
 
     /// Values plugins read with `host.get-config`, as `key=value,key=value`.
     #[arg(long, env = "SLUICE_PLUGIN_CONFIG", value_name = "KEY=VALUE,...",
@@ -153,8 +171,16 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     pub ingest: IngestSettings,
     pub sandbox: SandboxConfig,
-    /// The handler component; `None` means the bundled stock plugin.
-    pub plugin_path: Option<PathBuf>,
+    pub plugins: PluginSettings,
+    pub admin_token: Option<SecretString>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PluginSettings {
+    /// Components loaded at start, besides the bundled stock plugin.
+    pub paths: Vec<PathBuf>,
+    /// Watched for `<plugin>.wasm` drops.
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -163,8 +189,10 @@ pub struct KafkaSettings {
     pub group_id: String,
     pub topic: String,
     pub status_topic: String,
-    pub dead_letter_topic: String,
+    pub dead_letter_suffix: String,
     pub orders_group_id: String,
+    /// topic → plugin name; the ingest flow consumes these topics.
+    pub routes: Vec<(String, String)>,
     /// librdkafka properties applied last, over Sluice's own defaults.
     pub options: Vec<(String, String)>,
 }
@@ -192,9 +220,12 @@ impl Settings {
             kafka: KafkaSettings {
                 brokers: kafka_brokers,
                 group_id: common.group_id,
-                dead_letter_topic: common
-                    .dead_letter_topic
-                    .unwrap_or_else(|| format!("{}.DLT", common.topic)),
+                dead_letter_suffix: common.dead_letter_suffix,
+                routes: if common.routes.is_empty() {
+                    vec![(common.topic.clone(), "stock".to_string())]
+                } else {
+                    common.routes
+                },
                 topic: common.topic,
                 status_topic: common.status_topic,
                 orders_group_id: common.orders_group_id,
@@ -216,7 +247,11 @@ impl Settings {
                 plugin_config: common.plugin_config.into_iter().collect::<HashMap<_, _>>(),
                 ..SandboxConfig::default()
             },
-            plugin_path: common.plugin,
+            plugins: PluginSettings {
+                paths: common.plugins,
+                dir: common.plugin_dir,
+            },
+            admin_token: common.admin_token,
         }
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod app;
 pub mod config;
+pub mod control;
 pub mod db;
 pub mod dev;
 pub mod domain;

@@ -5,6 +5,7 @@ pub mod dead_letters;
 pub mod ingest;
 pub mod orders;
 pub mod outbox;
+pub mod plugins;
 
 use secrecy::ExposeSecret;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

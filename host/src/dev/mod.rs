@@ -16,20 +16,7 @@ use crate::config::{DevArgs, Settings};
 
 pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let kafka = EmbeddedKafka::start(1)?;
-    let dead_letter_topic = args
-        .common
-        .dead_letter_topic
-        .clone()
-        .unwrap_or_else(|| format!("{}.DLT", args.common.topic));
-    for topic in [
-        &args.common.topic,
-        &args.common.status_topic,
-        &dead_letter_topic,
-    ] {
-        kafka.create_topic(topic, args.partitions)?;
-    }
-    tracing::info!(brokers = kafka.bootstrap_servers(), topic = %args.common.topic,
-                   partitions = args.partitions, "embedded Kafka broker started");
+    let partitions = args.partitions;
 
     let (postgres, database_url) = match args.database_url {
         Some(url) => (None, url),
@@ -54,6 +41,23 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
         .kafka
         .options
         .insert(0, ("fetch.wait.max.ms".into(), "10".into()));
+    // The embedded broker cannot create topics on request: make every topic Sluice uses.
+    let k = &settings.kafka;
+    let mut topics = vec![k.topic.clone(), k.status_topic.clone()];
+    for (topic, _) in &k.routes {
+        topics.extend([topic.clone(), format!("{topic}{}", k.dead_letter_suffix)]);
+    }
+    topics.sort();
+    topics.dedup();
+    for topic in &topics {
+        kafka.create_topic(topic, partitions)?;
+    }
+    tracing::info!(
+        brokers = kafka.bootstrap_servers(),
+        ?topics,
+        partitions,
+        "embedded Kafka broker started"
+    );
     let app = Application::build(settings).await?;
     let addr = app.local_addr()?;
     println!(

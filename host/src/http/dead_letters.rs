@@ -6,7 +6,6 @@ use axum::extract::{Path, Query, State};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 
 use super::{ApiError, AppState};
 use crate::db;
@@ -177,19 +176,17 @@ pub async fn redrive(
     id: Result<Path<i64>, PathRejection>,
 ) -> Result<Json<RedriveResponse>, ApiError> {
     let Path(id) = id?;
-    let done = redrive::redrive(
-        &state.pool,
-        Arc::clone(&state.plugin),
-        Some(&state.status_topic),
-        id,
-    )
-    .await
-    .map_err(|e| match e {
-        RedriveError::NotFound(_) => ApiError::NotFound(e.to_string()),
-        RedriveError::AlreadyResolved(_) => ApiError::Conflict(e.to_string()),
-        RedriveError::Database(e) => e.into(),
-        RedriveError::Join(e) => ApiError::Internal(e.into()),
-    })?;
+    let plugin_for = |topic: &str| super::plugins::plugin_for(&state, topic);
+    let done = redrive::redrive(&state.pool, plugin_for, Some(&state.status_topic), id)
+        .await
+        .map_err(|e| match e {
+            RedriveError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            RedriveError::AlreadyResolved(_) | RedriveError::NoPlugin(_) => {
+                ApiError::Conflict(e.to_string())
+            }
+            RedriveError::Database(e) => e.into(),
+            RedriveError::Join(e) => ApiError::Internal(e.into()),
+        })?;
     Ok(Json(RedriveResponse {
         id,
         outcome: done.outcome,

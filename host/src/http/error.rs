@@ -17,6 +17,8 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    Unauthorized(String),
     /// The request conflicts with the resource's state.
     #[error("{0}")]
     Conflict(String),
@@ -52,6 +54,7 @@ impl IntoResponse for ApiError {
             Self::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             Self::Unprocessable(m) => (StatusCode::UNPROCESSABLE_ENTITY, m),
             Self::NotFound(m) => (StatusCode::NOT_FOUND, m),
+            Self::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m),
             Self::Conflict(m) => (StatusCode::CONFLICT, m),
             Self::Unavailable(m) => {
                 tracing::warn!(error = %m, "service unavailable");

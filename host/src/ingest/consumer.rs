@@ -49,9 +49,14 @@ pub fn create(
     let consumer: IngestConsumer = config
         .create_with_context(context)
         .context("creating the Kafka consumer")?;
+    let topics: Vec<&str> = kafka
+        .routes
+        .iter()
+        .map(|(topic, _)| topic.as_str())
+        .collect();
     consumer
-        .subscribe(&[&kafka.topic])
-        .with_context(|| format!("subscribing to {}", kafka.topic))?;
+        .subscribe(&topics)
+        .with_context(|| format!("subscribing to {topics:?}"))?;
     Ok(consumer)
 }
 

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{IngestSettings, KafkaSettings};
 use crate::db;
-use crate::runtime::Plugin;
+use crate::runtime::{Plugin, Registry};
 use apply::{BatchContext, BatchReport, Handled};
 use consumer::IngestConsumer;
 
@@ -63,7 +63,8 @@ pub struct Ingest {
     pub consumer: IngestConsumer,
     pub pool: PgPool,
     pub runtime: Handle,
-    pub plugin: Arc<Plugin>,
+    /// The active plugin versions; each batch takes the version active when it starts.
+    pub registry: Arc<Registry>,
     pub kafka: KafkaSettings,
     pub settings: IngestSettings,
     pub health: Arc<IngestHealth>,
@@ -75,74 +76,60 @@ impl Ingest {
     /// Consume until `shutdown`. The batch in hand is committed first, or left uncommitted
     /// (and redelivered to whoever owns the partition next).
     pub fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        tracing::info!(topic = %self.kafka.topic, group = %self.kafka.group_id,
-                       plugin = %self.plugin.name(), "ingest started");
+        tracing::info!(routes = ?self.kafka.routes, group = %self.kafka.group_id, "ingest started");
         // Records received while a batch was waiting for the database; they lead the next batch.
         let mut carried = Vec::new();
         while !shutdown.is_cancelled() {
             let batch =
                 consumer::poll_batch(&self.consumer, &self.settings, std::mem::take(&mut carried));
-            if batch.is_empty() {
-                continue;
-            }
-            let cx = self.batch_context();
-            let handled = self.handle(batch);
-            let Some(report) = self.apply_with_retry(&cx, &handled, &shutdown, &mut carried) else {
-                break;
-            };
-            if report.queued > 0 {
-                self.relay_wake.notify_one();
-            }
-            tracing::debug!(
-                applied = report.applied,
-                rejected = report.rejected,
-                dead_lettered = report.dead_lettered,
-                duplicates = report.duplicates,
-                stale = report.stale,
-                "batch committed"
-            );
-            if let Err(e) =
-                consumer::commit_positions(&self.consumer, &self.kafka.topic, &report.positions)
-            {
-                // Postgres holds the truth; Kafka's copy catches up with the next batch.
-                tracing::warn!(error = %e, "copying positions to Kafka failed");
+            for (topic, records) in by_topic(batch) {
+                // One version for the whole batch: a swap takes effect at the next one.
+                let plugin = self.plugin_for(&topic)?;
+                let cx = self.batch_context(&topic, &plugin);
+                let handled = handle(&plugin, records);
+                let Some(report) = self.apply_with_retry(&cx, &handled, &shutdown, &mut carried)
+                else {
+                    tracing::info!(
+                        "ingest stopped with a batch uncommitted; it will be redelivered"
+                    );
+                    return Ok(());
+                };
+                if report.queued > 0 {
+                    self.relay_wake.notify_one();
+                }
+                tracing::debug!(%topic, plugin = %cx.plugin_version, applied = report.applied,
+                                rejected = report.rejected, dead_lettered = report.dead_lettered,
+                                duplicates = report.duplicates, stale = report.stale, "batch committed");
+                if let Err(e) =
+                    consumer::commit_positions(&self.consumer, &topic, &report.positions)
+                {
+                    // Postgres holds the truth; Kafka's copy catches up with the next batch.
+                    tracing::warn!(error = %e, "copying positions to Kafka failed");
+                }
             }
         }
         tracing::info!("ingest stopped");
         Ok(())
     }
 
-    fn batch_context(&self) -> BatchContext {
-        BatchContext {
-            group_id: self.kafka.group_id.clone(),
-            topic: self.kafka.topic.clone(),
-            plugin: self.plugin.name().to_string(),
-            plugin_version: self.plugin.version().to_string(),
-            status_topic: Some(self.kafka.status_topic.clone()),
-            dead_letter_topic: Some(self.kafka.dead_letter_topic.clone()),
-        }
+    /// The active version of the plugin routed to `topic`.
+    fn plugin_for(&self, topic: &str) -> anyhow::Result<Arc<Plugin>> {
+        let name = route(&self.kafka.routes, topic)
+            .ok_or_else(|| anyhow::anyhow!("no route for topic {topic}"))?;
+        self.registry.active(name).ok_or_else(|| {
+            anyhow::anyhow!("topic {topic} routes to plugin {name}, which is not loaded")
+        })
     }
 
-    /// Run the plugin on every record of the batch.
-    fn handle(&self, batch: Vec<OwnedMessage>) -> Vec<Handled> {
-        batch
-            .into_iter()
-            .map(|message| {
-                let _span = tracing::debug_span!(
-                    "handle",
-                    topic = message.topic(),
-                    partition = message.partition(),
-                    offset = message.offset()
-                )
-                .entered();
-                let result = self.plugin.handle(&consumer::to_plugin_message(&message));
-                Handled {
-                    event_id: consumer::event_id(&message),
-                    message,
-                    result,
-                }
-            })
-            .collect()
+    fn batch_context(&self, topic: &str, plugin: &Plugin) -> BatchContext {
+        BatchContext {
+            group_id: self.kafka.group_id.clone(),
+            topic: topic.to_string(),
+            plugin: plugin.name().to_string(),
+            plugin_version: plugin.version().to_string(),
+            status_topic: Some(self.kafka.status_topic.clone()),
+            dead_letter_topic: Some(format!("{topic}{}", self.kafka.dead_letter_suffix)),
+        }
     }
 
     /// Commit the batch, retrying with capped backoff while the database is unavailable: a
@@ -206,6 +193,51 @@ impl Ingest {
             tracing::warn!(error = %e, pause, "changing partition pause state failed");
         }
     }
+}
+
+/// The plugin name routed to `topic`.
+pub fn route<'a>(routes: &'a [(String, String)], topic: &str) -> Option<&'a str> {
+    routes
+        .iter()
+        .find(|(t, _)| t == topic)
+        .map(|(_, plugin)| plugin.as_str())
+}
+
+/// Split a polled batch by topic, keeping each partition's order.
+fn by_topic(batch: Vec<OwnedMessage>) -> Vec<(String, Vec<OwnedMessage>)> {
+    let mut groups: Vec<(String, Vec<OwnedMessage>)> = Vec::new();
+    for message in batch {
+        match groups
+            .iter_mut()
+            .find(|(topic, _)| topic == message.topic())
+        {
+            Some((_, records)) => records.push(message),
+            None => groups.push((message.topic().to_string(), vec![message])),
+        }
+    }
+    groups
+}
+
+/// Run the plugin on every record of the batch.
+fn handle(plugin: &Plugin, batch: Vec<OwnedMessage>) -> Vec<Handled> {
+    batch
+        .into_iter()
+        .map(|message| {
+            let _span = tracing::debug_span!(
+                "handle",
+                topic = message.topic(),
+                partition = message.partition(),
+                offset = message.offset()
+            )
+            .entered();
+            let result = plugin.handle(&consumer::to_plugin_message(&message));
+            Handled {
+                event_id: consumer::event_id(&message),
+                message,
+                result,
+            }
+        })
+        .collect()
 }
 
 /// Forget dedupe event ids older than `retention`, hourly, until shutdown.

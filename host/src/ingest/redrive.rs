@@ -17,6 +17,8 @@ pub enum RedriveError {
     NotFound(i64),
     #[error("dead letter {0} is already resolved")]
     AlreadyResolved(i64),
+    #[error("no plugin is routed to topic {0} any more")]
+    NoPlugin(String),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
     #[error("the plugin call could not be run: {0}")]
@@ -32,9 +34,10 @@ pub struct Redriven {
     pub plugin_version: String,
 }
 
+/// Redrive dead letter `id` through `plugin_for(its topic)`, the version active now.
 pub async fn redrive(
     pool: &PgPool,
-    plugin: Arc<Plugin>,
+    plugin_for: impl Fn(&str) -> Option<Arc<Plugin>>,
     status_topic: Option<&str>,
     id: i64,
 ) -> Result<Redriven, RedriveError> {
@@ -44,6 +47,8 @@ pub async fn redrive(
     if letter.resolved_at.is_some() {
         return Err(RedriveError::AlreadyResolved(id));
     }
+    let plugin =
+        plugin_for(&letter.topic).ok_or_else(|| RedriveError::NoPlugin(letter.topic.clone()))?;
     let message = bindings::Message {
         topic: letter.topic.clone(),
         partition: letter.partition,

@@ -28,6 +28,10 @@ const STDERR_CAPTURE_BYTES: usize = 4096;
 /// The longest log line a plugin may write; longer ones are cut.
 const MAX_LOG_LINE: usize = 4096;
 
+/// Log lines one call may write; the rest are counted and dropped, so that a chatty plugin
+/// cannot flood the host's log or spend its deadline there.
+const MAX_LOG_LINES_PER_CALL: u32 = 100;
+
 /// What every plugin call is allowed.
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
@@ -91,10 +95,10 @@ impl PluginEngine {
         &self.config
     }
 
-    /// Compile a component and check it against the host: it must export the `handler` world
-    /// and import nothing the host does not offer.
+    /// Compile a component and check it against the host: it must export the `handler` world,
+    /// import nothing the host does not offer, and pass its `self-test` if it declares one.
     pub fn load(self: &Arc<Self>, name: &str, bytes: &[u8]) -> Result<Plugin, LoadError> {
-        let version = hex::encode(Sha256::digest(bytes));
+        let version = version_of(bytes);
         let component = Component::from_binary(&self.engine, bytes)
             .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
         let instance_pre = self
@@ -102,7 +106,9 @@ impl PluginEngine {
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
         let pre = HandlerPre::new(instance_pre).map_err(|e| LoadError::Link(format!("{e:#}")))?;
-        Ok(Plugin::new(name, version, pre, Arc::clone(self)))
+        let plugin = Plugin::new(name, version, pre, Arc::clone(self));
+        plugin.self_test()?;
+        Ok(plugin)
     }
 
     /// A fresh store for one call, with limits set and the deadline armed.
@@ -116,6 +122,7 @@ impl PluginEngine {
             stderr,
             plugin: Arc::clone(plugin),
             config: Arc::clone(&self.plugin_config),
+            log_lines: 0,
         };
         let mut store = wasmtime::Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
@@ -126,6 +133,11 @@ impl PluginEngine {
     }
 }
 
+/// A plugin version: the sha256 of the component bytes, hex.
+pub fn version_of(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
 /// Why a component cannot become a plugin.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -133,6 +145,8 @@ pub enum LoadError {
     Compile(String),
     #[error("component does not fit the sluice:handler world: {0}")]
     Link(String),
+    #[error("the plugin's self-test failed: {0}")]
+    SelfTest(String),
 }
 
 /// The state of one plugin call.
@@ -143,6 +157,15 @@ pub struct PluginState {
     pub(super) stderr: MemoryOutputPipe,
     plugin: Arc<str>,
     config: Arc<HashMap<String, String>>,
+    /// Lines logged in this call, kept or not.
+    pub(super) log_lines: u32,
+}
+
+impl PluginState {
+    /// Log lines of this call that were dropped over the per-call cap.
+    pub(super) fn dropped_log_lines(&self) -> u32 {
+        self.log_lines.saturating_sub(MAX_LOG_LINES_PER_CALL)
+    }
 }
 
 impl WasiView for PluginState {
@@ -158,6 +181,10 @@ impl types::Host for PluginState {}
 
 impl host::Host for PluginState {
     fn log(&mut self, level: Level, message: String) {
+        self.log_lines = self.log_lines.saturating_add(1);
+        if self.log_lines > MAX_LOG_LINES_PER_CALL {
+            return;
+        }
         let message = truncate(&message, MAX_LOG_LINE);
         let plugin = &*self.plugin;
         match level {

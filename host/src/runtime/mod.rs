@@ -5,10 +5,12 @@ pub mod bindings;
 mod engine;
 mod limits;
 mod plugin;
+mod registry;
 
-pub use engine::{LoadError, PluginEngine, PluginState, SandboxConfig};
+pub use engine::{LoadError, PluginEngine, PluginState, SandboxConfig, version_of};
 pub use limits::Limits;
 pub use plugin::{HandleError, Plugin};
+pub use registry::{Registry, Slot};
 
 /// The stock plugin built from `plugins/stock` and embedded at build time.
 pub const STOCK_PLUGIN: &[u8] =

@@ -1,13 +1,14 @@
 //! One loaded plugin version: a pre-linked component instantiated afresh for every message.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use wasmtime::Trap;
 
 use super::bindings::{self, HandlerPre};
-use super::engine::{PluginEngine, PluginState, truncate};
+use super::engine::{LoadError, PluginEngine, PluginState, truncate};
 use crate::domain::{Mutation, ProductId};
 
 /// How a plugin call failed. Every case costs only the message that caused it.
@@ -52,6 +53,8 @@ pub struct Plugin {
     loaded_at: DateTime<Utc>,
     pre: HandlerPre<PluginState>,
     engine: Arc<PluginEngine>,
+    handled: AtomicU64,
+    failed: AtomicU64,
 }
 
 impl Plugin {
@@ -69,7 +72,43 @@ impl Plugin {
             loaded_at: Utc::now(),
             pre,
             engine,
+            handled: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
         }
+    }
+
+    /// Call the plugin's `self-test` export, if it has one. `Ok(false)`: it declares none.
+    pub(super) fn self_test(&self) -> Result<bool, LoadError> {
+        let mut store = self.engine.store(&self.label);
+        let instance = self
+            .pre
+            .instance_pre()
+            .instantiate(&mut store)
+            .map_err(|e| LoadError::SelfTest(format!("instantiating: {e:#}")))?;
+        let Some(func) = instance.get_func(&mut store, "self-test") else {
+            return Ok(false);
+        };
+        let typed = func
+            .typed::<(), (Result<(), String>,)>(&store)
+            .map_err(|e| {
+                LoadError::Link(format!("export `self-test` has the wrong type: {e:#}"))
+            })?;
+        match typed.call(&mut store, ()) {
+            Ok((Ok(()),)) => Ok(true),
+            Ok((Err(reason),)) => Err(LoadError::SelfTest(reason)),
+            Err(trap) => Err(LoadError::SelfTest(
+                self.classify_trap(&store, &trap, Instant::now())
+                    .to_string(),
+            )),
+        }
+    }
+
+    /// Records this version has handled, and how many of them failed (error, trap, refusal).
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.handled.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
     }
 
     pub fn name(&self) -> &str {
@@ -88,12 +127,26 @@ impl Plugin {
     /// Run the plugin on one message in a fresh instance. Synchronous CPU work bounded by the
     /// sandbox's deadline: call it from a blocking thread, never from an async task.
     pub fn handle(&self, message: &bindings::Message) -> Result<Vec<Mutation>, HandleError> {
+        let result = self.call(message);
+        self.handled.fetch_add(1, Ordering::Relaxed);
+        if result.is_err() {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn call(&self, message: &bindings::Message) -> Result<Vec<Mutation>, HandleError> {
         let started = Instant::now();
         let mut store = self.engine.store(&self.label);
         let outcome = self
             .pre
             .instantiate(&mut store)
             .and_then(|handler| handler.call_handle(&mut store, message));
+        let dropped = store.data().dropped_log_lines();
+        if dropped > 0 {
+            tracing::warn!(target: "plugin", plugin = %self.label, dropped,
+                           "plugin logged too much in one call; lines dropped");
+        }
         let output = match outcome {
             Ok(Ok(mutations)) => mutations,
             Ok(Err(bindings::HandlerError::InvalidMessage(reason))) => {

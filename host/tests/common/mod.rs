@@ -14,7 +14,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use secrecy::SecretString;
-use sluice::config::{IngestSettings, KafkaSettings, Settings};
+use sluice::config::{IngestSettings, KafkaSettings, PluginSettings, Settings};
 use sluice::dev::{EmbeddedKafka, EmbeddedPostgres};
 use sluice::runtime::SandboxConfig;
 use sqlx::{Connection, PgConnection, PgPool};
@@ -26,6 +26,12 @@ pub mod process;
 pub mod workload;
 
 pub const PARTITIONS: i32 = 4;
+
+/// A plugin component built by host/build.rs (`sluice_plugin_stock`, `sluice_fixture_hostile`,
+/// `sluice_fixture_stock_v2`, `sluice_fixture_wrong_world`, `sluice_fixture_failing_self_test`).
+pub fn fixture(stem: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("SLUICE_FIXTURES_DIR")).join(format!("{stem}.wasm"))
+}
 
 /// Logs go through the test harness's capture (shown for failing tests); `RUST_LOG` filters.
 pub fn init_logging() {
@@ -178,8 +184,9 @@ pub fn settings(db_url: &str, broker: &Broker, topic: &str, group: &str) -> Sett
             group_id: group.to_string(),
             topic: topic.to_string(),
             status_topic: format!("{topic}.status"),
-            dead_letter_topic: format!("{topic}.DLT"),
+            dead_letter_suffix: ".DLT".into(),
             orders_group_id: format!("{group}-orders"),
+            routes: vec![(topic.to_string(), "stock".to_string())],
             options: vec![
                 ("session.timeout.ms".into(), "6000".into()),
                 ("fetch.wait.max.ms".into(), "10".into()),
@@ -191,7 +198,11 @@ pub fn settings(db_url: &str, broker: &Broker, topic: &str, group: &str) -> Sett
             dedupe_retention: Duration::from_secs(3600),
         },
         sandbox: SandboxConfig::default(),
-        plugin_path: None,
+        plugins: PluginSettings {
+            paths: Vec::new(),
+            dir: None,
+        },
+        admin_token: None,
     }
 }
 

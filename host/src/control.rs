@@ -1,0 +1,329 @@
+//! Plugin control plane: validated installs and rollbacks (admin API, watched directory),
+//! recorded in Postgres so that every instance follows them through LISTEN/NOTIFY.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::db;
+use crate::runtime::{LoadError, Plugin, Registry, version_of};
+
+/// How often the watched directory is scanned. Polling works on every filesystem (bind
+/// mounts, network volumes) where change notifications may not.
+const WATCH_INTERVAL: Duration = Duration::from_millis(100);
+/// A safety net under LISTEN/NOTIFY: notifications sent while an instance was reconnecting
+/// are caught up by this periodic check.
+const RESYNC_INTERVAL: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// The component was refused; the running version stays active.
+    #[error(transparent)]
+    Invalid(#[from] LoadError),
+    #[error("plugin names are 1 to 64 characters of a-z, 0-9, `-` and `_`, got `{0}`")]
+    BadName(String),
+    #[error("no plugin named {0}")]
+    Unknown(String),
+    #[error("plugin {0} has no previous version to roll back to")]
+    NoPrevious(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("the validation task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// What an install or rollback did.
+#[derive(Debug, Clone)]
+pub struct Installed {
+    pub name: String,
+    pub version: String,
+    pub previous_version: Option<String>,
+    /// `false` if that version was already active.
+    pub changed: bool,
+}
+
+pub struct PluginControl {
+    pool: PgPool,
+    registry: Arc<Registry>,
+}
+
+impl PluginControl {
+    pub fn new(pool: PgPool, registry: Arc<Registry>) -> Self {
+        Self { pool, registry }
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Validate `bytes` as a new version of `name` (compile, link against the host, self-test)
+    /// and make it the fleet's active version. A refused component changes nothing.
+    pub async fn install(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        source: &str,
+    ) -> Result<Installed, InstallError> {
+        validate_name(name)?;
+        let plugin = self.prepare(name, bytes.clone()).await?;
+        let mut tx = self.pool.begin().await?;
+        db::plugins::save_version(&mut tx, name, plugin.version(), &bytes, source).await?;
+        let current = db::plugins::lock_active(&mut tx, name).await?;
+        let current_version = current.as_ref().map(|c| c.version.clone());
+        let changed = current_version.as_deref() != Some(plugin.version());
+        if changed {
+            db::plugins::set_active(
+                &mut tx,
+                name,
+                plugin.version(),
+                current_version.as_deref(),
+                source,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        self.registry.activate(Arc::clone(&plugin));
+        tracing::info!(
+            plugin = name,
+            version = plugin.version(),
+            source,
+            changed,
+            "plugin installed"
+        );
+        Ok(Installed {
+            name: name.to_string(),
+            version: plugin.version().to_string(),
+            previous_version: if changed {
+                current_version
+            } else {
+                current.and_then(|c| c.previous_version)
+            },
+            changed,
+        })
+    }
+
+    /// Make the previous version active again, fleet-wide.
+    pub async fn rollback(&self, name: &str) -> Result<Installed, InstallError> {
+        let mut tx = self.pool.begin().await?;
+        let current = db::plugins::lock_active(&mut tx, name)
+            .await?
+            .ok_or_else(|| InstallError::Unknown(name.to_string()))?;
+        let previous = current
+            .previous_version
+            .clone()
+            .ok_or_else(|| InstallError::NoPrevious(name.to_string()))?;
+        db::plugins::set_active(&mut tx, name, &previous, Some(&current.version), "rollback")
+            .await?;
+        tx.commit().await?;
+        self.sync_all().await?;
+        tracing::info!(plugin = name, version = %previous, "plugin rolled back");
+        Ok(Installed {
+            name: name.to_string(),
+            version: previous,
+            previous_version: Some(current.version),
+            changed: true,
+        })
+    }
+
+    /// Bring the local registry in line with the fleet's active versions. A version that does
+    /// not load here is logged and the running one stays.
+    pub async fn sync_all(&self) -> Result<(), InstallError> {
+        for active in db::plugins::list_active(&self.pool).await? {
+            let running = self.registry.active(&active.name);
+            if running.as_deref().map(Plugin::version) == Some(active.version.as_str()) {
+                continue;
+            }
+            let started = Instant::now();
+            let plugin = match self
+                .registry
+                .compiled_version(&active.name, &active.version)
+            {
+                Some(plugin) => plugin,
+                None => {
+                    let Some(bytes) =
+                        db::plugins::component(&self.pool, &active.name, &active.version).await?
+                    else {
+                        continue;
+                    };
+                    match self.prepare(&active.name, bytes).await {
+                        Ok(plugin) => plugin,
+                        Err(e) => {
+                            tracing::error!(plugin = %active.name, version = %active.version, error = %e,
+                                            "the fleet's active version does not load here; keeping the running one");
+                            continue;
+                        }
+                    }
+                }
+            };
+            self.registry.activate(plugin);
+            tracing::info!(plugin = %active.name, version = %active.version, took = ?started.elapsed(),
+                           "following the fleet's active version");
+        }
+        Ok(())
+    }
+
+    /// Follow fleet-wide changes until shutdown: LISTEN for installs and rollbacks made by any
+    /// instance, and re-check periodically in case a notification was missed.
+    pub async fn follow(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut backoff = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            match self.listen(&shutdown).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "plugin change listener failed; will reconnect");
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn listen(&self, shutdown: &CancellationToken) -> Result<(), InstallError> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(db::plugins::CHANNEL).await?;
+        // Catch up with anything that changed before the LISTEN took effect.
+        self.sync_all().await?;
+        let mut resync = tokio::time::interval(RESYNC_INTERVAL);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                notification = listener.recv() => {
+                    let notification = notification?;
+                    tracing::debug!(plugin = notification.payload(), "plugin change notified");
+                    self.sync_all().await?;
+                }
+                _ = resync.tick() => self.sync_all().await?,
+            }
+        }
+    }
+
+    /// Install `<name>.wasm` files dropped into `dir` (replace a file to install a new
+    /// version; write it elsewhere and rename it in, so a half-written file is never seen).
+    pub async fn watch_dir(
+        self: Arc<Self>,
+        dir: PathBuf,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        tracing::info!(dir = %dir.display(), "watching for plugin files");
+        let mut seen: HashMap<PathBuf, (SystemTime, u64)> = HashMap::new();
+        let mut first_scan = true;
+        loop {
+            if let Err(e) = self.scan(&dir, &mut seen, first_scan).await {
+                tracing::warn!(dir = %dir.display(), error = %e, "scanning the plugin directory failed");
+            }
+            first_scan = false;
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(WATCH_INTERVAL) => {}
+            }
+        }
+    }
+
+    async fn scan(
+        &self,
+        dir: &Path,
+        seen: &mut HashMap<PathBuf, (SystemTime, u64)>,
+        first_scan: bool,
+    ) -> std::io::Result<()> {
+        let mut entries = tokio::fs::read_dir(dir).await?;
+        while let Some(entry) = entries.next_entry().await? {
+            let path = entry.path();
+            let Some(name) = plugin_file_name(&path) else {
+                continue;
+            };
+            let metadata = entry.metadata().await?;
+            let stamp = (metadata.modified()?, metadata.len());
+            if seen.get(&path) == Some(&stamp) {
+                continue;
+            }
+            seen.insert(path.clone(), stamp);
+            let bytes = tokio::fs::read(&path).await?;
+            let version = version_of(&bytes);
+            if self.registry.active(&name).as_deref().map(Plugin::version) == Some(version.as_str())
+            {
+                continue;
+            }
+            if first_scan && self.fleet_is_newer(&name, stamp.0).await {
+                tracing::info!(plugin = %name, file = %path.display(),
+                               "the fleet activated a newer version than this file; not installing it");
+                continue;
+            }
+            let started = Instant::now();
+            match self.install(&name, bytes, "file").await {
+                Ok(installed) => tracing::info!(plugin = %name, version = %installed.version,
+                    took = ?started.elapsed(), "plugin file installed"),
+                Err(e) => tracing::warn!(plugin = %name, file = %path.display(), error = %e,
+                    "plugin file refused; the running version stays"),
+            }
+        }
+        Ok(())
+    }
+
+    async fn fleet_is_newer(&self, name: &str, file_modified: SystemTime) -> bool {
+        let Ok(active) = db::plugins::list_active(&self.pool).await else {
+            return false;
+        };
+        active
+            .iter()
+            .any(|a| a.name == name && SystemTime::from(a.activated_at) > file_modified)
+    }
+
+    async fn prepare(&self, name: &str, bytes: Vec<u8>) -> Result<Arc<Plugin>, InstallError> {
+        let registry = Arc::clone(&self.registry);
+        let name = name.to_string();
+        // Compiling and self-testing is CPU work: keep it off the async workers.
+        Ok(tokio::task::spawn_blocking(move || registry.prepare(&name, &bytes)).await??)
+    }
+}
+
+/// `dir/stock.wasm` → `stock`, for valid plugin names.
+fn plugin_file_name(path: &Path) -> Option<String> {
+    if path.extension()? != "wasm" {
+        return None;
+    }
+    let name = path.file_stem()?.to_str()?;
+    validate_name(name).ok()?;
+    Some(name.to_string())
+}
+
+pub fn validate_name(name: &str) -> Result<(), InstallError> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(InstallError::BadName(name.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_names_are_plain() {
+        assert!(validate_name("stock").is_ok());
+        assert!(validate_name("stock-v2_b").is_ok());
+        for bad in ["", "Stock", "../etc", "a b", &"x".repeat(65)] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            plugin_file_name(Path::new("/p/stock.wasm")),
+            Some("stock".into())
+        );
+        assert_eq!(plugin_file_name(Path::new("/p/stock.wasm.tmp")), None);
+        assert_eq!(plugin_file_name(Path::new("/p/.stock.swp")), None);
+    }
+}

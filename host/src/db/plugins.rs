@@ -1,0 +1,96 @@
+//! Plugin versions and which one is active, for the whole fleet.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use super::Tx;
+
+/// The channel instances LISTEN on; the payload is the plugin name.
+pub const CHANNEL: &str = "sluice_plugins";
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Active {
+    pub name: String,
+    pub version: String,
+    pub previous_version: Option<String>,
+    pub source: String,
+    pub activated_at: DateTime<Utc>,
+}
+
+pub async fn save_version(
+    tx: &mut Tx<'_>,
+    name: &str,
+    version: &str,
+    component: &[u8],
+    source: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO plugin_versions (name, version, component, source) VALUES ($1, $2, $3, $4)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(name)
+    .bind(version)
+    .bind(component)
+    .bind(source)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The active version of `name`, locked until the transaction ends.
+pub async fn lock_active(tx: &mut Tx<'_>, name: &str) -> sqlx::Result<Option<Active>> {
+    sqlx::query_as(
+        "SELECT name, version, previous_version, source, activated_at FROM active_plugins
+         WHERE name = $1 FOR UPDATE",
+    )
+    .bind(name)
+    .fetch_optional(&mut **tx)
+    .await
+}
+
+/// Make `version` active and tell every instance.
+pub async fn set_active(
+    tx: &mut Tx<'_>,
+    name: &str,
+    version: &str,
+    previous_version: Option<&str>,
+    source: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO active_plugins (name, version, previous_version, source, activated_at)
+         VALUES ($1, $2, $3, $4, now())
+         ON CONFLICT (name) DO UPDATE SET version = EXCLUDED.version,
+             previous_version = EXCLUDED.previous_version, source = EXCLUDED.source,
+             activated_at = EXCLUDED.activated_at",
+    )
+    .bind(name)
+    .bind(version)
+    .bind(previous_version)
+    .bind(source)
+    .execute(&mut **tx)
+    .await?;
+    // Delivered when the transaction commits, and only then.
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANNEL)
+        .bind(name)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+pub async fn list_active(pool: &PgPool) -> sqlx::Result<Vec<Active>> {
+    sqlx::query_as(
+        "SELECT name, version, previous_version, source, activated_at FROM active_plugins
+         ORDER BY name",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn component(pool: &PgPool, name: &str, version: &str) -> sqlx::Result<Option<Vec<u8>>> {
+    sqlx::query_scalar("SELECT component FROM plugin_versions WHERE name = $1 AND version = $2")
+        .bind(name)
+        .bind(version)
+        .fetch_optional(pool)
+        .await
+}

@@ -1,0 +1,146 @@
+//! The plugin admin API: list, inspect, install (validated), roll back.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Serialize;
+
+use super::{ApiError, AppState};
+use crate::control::InstallError;
+use crate::domain::format_time;
+use crate::runtime::{Plugin, Slot};
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginView {
+    name: String,
+    /// sha256 of the component, hex.
+    version: String,
+    state: &'static str,
+    loaded_at: String,
+    activated_at: String,
+    messages_handled: u64,
+    errors: u64,
+    previous_version: Option<String>,
+    /// Topics routed to this plugin.
+    topics: Vec<String>,
+}
+
+impl PluginView {
+    fn new(name: &str, slot: &Slot, routes: &[(String, String)]) -> Self {
+        let (handled, errors) = slot.active.counts();
+        Self {
+            name: name.to_string(),
+            version: slot.active.version().to_string(),
+            state: "active",
+            loaded_at: format_time(slot.active.loaded_at()),
+            activated_at: format_time(slot.activated_at),
+            messages_handled: handled,
+            errors,
+            previous_version: slot.previous.as_deref().map(|p| p.version().to_string()),
+            topics: routes
+                .iter()
+                .filter(|(_, plugin)| plugin == name)
+                .map(|(topic, _)| topic.clone())
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstallView {
+    name: String,
+    version: String,
+    previous_version: Option<String>,
+    /// `false` when this exact version was already active.
+    changed: bool,
+}
+
+pub async fn list(State(state): State<AppState>) -> Json<Vec<PluginView>> {
+    let views = state
+        .control
+        .registry()
+        .slots()
+        .iter()
+        .map(|(name, slot)| PluginView::new(name, slot, &state.routes))
+        .collect();
+    Json(views)
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Json<PluginView>, ApiError> {
+    let Path(name) = name?;
+    let slot = state
+        .control
+        .registry()
+        .slot(&name)
+        .ok_or_else(|| ApiError::NotFound(format!("no plugin {name}")))?;
+    Ok(Json(PluginView::new(&name, &slot, &state.routes)))
+}
+
+/// `PUT /plugins/{name}` with the component bytes as the body.
+pub async fn put(
+    State(state): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<InstallView>), ApiError> {
+    let Path(name) = name?;
+    if body.is_empty() {
+        return Err(ApiError::BadRequest(
+            "the body must be the plugin component (.wasm bytes)".into(),
+        ));
+    }
+    let installed = state
+        .control
+        .install(&name, body.to_vec(), "api")
+        .await
+        .map_err(install_error)?;
+    Ok((
+        StatusCode::OK,
+        Json(InstallView {
+            name: installed.name,
+            version: installed.version,
+            previous_version: installed.previous_version,
+            changed: installed.changed,
+        }),
+    ))
+}
+
+pub async fn rollback(
+    State(state): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Json<InstallView>, ApiError> {
+    let Path(name) = name?;
+    let installed = state.control.rollback(&name).await.map_err(install_error)?;
+    Ok(Json(InstallView {
+        name: installed.name,
+        version: installed.version,
+        previous_version: installed.previous_version,
+        changed: installed.changed,
+    }))
+}
+
+fn install_error(e: InstallError) -> ApiError {
+    match e {
+        InstallError::Invalid(_) | InstallError::BadName(_) => {
+            ApiError::Unprocessable(e.to_string())
+        }
+        InstallError::Unknown(_) => ApiError::NotFound(e.to_string()),
+        InstallError::NoPrevious(_) => ApiError::Conflict(e.to_string()),
+        InstallError::Database(e) => e.into(),
+        InstallError::Join(e) => ApiError::Internal(e.into()),
+    }
+}
+
+/// The plugin routed to `topic`, as active now.
+pub fn plugin_for(state: &AppState, topic: &str) -> Option<Arc<Plugin>> {
+    let name = crate::ingest::route(&state.routes, topic)?;
+    state.control.registry().active(name)
+}

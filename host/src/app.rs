@@ -191,31 +191,40 @@ fn flatten(joined: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow
     joined.context("task panicked or was cancelled")?
 }
 
-/// The bundled stock plugin and the `--plugin` files as local defaults, then the fleet's
-/// active versions from PostgreSQL over them.
+/// The bundled stock plugin and the `--plugin` files as this instance's defaults; the fleet's
+/// active versions in PostgreSQL win over them (the first instance seeds the fleet).
 async fn load_plugins(control: &PluginControl, settings: &PluginSettings) -> anyhow::Result<()> {
+    let mut defaults = vec![("stock".to_string(), runtime::STOCK_PLUGIN.to_vec())];
+    for path in &settings.paths {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("reading plugin {}", path.display()))?;
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
+        crate::control::validate_name(name)
+            .with_context(|| format!("plugin file {}", path.display()))?;
+        defaults.push((name.to_string(), bytes));
+    }
     let registry = Arc::clone(control.registry());
-    let paths = settings.paths.clone();
+    let loaded = defaults.clone();
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        registry.activate(registry.prepare("stock", runtime::STOCK_PLUGIN)?);
-        for path in &paths {
-            let bytes = std::fs::read(path)
-                .with_context(|| format!("reading plugin {}", path.display()))?;
-            let name = path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or_default();
-            crate::control::validate_name(name)
-                .with_context(|| format!("plugin file {}", path.display()))?;
+        for (name, bytes) in &loaded {
             let plugin = registry
-                .prepare(name, &bytes)
-                .with_context(|| format!("loading plugin {}", path.display()))?;
+                .prepare(name, bytes)
+                .with_context(|| format!("loading plugin {name}"))?;
             registry.activate(plugin);
         }
         Ok(())
     })
     .await
     .context("loading plugins")??;
+    for (name, bytes) in &defaults {
+        control
+            .adopt_default(name, bytes)
+            .await
+            .with_context(|| format!("recording plugin {name}"))?;
+    }
     control
         .sync_all()
         .await

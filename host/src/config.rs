@@ -29,6 +29,9 @@ pub enum Command {
     /// Run everything in one process with nothing to install: an embedded Kafka-protocol
     /// broker, a throwaway PostgreSQL (unless DATABASE_URL is set), the bundled stock plugin.
     Dev(DevArgs),
+    /// Measure ingest throughput and plugin call cost on this machine, with an embedded broker
+    /// and a throwaway PostgreSQL (build with --release for figures that mean something).
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -195,6 +198,9 @@ pub struct KafkaSettings {
     pub routes: Vec<(String, String)>,
     /// librdkafka properties applied last, over Sluice's own defaults.
     pub options: Vec<(String, String)>,
+    /// Defaults for the consumers only, applied before `options` (e.g. `sluice dev` shortens
+    /// `fetch.wait.max.ms` for its embedded broker).
+    pub consumer_defaults: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -230,6 +236,7 @@ impl Settings {
                 status_topic: common.status_topic,
                 orders_group_id: common.orders_group_id,
                 options,
+                consumer_defaults: Vec::new(),
             },
             ingest: IngestSettings {
                 batch_max_messages: common.batch_max_messages.max(1),

@@ -107,6 +107,19 @@ impl PluginControl {
         })
     }
 
+    /// Seed the fleet with this instance's default version of `name` (bundled or `--plugin`)
+    /// if the fleet has none yet; otherwise the fleet's version wins (see `sync_all`).
+    pub async fn adopt_default(&self, name: &str, bytes: &[u8]) -> Result<(), InstallError> {
+        let version = version_of(bytes);
+        let mut tx = self.pool.begin().await?;
+        let adopted = db::plugins::adopt_default(&mut tx, name, &version, bytes).await?;
+        tx.commit().await?;
+        if adopted {
+            tracing::info!(plugin = name, %version, "this instance's default is now the fleet's version");
+        }
+        Ok(())
+    }
+
     /// Make the previous version active again, fleet-wide.
     pub async fn rollback(&self, name: &str) -> Result<Installed, InstallError> {
         let mut tx = self.pool.begin().await?;

@@ -11,6 +11,7 @@
 //! [`app`] wires both; [`dev`] embeds a broker and a throwaway PostgreSQL for `sluice dev`.
 
 pub mod app;
+pub mod bench;
 pub mod config;
 pub mod control;
 pub mod db;

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use sluice::config::{Cli, Command, Settings};
-use sluice::{Application, dev, shutdown, telemetry};
+use sluice::{Application, bench, dev, shutdown, telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -17,5 +17,6 @@ async fn main() -> anyhow::Result<()> {
             app.run_until_stopped(shutdown).await
         }
         Command::Dev(args) => dev::run(args, shutdown).await,
+        Command::Bench(args) => bench::run(args).await,
     }
 }

@@ -29,7 +29,7 @@ pub fn create_consumer(kafka: &KafkaSettings) -> anyhow::Result<StreamConsumer> 
         // is idempotent.
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest");
-    for (key, value) in &kafka.options {
+    for (key, value) in kafka.consumer_defaults.iter().chain(&kafka.options) {
         config.set(key, value);
     }
     let consumer: StreamConsumer = config.create().context("creating the status consumer")?;

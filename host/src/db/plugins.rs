@@ -94,3 +94,23 @@ pub async fn component(pool: &PgPool, name: &str, version: &str) -> sqlx::Result
         .fetch_optional(pool)
         .await
 }
+
+/// Record `version` as the active one unless the fleet already has an active version of
+/// `name`: the first instance to start seeds the fleet with its default. Returns whether it did.
+pub async fn adopt_default(
+    tx: &mut Tx<'_>,
+    name: &str,
+    version: &str,
+    component: &[u8],
+) -> sqlx::Result<bool> {
+    save_version(tx, name, version, component, "default").await?;
+    let done = sqlx::query(
+        "INSERT INTO active_plugins (name, version, source) VALUES ($1, $2, 'default')
+         ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(name)
+    .bind(version)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}

@@ -14,6 +14,12 @@ use tokio_util::sync::CancellationToken;
 use crate::Application;
 use crate::config::{DevArgs, Settings};
 
+/// The embedded broker answers a waiting fetch only when `fetch.wait.max.ms` runs out, not
+/// when a record arrives (a real broker does): keep the wait short.
+pub fn embedded_broker_consumer_defaults() -> Vec<(String, String)> {
+    vec![("fetch.wait.max.ms".into(), "10".into())]
+}
+
 pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let kafka = EmbeddedKafka::start(1)?;
     let partitions = args.partitions;
@@ -35,12 +41,8 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
         database_url,
         kafka.bootstrap_servers().to_string(),
     );
-    // The embedded broker answers a waiting fetch only when fetch.wait.max.ms runs out, not
-    // when a record arrives (a real broker does): keep the wait short. -X still overrides it.
-    settings
-        .kafka
-        .options
-        .insert(0, ("fetch.wait.max.ms".into(), "10".into()));
+    // -X and SLUICE_KAFKA_OPTIONS still override these.
+    settings.kafka.consumer_defaults = embedded_broker_consumer_defaults();
     // The embedded broker cannot create topics on request: make every topic Sluice uses.
     let k = &settings.kafka;
     let mut topics = vec![k.topic.clone(), k.status_topic.clone()];

@@ -38,7 +38,7 @@ pub fn create(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false");
-    for (key, value) in &kafka.options {
+    for (key, value) in kafka.consumer_defaults.iter().chain(&kafka.options) {
         config.set(key, value);
     }
     let context = IngestContext {

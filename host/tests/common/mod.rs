@@ -187,10 +187,8 @@ pub fn settings(db_url: &str, broker: &Broker, topic: &str, group: &str) -> Sett
             dead_letter_suffix: ".DLT".into(),
             orders_group_id: format!("{group}-orders"),
             routes: vec![(topic.to_string(), "stock".to_string())],
-            options: vec![
-                ("session.timeout.ms".into(), "6000".into()),
-                ("fetch.wait.max.ms".into(), "10".into()),
-            ],
+            options: vec![("session.timeout.ms".into(), "6000".into())],
+            consumer_defaults: sluice::dev::embedded_broker_consumer_defaults(),
         },
         ingest: IngestSettings {
             batch_max_messages: 500,

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::process::{Serve, ServeConfig};
-use common::{Broker, create_topics, eventually, fresh_database, workload};
+use common::{Stack, eventually, workload};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use serde_json::json;
 
@@ -15,20 +15,18 @@ const BROKER: i32 = 1;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_faults_lose_and_double_nothing() {
     // Arrange
-    common::init_logging();
-    let broker = Broker::start();
+    let Stack {
+        broker,
+        topic,
+        db_url,
+        pool,
+    } = Stack::start(common::PARTITIONS).await;
     let Some(kafka) = broker.embedded() else {
         eprintln!(
             "skipped: fault injection needs the embedded broker (SLUICE_TEST_KAFKA_BROKERS is set)"
         );
         return;
     };
-    let topic = format!("orders-{}", uuid::Uuid::new_v4().simple());
-    create_topics(&broker, &topic).await;
-    let db_url = fresh_database().await;
-    let pool = sluice::db::connect_and_migrate(&secrecy::SecretString::from(db_url.clone()), 3)
-        .await
-        .unwrap();
     let initial = workload::add_products(&pool, 5, 3_000).await;
     let mut orders = workload::orders(4_000, &initial, 23);
     workload::produce(&broker.producer(), &topic, &orders).await;

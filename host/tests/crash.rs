@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::process::{Serve, ServeConfig};
-use common::{Broker, create_topics_with, fresh_database, workload};
+use common::{Broker, Stack, workload};
 use rand::{Rng, SeedableRng};
 use uuid::Uuid;
 
@@ -32,14 +32,12 @@ struct Setup {
 /// A broker with an 8-partition topic, a migrated database with 10 products, and the orders
 /// already on the topic (about a third more units than there is stock, so some are rejected).
 async fn setup(orders: usize) -> Setup {
-    common::init_logging();
-    let broker = Broker::start();
-    let topic = format!("orders-{}", Uuid::new_v4().simple());
-    create_topics_with(&broker, &topic, 8).await;
-    let db_url = fresh_database().await;
-    let pool = sluice::db::connect_and_migrate(&secrecy::SecretString::from(db_url.clone()), 5)
-        .await
-        .expect("migrating");
+    let Stack {
+        broker,
+        topic,
+        db_url,
+        pool,
+    } = Stack::start(8).await;
     let per_product = (orders as i64 * 55 / 10) * 3 / 4 / 10;
     let initial = workload::add_products(&pool, 10, per_product).await;
     let seed = rand::random();

@@ -6,29 +6,27 @@ mod common;
 use std::time::Duration;
 
 use common::process::{Serve, ServeConfig};
-use common::{Broker, create_topics, eventually, fresh_database};
+use common::{Stack, eventually};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_committed_before_a_crash_are_published_after_restart_and_applied_once() {
     // Arrange
-    common::init_logging();
-    let broker = Broker::start();
+    let Stack {
+        broker,
+        topic,
+        db_url,
+        pool,
+    } = Stack::start(common::PARTITIONS).await;
     let Some(kafka) = broker.embedded() else {
         eprintln!(
             "skipped: needs the embedded broker to take it down (SLUICE_TEST_KAFKA_BROKERS is set)"
         );
         return;
     };
-    let topic = format!("orders-{}", uuid::Uuid::new_v4().simple());
-    create_topics(&broker, &topic).await;
-    let db_url = fresh_database().await;
     let config = ServeConfig::new(&db_url, broker.bootstrap(), &topic, "outbox-group");
     let mut process = Serve::spawn(&config, "outbox");
     process.wait_healthy().await;
-    let pool = sluice::db::connect_and_migrate(&secrecy::SecretString::from(db_url.clone()), 3)
-        .await
-        .unwrap();
     let client = reqwest::Client::new();
 
     // Act: with the broker unreachable, orders commit but cannot be published; then SIGKILL.

@@ -8,19 +8,17 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::process::{Serve, ServeConfig};
-use common::{Broker, create_topics, fixture, fresh_database, produce, workload};
+use common::{Stack, fixture, produce, workload};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_plugin_calls_cost_only_their_own_message() {
     // Arrange: the hostile fixture handles the topic.
-    common::init_logging();
-    let broker = Broker::start();
-    let topic = format!("orders-{}", uuid::Uuid::new_v4().simple());
-    create_topics(&broker, &topic).await;
-    let db_url = fresh_database().await;
-    let pool = sluice::db::connect_and_migrate(&secrecy::SecretString::from(db_url.clone()), 3)
-        .await
-        .unwrap();
+    let Stack {
+        broker,
+        topic,
+        db_url,
+        pool,
+    } = Stack::start(common::PARTITIONS).await;
     let config = ServeConfig::new(&db_url, broker.bootstrap(), &topic, "hostile-group")
         .env(
             "SLUICE_PLUGINS",

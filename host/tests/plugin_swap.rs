@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::process::{Serve, ServeConfig};
-use common::{Broker, create_topics_with, eventually, fixture, fresh_database, workload};
+use common::{Broker, Stack, create_topics_with, eventually, fixture, fresh_database, workload};
 use reqwest::Client;
 use serde_json::{Value, json};
 
@@ -195,14 +195,12 @@ async fn installs_are_validated_authorized_rolled_back_and_followed_by_the_fleet
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_swaps_under_load_lose_and_double_nothing() {
     // Arrange: a process watching a plugin directory, and plenty of stock.
-    common::init_logging();
-    let broker = Broker::start();
-    let topic = format!("orders-{}", uuid::Uuid::new_v4().simple());
-    create_topics_with(&broker, &topic, 8).await;
-    let db_url = fresh_database().await;
-    let pool = sluice::db::connect_and_migrate(&secrecy::SecretString::from(db_url.clone()), 3)
-        .await
-        .unwrap();
+    let Stack {
+        broker,
+        topic,
+        db_url,
+        pool,
+    } = Stack::start(8).await;
     let initial = workload::add_products(&pool, 10, 10_000_000).await;
     let dir = tempfile::tempdir().unwrap();
     let config = ServeConfig::new(&db_url, broker.bootstrap(), &topic, "load-group")

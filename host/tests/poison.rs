@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::process::{Serve, ServeConfig};
-use common::{Broker, create_topics, fresh_database, workload};
+use common::{Stack, workload};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -86,14 +86,12 @@ async fn send(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_poison_record_costs_only_itself() {
     // Arrange
-    common::init_logging();
-    let broker = Broker::start();
-    let topic = format!("orders-{}", uuid::Uuid::new_v4().simple());
-    create_topics(&broker, &topic).await;
-    let db_url = fresh_database().await;
-    let pool = sluice::db::connect_and_migrate(&secrecy::SecretString::from(db_url.clone()), 3)
-        .await
-        .unwrap();
+    let Stack {
+        broker,
+        topic,
+        db_url,
+        pool,
+    } = Stack::start(common::PARTITIONS).await;
     let initial = workload::add_products(&pool, 3, 1_000).await;
     let valid = workload::orders(300, &initial, 7);
     let config = ServeConfig::new(&db_url, broker.bootstrap(), &topic, "poison-group");

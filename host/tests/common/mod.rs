@@ -137,6 +137,46 @@ impl Broker {
     }
 }
 
+/// What most failure tests start from: a broker with the order topics, and a fresh, migrated
+/// database the test can read.
+pub struct Stack {
+    pub broker: Broker,
+    pub topic: String,
+    pub db_url: String,
+    pub pool: PgPool,
+}
+
+impl Stack {
+    pub async fn start(partitions: i32) -> Self {
+        init_logging();
+        let broker = Broker::start();
+        let topic = format!("orders-{}", Uuid::new_v4().simple());
+        create_topics_with(&broker, &topic, partitions).await;
+        let db_url = fresh_database().await;
+        let pool = sluice::db::connect_and_migrate(&SecretString::from(db_url.clone()), 3)
+            .await
+            .expect("migrating the test database");
+        Self {
+            broker,
+            topic,
+            db_url,
+            pool,
+        }
+    }
+}
+
+/// GET `url` as JSON.
+pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    client
+        .get(url)
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("JSON body")
+}
+
 /// The order topic and its status and dead-letter topics.
 pub async fn create_topics(broker: &Broker, topic: &str) {
     create_topics_with(broker, topic, PARTITIONS).await;

@@ -132,3 +132,29 @@ async fn a_republished_outbox_event_is_applied_once_and_the_order_reports_its_ve
 
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_ids_are_forgotten_after_the_retention_window() {
+    let app = TestApp::spawn().await;
+    sqlx::query(
+        "INSERT INTO processed_events (group_id, event_id, processed_at) VALUES
+         ('g', 'old', now() - interval '8 days'), ('g', 'recent', now() - interval '1 hour')",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+
+    let cutoff = chrono::Utc::now() - chrono::Duration::days(7);
+    let forgotten = sluice::db::ingest::forget_events_before(&app.pool, cutoff)
+        .await
+        .unwrap();
+
+    assert_eq!(forgotten, 1);
+    let left: Vec<String> =
+        sqlx::query_scalar("SELECT event_id FROM processed_events WHERE group_id = 'g'")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(left, ["recent"]);
+    app.stop().await;
+}

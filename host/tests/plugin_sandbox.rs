@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::process::{Serve, ServeConfig};
-use common::{Stack, fixture, produce, workload};
+use common::{Stack, fixture, get_json, produce, workload};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_plugin_calls_cost_only_their_own_message() {
@@ -109,14 +109,8 @@ async fn hostile_plugin_calls_cost_only_their_own_message() {
     assert_eq!(stock, 100 - applied as i64);
 
     let client = reqwest::Client::new();
-    let plugin: serde_json::Value = client
-        .get(process.url("/plugins/sluice_fixture_hostile"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let plugin: serde_json::Value =
+        get_json(&client, &process.url("/plugins/sluice_fixture_hostile")).await;
     assert_eq!(plugin["messagesHandled"], total);
     assert_eq!(plugin["errors"], hostile.len() as i64);
 

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::process::{Serve, ServeConfig};
-use common::{Broker, Stack, create_topics_with, eventually, fixture, fresh_database, workload};
+use common::{
+    Broker, Stack, create_topics_with, eventually, fixture, fresh_database, get_json, workload,
+};
 use reqwest::Client;
 use serde_json::{Value, json};
 
@@ -139,14 +141,7 @@ async fn installs_are_validated_authorized_rolled_back_and_followed_by_the_fleet
     )
     .await;
     assert_eq!(decided["handledBy"]["version"], v2.as_str());
-    let product: Value = client
-        .get(a.url("/catalogs/CATALOG-0002"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let product: Value = get_json(&client, &a.url("/catalogs/CATALOG-0002")).await;
     assert_eq!(product["stock"], 110 - 6, "v2 takes twice the quantity");
 
     // Rollback on B: A follows back to v1.

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::process::{Serve, ServeConfig};
-use common::{Stack, workload};
+use common::{Stack, get_json, workload};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -152,26 +152,16 @@ async fn every_poison_record_costs_only_itself() {
 
     // Dead letters: in the table and API, whole, and on the DLT topic with their coordinates.
     let client = reqwest::Client::new();
-    let page: Value = client
-        .get(process.url("/dead-letters?limit=5"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = get_json(&client, &process.url("/dead-letters?limit=5")).await;
     assert_eq!(page["items"].as_array().unwrap().len(), 5);
     let mut listed = 5;
     let mut before = page["nextBefore"].as_i64();
     while let Some(id) = before {
-        let page: Value = client
-            .get(process.url(&format!("/dead-letters?limit=5&before={id}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value = get_json(
+            &client,
+            &process.url(&format!("/dead-letters?limit=5&before={id}")),
+        )
+        .await;
         listed += page["items"].as_array().unwrap().len();
         before = page["nextBefore"].as_i64();
     }
@@ -181,14 +171,7 @@ async fn every_poison_record_costs_only_itself() {
     );
     let newest = &page["items"][0];
     let id = newest["id"].as_i64().unwrap();
-    let detail: Value = client
-        .get(process.url(&format!("/dead-letters/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let detail: Value = get_json(&client, &process.url(&format!("/dead-letters/{id}"))).await;
     assert_eq!(detail["topic"], topic.as_str());
     assert_eq!(detail["partition"], 0);
     assert_eq!(detail["plugin"], "stock");
@@ -213,14 +196,7 @@ async fn every_poison_record_costs_only_itself() {
         redriven["outcome"], "DEAD_LETTER",
         "the same plugin refuses it again: {redriven}"
     );
-    let detail: Value = client
-        .get(process.url(&format!("/dead-letters/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let detail: Value = get_json(&client, &process.url(&format!("/dead-letters/{id}"))).await;
     assert_eq!(detail["redriveCount"], 1);
     assert_eq!(detail["lastRedriveOutcome"], "DEAD_LETTER");
     let missing = client

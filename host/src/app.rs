@@ -26,6 +26,7 @@ pub struct Application {
     relay: Relay,
     status_consumer: rdkafka::consumer::StreamConsumer,
     dedupe_retention: std::time::Duration,
+    dedupe_sweep_interval: std::time::Duration,
     control: Arc<PluginControl>,
     plugin_dir: Option<std::path::PathBuf>,
     state: AppState,
@@ -92,6 +93,7 @@ impl Application {
             },
             status_consumer,
             dedupe_retention: settings.ingest.dedupe_retention,
+            dedupe_sweep_interval: settings.ingest.dedupe_sweep_interval,
             control,
             plugin_dir: settings.plugins.dir.clone(),
             state,
@@ -115,7 +117,12 @@ impl Application {
 
     /// Run until `shutdown` is cancelled or one of the tasks stops; then stop the others,
     /// letting each finish what it holds.
+    ///
+    /// Dropping the returned future (its runtime shutting down, a test failing) cancels
+    /// `shutdown` as well, so the ingest thread, which runs outside the runtime's tasks,
+    /// stops instead of polling on forever.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let _stop_everything_if_dropped = shutdown.clone().drop_guard();
         let ingest_token = shutdown.child_token();
         let ingest = {
             let token = ingest_token.clone();
@@ -135,6 +142,7 @@ impl Application {
         let retention = tokio::spawn(ingest::forget_old_events(
             self.pool.clone(),
             self.dedupe_retention,
+            self.dedupe_sweep_interval,
             shutdown.child_token(),
         ));
         let http = {

@@ -98,6 +98,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             batch_max_messages: args.batch_max_messages,
             batch_max_wait: Duration::from_millis(20),
             dedupe_retention: Duration::from_secs(3600),
+            dedupe_sweep_interval: crate::config::DEDUPE_SWEEP_INTERVAL,
         },
         sandbox: SandboxConfig::default(),
         plugins: PluginSettings {

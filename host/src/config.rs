@@ -208,7 +208,13 @@ pub struct IngestSettings {
     pub batch_max_messages: usize,
     pub batch_max_wait: Duration,
     pub dedupe_retention: Duration,
+    /// How often expired dedupe event ids are removed; the first sweep runs one period
+    /// after start.
+    pub dedupe_sweep_interval: Duration,
 }
+
+/// Expired event ids are swept hourly.
+pub const DEDUPE_SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
 
 impl Settings {
     pub fn from_args(
@@ -244,6 +250,7 @@ impl Settings {
                 dedupe_retention: Duration::from_secs(
                     common.dedupe_retention_hours.saturating_mul(3600),
                 ),
+                dedupe_sweep_interval: DEDUPE_SWEEP_INTERVAL,
             },
             sandbox: SandboxConfig {
                 limits: Limits {

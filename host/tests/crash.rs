@@ -22,6 +22,7 @@ fn env_or(name: &str, default: usize) -> usize {
 
 struct Setup {
     broker: Broker,
+    topic: String,
     config: ServeConfig,
     pool: sqlx::PgPool,
     initial: std::collections::HashMap<String, i64>,
@@ -30,7 +31,8 @@ struct Setup {
 }
 
 /// A broker with an 8-partition topic, a migrated database with 10 products, and the orders
-/// already on the topic (about a third more units than there is stock, so some are rejected).
+/// to produce (about a third more units than there is stock, so some are rejected). The
+/// orders are produced chunk by chunk during the run, so that every kill finds work.
 async fn setup(orders: usize) -> Setup {
     let Stack {
         broker,
@@ -42,7 +44,6 @@ async fn setup(orders: usize) -> Setup {
     let initial = workload::add_products(&pool, 10, per_product).await;
     let seed = rand::random();
     let orders = workload::orders(orders, &initial, seed);
-    workload::produce(&broker.producer(), &topic, &orders).await;
     let config = ServeConfig::new(
         &db_url,
         broker.bootstrap(),
@@ -53,11 +54,31 @@ async fn setup(orders: usize) -> Setup {
     .env("SLUICE_BATCH_MAX_MESSAGES", 50);
     Setup {
         broker,
+        topic,
         config,
         pool,
         initial,
         orders,
         seed,
+    }
+}
+
+/// Orders go out in chunks, one per kill attempt (room for as many attempts again as kills),
+/// and the rest after the last restart.
+struct Chunks<'a> {
+    orders: &'a [workload::Order],
+    size: usize,
+    produced: usize,
+}
+
+impl Chunks<'_> {
+    /// Produce the next chunk; returns (records produced so far, size of this chunk).
+    async fn produce_next(&mut self, s: &Setup) -> (i64, i64) {
+        let end = (self.produced + self.size).min(self.orders.len());
+        let chunk = &self.orders[self.produced..end];
+        workload::produce(&s.broker.producer(), &s.topic, chunk).await;
+        self.produced = end;
+        (end as i64, chunk.len() as i64)
     }
 }
 
@@ -69,16 +90,24 @@ async fn kill_9_at_random_points_loses_and_doubles_nothing() {
     );
     let s = setup(n).await;
     let mut rng = rand::rngs::StdRng::seed_from_u64(s.seed);
+    let mut chunks = Chunks {
+        orders: &s.orders,
+        size: (n / (2 * kills + 1)).max(2),
+        produced: 0,
+    };
     let started = Instant::now();
 
-    // Act: run, kill -9 at a random moment, restart; `kills` times.
+    // Act: produce a chunk, kill -9 the process while it works through it, restart.
     let mut process = Serve::spawn(&s.config, "crash");
-    let mut progress = Vec::new();
-    for _ in 0..kills {
-        kill_while_working(&mut process, &s.pool, &mut rng).await;
-        progress.push(processed(&s.pool).await);
+    let mut at_kills = Vec::new();
+    while at_kills.len() < kills {
+        if let Some(at_kill) = kill_mid_work(&mut process, &s, &mut chunks, &mut rng).await {
+            at_kills.push(at_kill);
+        }
         process = Serve::spawn(&s.config, "crash");
     }
+    chunks.size = n;
+    chunks.produce_next(&s).await;
     workload::wait_processed(&s.pool, &s.config.group, n as i64, Duration::from_secs(180)).await;
     let status = process.terminate().await;
 
@@ -90,9 +119,9 @@ async fn kill_9_at_random_points_loses_and_doubles_nothing() {
     );
     let tally = workload::check_exactly_once(&s.pool, &s.config.group, &s.initial, &s.orders).await;
     eprintln!(
-        "crash: {n} orders, {kills} kills (records decided at each kill: {progress:?}), \
-         {} applied ({} units), {} rejected, stock equation holds for {} products; \
-         seed {}, {:.1} s",
+        "crash: {n} orders, {kills} kills, each while records were being worked on \
+         (decided/produced at each kill: {at_kills:?}), {} applied ({} units), {} rejected, \
+         stock equation holds for {} products; seed {}, {:.1} s",
         tally.applied,
         tally.applied_units,
         tally.rejected,
@@ -104,7 +133,6 @@ async fn kill_9_at_random_points_loses_and_doubles_nothing() {
         tally.applied > 0 && tally.rejected > 0,
         "the run exercised both outcomes"
     );
-    drop(s.broker);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,18 +143,27 @@ async fn two_members_with_one_killed_repeatedly_lose_and_double_nothing() {
     );
     let s = setup(n).await;
     let mut rng = rand::rngs::StdRng::seed_from_u64(s.seed);
+    let mut chunks = Chunks {
+        orders: &s.orders,
+        size: (n / (2 * kills + 1)).max(2),
+        produced: 0,
+    };
     let started = Instant::now();
 
     // Act: a steady member and one that is killed and restarted; each kill and each restart
     // moves partitions between them.
     let mut steady = Serve::spawn(&s.config, "steady");
     let mut flaky = Serve::spawn(&s.config, "flaky");
-    let mut progress = Vec::new();
-    for _ in 0..kills {
-        kill_while_working(&mut flaky, &s.pool, &mut rng).await;
-        progress.push(processed(&s.pool).await);
+    steady.wait_healthy().await;
+    let mut at_kills = Vec::new();
+    while at_kills.len() < kills {
+        if let Some(at_kill) = kill_mid_work(&mut flaky, &s, &mut chunks, &mut rng).await {
+            at_kills.push(at_kill);
+        }
         flaky = Serve::spawn(&s.config, "flaky");
     }
+    chunks.size = n;
+    chunks.produce_next(&s).await;
     workload::wait_processed(&s.pool, &s.config.group, n as i64, Duration::from_secs(180)).await;
 
     // Assert
@@ -140,28 +177,47 @@ async fn two_members_with_one_killed_repeatedly_lose_and_double_nothing() {
     }
     let tally = workload::check_exactly_once(&s.pool, &s.config.group, &s.initial, &s.orders).await;
     eprintln!(
-        "two members: {n} orders, {kills} kills of one member (decided at each kill: {progress:?}), \
-         {} applied, {} rejected; seed {}, {:.1} s",
+        "two members: {n} orders, {kills} kills of one member while records were being worked \
+         on (decided/produced at each kill: {at_kills:?}), {} applied, {} rejected; seed {}, {:.1} s",
         tally.applied,
         tally.rejected,
         s.seed,
         started.elapsed().as_secs_f64()
     );
-    drop(s.broker);
 }
 
-/// Wait until the group decides more records (the process is up and the group is consuming),
-/// then SIGKILL the process at a random moment of its batch stream: before, during or after
-/// a database commit, before or after the Kafka commit.
-async fn kill_while_working(process: &mut Serve, pool: &sqlx::PgPool, rng: &mut impl Rng) {
+/// Produce the next chunk, wait until the group has decided a random part of it, then
+/// SIGKILL the process: before, during or after a database commit, before or after the Kafka
+/// commit. Returns (decided, produced) at the kill if the kill landed while records were still
+/// undecided, `None` if the group finished the chunk first (the caller tries again). Fails if
+/// the group makes no progress.
+async fn kill_mid_work(
+    process: &mut Serve,
+    s: &Setup,
+    chunks: &mut Chunks<'_>,
+    rng: &mut impl Rng,
+) -> Option<(i64, i64)> {
     process.wait_healthy().await;
-    let before = processed(pool).await;
+    let (produced, chunk) = chunks.produce_next(s).await;
+    assert!(
+        chunk > 0,
+        "every order is produced, yet the kills did not land while records were undecided \
+         (the group finished each chunk before its kill)"
+    );
+    let target = produced - chunk + rng.random_range(0..chunk / 2 + 1);
     let started = Instant::now();
-    while processed(pool).await == before && started.elapsed() < Duration::from_secs(10) {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    while processed(&s.pool).await < target {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no progress: {} of {target} records decided after 60 s\n{}",
+            processed(&s.pool).await,
+            process.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    tokio::time::sleep(Duration::from_millis(rng.random_range(0..150))).await;
     process.kill9();
+    let at_kill = processed(&s.pool).await;
+    (at_kill < produced).then_some((at_kill, produced))
 }
 
 async fn processed(pool: &sqlx::PgPool) -> i64 {

@@ -135,7 +135,15 @@ async fn a_republished_outbox_event_is_applied_once_and_the_order_reports_its_ve
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_ids_are_forgotten_after_the_retention_window() {
-    let app = TestApp::spawn().await;
+    // Arrange: the app's own sweep, every 100 ms, with the default 7-day window.
+    let app = TestApp::spawn_with(|settings| {
+        settings.ingest.dedupe_retention = Duration::from_secs(7 * 24 * 3600);
+        settings.ingest.dedupe_sweep_interval = Duration::from_millis(100);
+    })
+    .await;
+
+    // Act: one id decided 8 days ago, one an hour ago, in one statement (so every sweep
+    // sees both or neither).
     sqlx::query(
         "INSERT INTO processed_events (group_id, event_id, processed_at) VALUES
          ('g', 'old', now() - interval '8 days'), ('g', 'recent', now() - interval '1 hour')",
@@ -144,17 +152,53 @@ async fn event_ids_are_forgotten_after_the_retention_window() {
     .await
     .unwrap();
 
-    let cutoff = chrono::Utc::now() - chrono::Duration::days(7);
+    // Assert: the sweep that removed the old id kept the recent one.
+    let left: Vec<String> = eventually(
+        Duration::from_secs(10),
+        "the old event id to be swept",
+        || async {
+            let left: Vec<String> =
+                sqlx::query_scalar("SELECT event_id FROM processed_events WHERE group_id = 'g'")
+                    .fetch_all(&app.pool)
+                    .await
+                    .ok()?;
+            (!left.iter().any(|id| id == "old")).then_some(left)
+        },
+    )
+    .await;
+    assert_eq!(left, ["recent"]);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_sweep_waits_a_full_period() {
+    // Arrange: a sweep period far longer than the test.
+    let app = TestApp::spawn_with(|settings| {
+        settings.ingest.dedupe_retention = Duration::from_secs(3600);
+        settings.ingest.dedupe_sweep_interval = Duration::from_secs(3600);
+    })
+    .await;
+
+    // Act
+    sqlx::query(
+        "INSERT INTO processed_events (group_id, event_id, processed_at)
+         VALUES ('g', 'old', now() - interval '2 hours')",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Assert: nothing swept at start; the SQL itself removes exactly what is older.
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM processed_events")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 1, "no sweep at start");
+    let cutoff = chrono::Utc::now() - chrono::Duration::hours(1);
     let forgotten = sluice::db::ingest::forget_events_before(&app.pool, cutoff)
         .await
         .unwrap();
-
     assert_eq!(forgotten, 1);
-    let left: Vec<String> =
-        sqlx::query_scalar("SELECT event_id FROM processed_events WHERE group_id = 'g'")
-            .fetch_all(&app.pool)
-            .await
-            .unwrap();
-    assert_eq!(left, ["recent"]);
     app.stop().await;
 }

@@ -67,7 +67,7 @@ async fn send(
     event_id: &str,
 ) {
     let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
-        key: "event-id",
+        key: sluice::domain::EVENT_ID_HEADER,
         value: Some(event_id.as_bytes()),
     });
     let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic)

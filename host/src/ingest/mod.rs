@@ -240,13 +240,16 @@ fn handle(plugin: &Plugin, batch: Vec<OwnedMessage>) -> Vec<Handled> {
         .collect()
 }
 
-/// Forget dedupe event ids older than `retention`, hourly, until shutdown.
+/// Forget dedupe event ids older than `retention`, every `every` until shutdown. The first
+/// sweep runs one period after start, not at once: a restart loop must not turn into a
+/// sweep loop.
 pub async fn forget_old_events(
     pool: PgPool,
     retention: Duration,
+    every: Duration,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),

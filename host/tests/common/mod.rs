@@ -19,7 +19,7 @@ use sluice::dev::{EmbeddedKafka, EmbeddedPostgres};
 use sluice::runtime::SandboxConfig;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use uuid::Uuid;
 
 pub mod process;
@@ -88,13 +88,16 @@ impl Broker {
                 embedded: None,
                 bootstrap,
             },
-            Err(_) => {
-                let kafka = EmbeddedKafka::start(1).expect("starting the embedded broker");
-                Self {
-                    bootstrap: kafka.bootstrap_servers().to_string(),
-                    embedded: Some(kafka),
-                }
-            }
+            Err(_) => Self::start_embedded(),
+        }
+    }
+
+    /// An embedded mock cluster, whatever the environment says.
+    pub fn start_embedded() -> Self {
+        let kafka = EmbeddedKafka::start(1).expect("starting the embedded broker");
+        Self {
+            bootstrap: kafka.bootstrap_servers().to_string(),
+            embedded: Some(kafka),
         }
     }
 
@@ -148,8 +151,17 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start(partitions: i32) -> Self {
+        Self::start_on(Broker::start(), partitions).await
+    }
+
+    /// The same on an embedded broker even when `SLUICE_TEST_KAFKA_BROKERS` is set: for tests
+    /// that inject broker faults, which only the embedded broker can do.
+    pub async fn start_embedded(partitions: i32) -> Self {
+        Self::start_on(Broker::start_embedded(), partitions).await
+    }
+
+    async fn start_on(broker: Broker, partitions: i32) -> Self {
         init_logging();
-        let broker = Broker::start();
         let topic = format!("orders-{}", Uuid::new_v4().simple());
         create_topics_with(&broker, &topic, partitions).await;
         let db_url = fresh_database().await;
@@ -163,6 +175,14 @@ impl Stack {
             pool,
         }
     }
+}
+
+/// A loopback address nothing listens on: a broker that cannot be reached.
+pub fn closed_port_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let address = listener.local_addr().expect("bound address");
+    drop(listener);
+    address.to_string()
 }
 
 /// GET `url` as JSON.
@@ -203,7 +223,7 @@ pub async fn produce(
     let mut record = FutureRecord::to(topic).key(key).payload(payload);
     if let Some(id) = event_id {
         record = record.headers(OwnedHeaders::new().insert(Header {
-            key: "event-id",
+            key: sluice::domain::EVENT_ID_HEADER,
             value: Some(id.as_bytes()),
         }));
     }
@@ -234,6 +254,7 @@ pub fn settings(db_url: &str, broker: &Broker, topic: &str, group: &str) -> Sett
             batch_max_messages: 500,
             batch_max_wait: Duration::from_millis(10),
             dedupe_retention: Duration::from_secs(3600),
+            dedupe_sweep_interval: sluice::config::DEDUPE_SWEEP_INTERVAL,
         },
         sandbox: SandboxConfig::default(),
         plugins: PluginSettings {
@@ -256,6 +277,9 @@ pub struct TestApp {
     relay_wake: Arc<tokio::sync::Notify>,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
+    /// A test that fails (panics) drops its app without `stop()`: this stops the app then,
+    /// so the failure is reported instead of the test runtime waiting on ingest forever.
+    _stop_on_drop: DropGuard,
 }
 
 impl TestApp {
@@ -290,6 +314,7 @@ impl TestApp {
             topic,
             group,
             relay_wake,
+            _stop_on_drop: shutdown.clone().drop_guard(),
             shutdown,
             task,
         }
@@ -359,9 +384,9 @@ impl TestApp {
         }
     }
 
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         self.shutdown.cancel();
-        self.task
+        (&mut self.task)
             .await
             .expect("app task joins")
             .expect("app stops cleanly");

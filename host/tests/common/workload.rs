@@ -69,7 +69,7 @@ pub async fn produce(producer: &FutureProducer, topic: &str, orders: &[Order]) {
         let sends = payloads.iter().map(|(key, payload, id)| {
             let record = FutureRecord::to(topic).key(key).payload(payload).headers(
                 OwnedHeaders::new().insert(Header {
-                    key: "event-id",
+                    key: sluice::domain::EVENT_ID_HEADER,
                     value: Some(id.as_bytes()),
                 }),
             );

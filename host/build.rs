@@ -16,6 +16,10 @@ const PLUGINS: &[(&str, &str)] = &[
         "sluice-fixture-failing-self-test",
         "sluice_fixture_failing_self_test",
     ),
+    (
+        "sluice-fixture-sleepy-self-test",
+        "sluice_fixture_sleepy_self_test",
+    ),
 ];
 
 fn main() {

@@ -10,14 +10,14 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{PluginSettings, Settings};
+use crate::config::Settings;
 use crate::control::PluginControl;
 use crate::db;
 use crate::http::{self, AppState};
 use crate::ingest::{self, Ingest, IngestHealth};
 use crate::order_status;
 use crate::outbox::{self, Relay};
-use crate::runtime::{self, PluginEngine, Registry};
+use crate::runtime::{Registry, Sandbox};
 
 pub struct Application {
     listener: TcpListener,
@@ -30,6 +30,7 @@ pub struct Application {
     control: Arc<PluginControl>,
     plugin_dir: Option<std::path::PathBuf>,
     state: AppState,
+    http_limits: http::EdgeLimits,
 }
 
 impl Application {
@@ -38,10 +39,18 @@ impl Application {
         let pool =
             db::connect_and_migrate(&settings.database_url, settings.db_max_connections).await?;
 
-        let engine = PluginEngine::new(settings.sandbox.clone())?;
-        let registry = Arc::new(Registry::new(engine));
-        let control = Arc::new(PluginControl::new(pool.clone(), Arc::clone(&registry)));
-        load_plugins(&control, &settings.plugins).await?;
+        let sandbox = Sandbox::new(settings.sandbox.clone())?;
+        let registry = Arc::new(Registry::new(
+            sandbox,
+            settings.plugins.compiler.clone(),
+            settings.plugins.compile_limits,
+        ));
+        let control = Arc::new(PluginControl::new(
+            pool.clone(),
+            Arc::clone(&registry),
+            settings.plugins.versions_kept,
+        ));
+        control.load_defaults(&settings.plugins.paths).await?;
         for (topic, name) in &settings.kafka.routes {
             let plugin = registry.active(name).with_context(|| {
                 format!("topic {topic} routes to plugin {name}, which is not loaded (see --plugin)")
@@ -71,7 +80,8 @@ impl Application {
             control: Arc::clone(&control),
             routes: settings.kafka.routes.clone().into(),
             ingest_health: Arc::clone(&ingest_health),
-            admin_token: settings.admin_token.clone(),
+            admin: settings.admin.clone(),
+            public_dead_letters: settings.public_dead_letters,
         };
         Ok(Self {
             listener,
@@ -97,6 +107,7 @@ impl Application {
             control,
             plugin_dir: settings.plugins.dir.clone(),
             state,
+            http_limits: settings.http_limits,
         })
     }
 
@@ -124,6 +135,15 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let _stop_everything_if_dropped = shutdown.clone().drop_guard();
         let ingest_token = shutdown.child_token();
+        // On shutdown, plugin calls in flight end at once instead of at their deadline.
+        {
+            let sandbox = Arc::clone(self.control.registry().sandbox());
+            let token = shutdown.clone();
+            tokio::spawn(async move {
+                token.cancelled().await;
+                sandbox.interrupt_all();
+            });
+        }
         let ingest = {
             let token = ingest_token.clone();
             let ingest = self.ingest;
@@ -145,17 +165,12 @@ impl Application {
             self.dedupe_sweep_interval,
             shutdown.child_token(),
         ));
-        let http = {
-            let token = shutdown.child_token();
-            let app = http::router(self.state);
-            tokio::spawn(async move {
-                let app = app.into_make_service_with_connect_info::<SocketAddr>();
-                axum::serve(self.listener, app)
-                    .with_graceful_shutdown(async move { token.cancelled().await })
-                    .await
-                    .context("HTTP server failed")
-            })
-        };
+        let http = tokio::spawn(http::serve(
+            self.listener,
+            http::router(self.state),
+            self.http_limits,
+            shutdown.child_token(),
+        ));
 
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(async move { ("ingest", flatten(ingest.await)) });
@@ -197,45 +212,4 @@ impl Application {
 
 fn flatten(joined: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
     joined.context("task panicked or was cancelled")?
-}
-
-/// The bundled stock plugin and the `--plugin` files as this instance's defaults; the fleet's
-/// active versions in PostgreSQL win over them (the first instance seeds the fleet).
-async fn load_plugins(control: &PluginControl, settings: &PluginSettings) -> anyhow::Result<()> {
-    let mut defaults = vec![("stock".to_string(), runtime::STOCK_PLUGIN.to_vec())];
-    for path in &settings.paths {
-        let bytes =
-            std::fs::read(path).with_context(|| format!("reading plugin {}", path.display()))?;
-        let name = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or_default();
-        crate::control::validate_name(name)
-            .with_context(|| format!("plugin file {}", path.display()))?;
-        defaults.push((name.to_string(), bytes));
-    }
-    let registry = Arc::clone(control.registry());
-    let loaded = defaults.clone();
-    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        for (name, bytes) in &loaded {
-            let plugin = registry
-                .prepare(name, bytes)
-                .with_context(|| format!("loading plugin {name}"))?;
-            registry.activate(plugin);
-        }
-        Ok(())
-    })
-    .await
-    .context("loading plugins")??;
-    for (name, bytes) in &defaults {
-        control
-            .adopt_default(name, bytes)
-            .await
-            .with_context(|| format!("recording plugin {name}"))?;
-    }
-    control
-        .sync_all()
-        .await
-        .context("loading the fleet's active plugin versions")?;
-    Ok(())
 }

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::Application;
 use crate::config::{IngestSettings, KafkaSettings, PluginSettings, Settings};
 use crate::dev::{EmbeddedKafka, EmbeddedPostgres};
-use crate::runtime::{PluginEngine, STOCK_PLUGIN, SandboxConfig, bindings};
+use crate::runtime::{Plugin, STOCK_PLUGIN, Sandbox, SandboxConfig, bindings, compile};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -104,8 +104,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         plugins: PluginSettings {
             paths: Vec::new(),
             dir: None,
+            compiler: crate::runtime::Compiler::this_binary(),
+            compile_limits: crate::runtime::CompileLimits::default(),
+            versions_kept: 10,
         },
-        admin_token: None,
+        admin: crate::config::AdminAccess::Loopback,
+        public_dead_letters: false,
+        http_limits: crate::http::EdgeLimits::default(),
     };
     let app = Application::build(settings).await?;
     let shutdown = CancellationToken::new();
@@ -147,9 +152,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 /// The plugin call alone: a fresh instance per call, as ingest does it.
 fn plugin_calls(calls: usize) -> anyhow::Result<()> {
-    let engine = PluginEngine::new(SandboxConfig::default())?;
+    let sandbox = Sandbox::new(SandboxConfig::default())?;
     let compile_started = Instant::now();
-    let plugin = engine.load("stock", STOCK_PLUGIN)?;
+    let component = compile::compile_here(sandbox.engine(), STOCK_PLUGIN)?;
+    let plugin = Plugin::load(
+        &sandbox,
+        "stock",
+        crate::runtime::version_of(STOCK_PLUGIN),
+        &component,
+    )?;
     let compiled_in = compile_started.elapsed();
     let message = bindings::Message {
         topic: "bench".into(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use secrecy::SecretString;
 
-use crate::runtime::{Limits, SandboxConfig};
+use crate::runtime::{CompileLimits, Compiler, Limits, SandboxConfig};
 
 #[derive(Debug, Parser)]
 #[command(name = "sluice", version, about, long_about = LONG_ABOUT)]
@@ -32,6 +32,16 @@ pub enum Command {
     /// Measure ingest throughput and plugin call cost on this machine, with an embedded broker
     /// and a throwaway PostgreSQL (build with --release for figures that mean something).
     Bench(crate::bench::BenchArgs),
+    /// Compile a plugin component read on stdin (run by sluice itself, under limits).
+    #[command(hide = true)]
+    CompilePlugin(CompilePluginArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompilePluginArgs {
+    /// The sandbox's memory limit, MiB (part of the compiled code's configuration).
+    #[arg(long, default_value_t = 64)]
+    pub memory_mib: usize,
 }
 
 #[derive(Debug, Args)]
@@ -43,6 +53,11 @@ pub struct ServeArgs {
     /// Kafka bootstrap servers, comma separated.
     #[arg(long, env = "SLUICE_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub kafka_brokers: String,
+
+    /// Without SLUICE_ADMIN_TOKEN, let clients on loopback use the admin endpoints (for a
+    /// local setup: a reverse proxy on the same host would open them to everyone it forwards).
+    #[arg(long, env = "SLUICE_ADMIN_OPEN_ON_LOOPBACK")]
+    pub admin_open_on_loopback: bool,
 
     #[command(flatten)]
     pub common: CommonArgs,
@@ -99,10 +114,15 @@ pub struct CommonArgs {
     #[arg(long, env = "SLUICE_PLUGIN_DIR")]
     pub plugin_dir: Option<PathBuf>,
 
-    /// Bearer token for the admin endpoints (plugins, catalog upserts, redrive). Without it
-    /// they answer only to clients on loopback.
+    /// Bearer token for the admin endpoints (plugins, catalog upserts, dead letters). Required
+    /// by `serve` (see --admin-open-on-loopback); without it `dev` answers them on loopback.
     #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<SecretString>,
+
+    /// Let anyone read dead letters (`GET /dead-letters[/{id}]`); they hold whole records,
+    /// which may carry personal data, so by default reading them is admin.
+    #[arg(long, env = "SLUICE_PUBLIC_DEAD_LETTERS")]
+    pub public_dead_letters: bool,
 
     /// Consumer group of the order side's status consumer.
     #[arg(long, env = "SLUICE_ORDERS_GROUP_ID", default_value = "sluice-orders")]
@@ -141,6 +161,23 @@ pub struct CommonArgs {
     #[arg(long, env = "SLUICE_PLUGIN_TIMEOUT_MS", default_value_t = 100)]
     pub plugin_timeout_ms: u64,
 
+    /// Largest plugin component accepted (upload or file), MiB.
+    #[arg(long, env = "SLUICE_PLUGIN_MAX_MIB", default_value_t = 8)]
+    pub plugin_max_mib: usize,
+
+    /// Longest a plugin may take to compile, seconds (compiled in a child process, which is
+    /// killed then).
+    #[arg(long, env = "SLUICE_PLUGIN_COMPILE_TIMEOUT_S", default_value_t = 30)]
+    pub plugin_compile_timeout_s: u64,
+
+    /// Address space the plugin compiler process may use, MiB.
+    #[arg(long, env = "SLUICE_PLUGIN_COMPILE_MEMORY_MIB", default_value_t = 2048)]
+    pub plugin_compile_memory_mib: u64,
+
+    /// Versions of each plugin kept in the database, besides the active and previous ones.
+    #[arg(long, env = "SLUICE_PLUGIN_VERSIONS_KEPT", default_value_t = 10)]
+    pub plugin_versions_kept: u32,
+
     /// Most messages handled in one database transaction.
     #[arg(long, env = "SLUICE_BATCH_MAX_MESSAGES", default_value_t = 1000)]
     pub batch_max_messages: usize,
@@ -148,6 +185,23 @@ pub struct CommonArgs {
     /// Longest wait to fill a batch, milliseconds.
     #[arg(long, env = "SLUICE_BATCH_MAX_WAIT_MS", default_value_t = 20)]
     pub batch_max_wait_ms: u64,
+
+    /// HTTP connections open at once; more are closed as they arrive.
+    #[arg(long, env = "SLUICE_HTTP_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub http_max_connections: usize,
+
+    /// Seconds a client has to send a request's headers (and the most an idle connection
+    /// stays open) and, separately, between two chunks of its body.
+    #[arg(long, env = "SLUICE_HTTP_HEADER_TIMEOUT_S", default_value_t = 10)]
+    pub http_header_timeout_s: u64,
+
+    /// Seconds a request may take, from its headers to the response (then 408).
+    #[arg(long, env = "SLUICE_HTTP_REQUEST_TIMEOUT_S", default_value_t = 30)]
+    pub http_request_timeout_s: u64,
+
+    /// Seconds requests in flight get to finish at shutdown before their connections close.
+    #[arg(long, env = "SLUICE_SHUTDOWN_GRACE_S", default_value_t = 5)]
+    pub shutdown_grace_s: u64,
 
     /// Size of the PostgreSQL connection pool.
     #[arg(long, env = "SLUICE_DB_MAX_CONNECTIONS", default_value_t = 10)]
@@ -175,7 +229,25 @@ pub struct Settings {
     pub ingest: IngestSettings,
     pub sandbox: SandboxConfig,
     pub plugins: PluginSettings,
-    pub admin_token: Option<SecretString>,
+    pub admin: AdminAccess,
+    /// Dead letters readable without admin access.
+    pub public_dead_letters: bool,
+    pub http_limits: crate::http::EdgeLimits,
+}
+
+/// Who may use the admin endpoints.
+#[derive(Debug, Clone)]
+pub enum AdminAccess {
+    /// `Authorization: Bearer <token>`, from anywhere.
+    Token(SecretString),
+    /// Clients on loopback whose request was not forwarded by a proxy.
+    Loopback,
+}
+
+impl AdminAccess {
+    fn from_token(token: Option<SecretString>) -> Self {
+        token.map_or(Self::Loopback, Self::Token)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -184,6 +256,11 @@ pub struct PluginSettings {
     pub paths: Vec<PathBuf>,
     /// Watched for `<plugin>.wasm` drops.
     pub dir: Option<PathBuf>,
+    /// Where uploaded and dropped components are compiled.
+    pub compiler: Compiler,
+    pub compile_limits: CompileLimits,
+    /// Versions of each plugin kept besides the active and previous ones.
+    pub versions_kept: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -264,9 +341,45 @@ impl Settings {
             plugins: PluginSettings {
                 paths: common.plugins,
                 dir: common.plugin_dir,
+                compiler: Compiler::this_binary(),
+                compile_limits: CompileLimits {
+                    max_component_bytes: common.plugin_max_mib.saturating_mul(1 << 20),
+                    timeout: Duration::from_secs(common.plugin_compile_timeout_s.max(1)),
+                    memory_bytes: common.plugin_compile_memory_mib.saturating_mul(1 << 20),
+                    ..CompileLimits::default()
+                },
+                versions_kept: common.plugin_versions_kept,
             },
-            admin_token: common.admin_token,
+            admin: AdminAccess::from_token(common.admin_token),
+            public_dead_letters: common.public_dead_letters,
+            http_limits: crate::http::EdgeLimits {
+                max_connections: common.http_max_connections.max(1),
+                header_timeout: Duration::from_secs(common.http_header_timeout_s.max(1)),
+                body_timeout: Duration::from_secs(common.http_header_timeout_s.max(1)),
+                request_timeout: Duration::from_secs(common.http_request_timeout_s.max(1)),
+                shutdown_grace: Duration::from_secs(common.shutdown_grace_s),
+            },
         }
+    }
+
+    /// The settings of `sluice serve`: as `from_args`, and an admin token unless the operator
+    /// opened the admin endpoints on loopback explicitly.
+    pub fn for_serve(args: ServeArgs) -> anyhow::Result<Self> {
+        let settings = Self::from_args(args.common, args.database_url, args.kafka_brokers);
+        if let AdminAccess::Loopback = settings.admin {
+            if !args.admin_open_on_loopback {
+                anyhow::bail!(
+                    "sluice serve needs an admin token for its admin endpoints: set \
+                     SLUICE_ADMIN_TOKEN (or --admin-token), or pass --admin-open-on-loopback \
+                     for a local setup"
+                );
+            }
+            tracing::warn!(
+                "admin endpoints are open to every client on loopback (--admin-open-on-loopback): \
+                 a reverse proxy on this host must not forward to them"
+            );
+        }
+        Ok(settings)
     }
 }
 

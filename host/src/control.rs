@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
@@ -33,8 +34,6 @@ pub enum InstallError {
     NoPrevious(String),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
-    #[error("the validation task failed: {0}")]
-    Join(#[from] tokio::task::JoinError),
 }
 
 /// What an install or rollback did.
@@ -50,11 +49,20 @@ pub struct Installed {
 pub struct PluginControl {
     pool: PgPool,
     registry: Arc<Registry>,
+    /// Versions kept per plugin besides the active and the previous one.
+    versions_kept: u32,
+    /// One install at a time, on this instance.
+    installing: tokio::sync::Mutex<()>,
 }
 
 impl PluginControl {
-    pub fn new(pool: PgPool, registry: Arc<Registry>) -> Self {
-        Self { pool, registry }
+    pub fn new(pool: PgPool, registry: Arc<Registry>, versions_kept: u32) -> Self {
+        Self {
+            pool,
+            registry,
+            versions_kept,
+            installing: tokio::sync::Mutex::new(()),
+        }
     }
 
     pub fn registry(&self) -> &Arc<Registry> {
@@ -66,11 +74,12 @@ impl PluginControl {
     pub async fn install(
         &self,
         name: &str,
-        bytes: Vec<u8>,
+        bytes: Bytes,
         source: &str,
     ) -> Result<Installed, InstallError> {
         validate_name(name)?;
-        let plugin = self.prepare(name, bytes.clone()).await?;
+        let _one_at_a_time = self.installing.lock().await;
+        let plugin = self.registry.prepare(name, bytes.clone()).await?;
         let mut tx = self.pool.begin().await?;
         db::plugins::save_version(&mut tx, name, plugin.version(), &bytes, source).await?;
         let current = db::plugins::lock_active(&mut tx, name).await?;
@@ -86,7 +95,16 @@ impl PluginControl {
             )
             .await?;
         }
+        let pruned = db::plugins::prune_versions(&mut tx, name, self.versions_kept).await?;
         tx.commit().await?;
+        if pruned > 0 {
+            tracing::info!(
+                plugin = name,
+                pruned,
+                kept = self.versions_kept,
+                "old plugin versions removed"
+            );
+        }
         self.registry.activate(Arc::clone(&plugin));
         tracing::info!(
             plugin = name,
@@ -105,6 +123,50 @@ impl PluginControl {
             },
             changed,
         })
+    }
+
+    /// Load this instance's defaults, the bundled stock plugin and the `--plugin` files, then
+    /// the fleet's active versions, which win over them (the first instance seeds the fleet).
+    pub async fn load_defaults(&self, paths: &[PathBuf]) -> anyhow::Result<()> {
+        use anyhow::Context as _;
+        let stock = self
+            .registry
+            .prepare_bundled("stock", crate::runtime::STOCK_PLUGIN)
+            .await
+            .context("loading the bundled stock plugin")?;
+        self.registry.activate(stock);
+        let mut defaults = vec![(
+            "stock".to_string(),
+            Bytes::from_static(crate::runtime::STOCK_PLUGIN),
+        )];
+        for path in paths {
+            let name = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default()
+                .to_string();
+            validate_name(&name).with_context(|| format!("plugin file {}", path.display()))?;
+            let max = self.registry.compile_limits().max_component_bytes;
+            let read = path.clone();
+            let bytes = tokio::task::spawn_blocking(move || read_plugin_file(&read, max))
+                .await?
+                .with_context(|| format!("reading plugin {}", path.display()))?;
+            let plugin = self
+                .registry
+                .prepare(&name, bytes.clone())
+                .await
+                .with_context(|| format!("loading plugin {}", path.display()))?;
+            self.registry.activate(plugin);
+            defaults.push((name, bytes));
+        }
+        for (name, bytes) in &defaults {
+            self.adopt_default(name, bytes)
+                .await
+                .with_context(|| format!("recording plugin {name}"))?;
+        }
+        self.sync_all()
+            .await
+            .context("loading the fleet's active plugin versions")
     }
 
     /// Seed the fleet with this instance's default version of `name` (bundled or `--plugin`)
@@ -163,7 +225,11 @@ impl PluginControl {
                     else {
                         continue;
                     };
-                    match self.prepare(&active.name, bytes).await {
+                    match self
+                        .registry
+                        .prepare(&active.name, Bytes::from(bytes))
+                        .await
+                    {
                         Ok(plugin) => plugin,
                         Err(e) => {
                             tracing::error!(plugin = %active.name, version = %active.version, error = %e,
@@ -247,19 +313,32 @@ impl PluginControl {
         seen: &mut HashMap<PathBuf, (SystemTime, u64)>,
         first_scan: bool,
     ) -> std::io::Result<()> {
+        let max = self.registry.compile_limits().max_component_bytes;
         let mut entries = tokio::fs::read_dir(dir).await?;
         while let Some(entry) = entries.next_entry().await? {
             let path = entry.path();
             let Some(name) = plugin_file_name(&path) else {
                 continue;
             };
+            // Not followed: a symlink's own metadata.
             let metadata = entry.metadata().await?;
             let stamp = (metadata.modified()?, metadata.len());
             if seen.get(&path) == Some(&stamp) {
                 continue;
             }
             seen.insert(path.clone(), stamp);
-            let bytes = tokio::fs::read(&path).await?;
+            let read = {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || read_plugin_file(&path, max)).await?
+            };
+            let bytes = match read {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    tracing::warn!(plugin = %name, file = %path.display(), error = %e,
+                                   "plugin file refused; the running version stays");
+                    continue;
+                }
+            };
             let version = version_of(&bytes);
             if self.registry.active(&name).as_deref().map(Plugin::version) == Some(version.as_str())
             {
@@ -289,13 +368,43 @@ impl PluginControl {
             .iter()
             .any(|a| a.name == name && SystemTime::from(a.activated_at) > file_modified)
     }
+}
 
-    async fn prepare(&self, name: &str, bytes: Vec<u8>) -> Result<Arc<Plugin>, InstallError> {
-        let registry = Arc::clone(&self.registry);
-        let name = name.to_string();
-        // Compiling and self-testing is CPU work: keep it off the async workers.
-        Ok(tokio::task::spawn_blocking(move || registry.prepare(&name, &bytes)).await??)
+/// Read a plugin file without trusting it: a regular file only (no symlink, FIFO, device:
+/// opened without following links and without blocking), at most `max` bytes.
+fn read_plugin_file(path: &Path, max: usize) -> std::io::Result<Bytes> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let refuse = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, why);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => refuse("a symbolic link: only regular files are read".into()),
+            _ => e,
+        })?;
+    let metadata = file.metadata()?;
+    if !metadata.file_type().is_file() {
+        return Err(refuse(format!(
+            "not a regular file ({:?}): only regular files are read",
+            metadata.file_type()
+        )));
     }
+    if metadata.len() > max as u64 {
+        return Err(refuse(format!(
+            "{} bytes, more than the limit of {max} (SLUICE_PLUGIN_MAX_MIB)",
+            metadata.len()
+        )));
+    }
+    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    file.take(max as u64 + 1).read_to_end(&mut bytes)?;
+    if bytes.len() > max {
+        return Err(refuse(format!(
+            "grew past the limit of {max} bytes while being read"
+        )));
+    }
+    Ok(Bytes::from(bytes))
 }
 
 /// `dir/stock.wasm` → `stock`, for valid plugin names.

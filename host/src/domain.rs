@@ -38,7 +38,27 @@ impl fmt::Display for ProductId {
     }
 }
 
+/// A user's id, e.g. `user-1`.
+pub fn parse_user_id(raw: &str) -> Result<String, ValidationError> {
+    parse_id("userId", raw)
+}
+
+/// An identifier: 1 to 255 bytes, no control characters (NUL included) and no invisible
+/// format characters (zero-width space, bidirectional overrides...), which would let two
+/// different ids look the same.
 fn parse_id(field: &str, raw: &str) -> Result<String, ValidationError> {
+    let name = parse_name(field, raw)?;
+    if let Some(c) = raw.chars().find(|c| is_format_char(*c)) {
+        return Err(ValidationError(format!(
+            "`{field}` must not contain invisible format characters, found U+{:04X}",
+            u32::from(c)
+        )));
+    }
+    Ok(name)
+}
+
+/// A display name: 1 to 255 bytes, no control characters (NUL included).
+pub fn parse_name(field: &str, raw: &str) -> Result<String, ValidationError> {
     if raw.trim().is_empty() {
         return Err(ValidationError(format!("`{field}` must not be empty")));
     }
@@ -47,12 +67,22 @@ fn parse_id(field: &str, raw: &str) -> Result<String, ValidationError> {
             "`{field}` must be at most {MAX_ID_LEN} bytes"
         )));
     }
-    if raw.chars().any(char::is_control) {
+    if let Some(c) = raw.chars().find(|c| c.is_control()) {
         return Err(ValidationError(format!(
-            "`{field}` must not contain control characters"
+            "`{field}` must not contain control characters, found U+{:04X}",
+            u32::from(c)
         )));
     }
     Ok(raw.to_string())
+}
+
+/// Unicode general category Cf (format characters), Unicode 16.
+fn is_format_char(c: char) -> bool {
+    matches!(u32::from(c),
+        0x00AD | 0x0600..=0x0605 | 0x061C | 0x06DD | 0x070F | 0x0890..=0x0891 | 0x08E2
+        | 0x180E | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F
+        | 0xFEFF | 0xFFF9..=0xFFFB | 0x110BD | 0x110CD | 0x13430..=0x1343F
+        | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A | 0xE0001 | 0xE0020..=0xE007F)
 }
 
 /// A change a plugin asked for, already checked for shape (not yet against the catalog).
@@ -79,7 +109,7 @@ impl NewOrder {
         quantity: i64,
         unit_price: i64,
     ) -> Result<Self, ValidationError> {
-        let user_id = parse_id("userId", user_id)?;
+        let user_id = parse_user_id(user_id)?;
         let product_id = ProductId::parse(product_id)?;
         if quantity <= 0 {
             return Err(ValidationError(format!(
@@ -200,6 +230,36 @@ mod tests {
         assert!(err("u", "CATALOG-0001", 1, -1).contains("unitPrice"));
         assert!(err("u", "CATALOG-0001", 1_000_000, i64::MAX).contains("overflows"));
         assert!(err("u", &"x".repeat(300), 1, 1).contains("at most"));
+    }
+
+    #[test]
+    fn ids_refuse_control_and_invisible_characters() {
+        for bad in [
+            "CATALOG\u{0}1",
+            "CATALOG-0001\n",
+            "CATALOG-0001\u{200B}",
+            "\u{202E}1000-GOLATAC",
+            "A\u{FEFF}",
+        ] {
+            let err = ProductId::parse(bad).unwrap_err().to_string();
+            assert!(err.contains("productId"), "{bad:?}: {err}");
+            assert!(err.contains("U+"), "names the character: {err}");
+        }
+        assert!(
+            ProductId::parse("Café-Ünïcode-東京").is_ok(),
+            "letters are fine"
+        );
+        assert!(
+            parse_user_id("user\u{0}")
+                .unwrap_err()
+                .to_string()
+                .contains("userId")
+        );
+        assert!(
+            parse_name("productName", "Zürich \u{200B}").is_ok(),
+            "names may hold Cf"
+        );
+        assert!(parse_name("productName", "a\u{0}b").is_err());
     }
 
     #[test]

@@ -1,22 +1,43 @@
 //! `sluice`: parse the command line, start logging, run the chosen command.
 
+use std::process::ExitCode;
+
 use clap::Parser;
 use sluice::config::{Cli, Command, Settings};
-use sluice::{Application, bench, dev, shutdown, telemetry};
+use sluice::{Application, bench, dev, runtime, shutdown, telemetry};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::CompilePlugin(args) = &cli.command {
+        // A child process under limits: no runtime, no logging.
+        return runtime::compile::child_main(args.memory_mib);
+    }
     telemetry::init();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(run(cli.command)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal();
-    match cli.command {
+    match command {
         Command::Serve(args) => {
-            let settings = Settings::from_args(args.common, args.database_url, args.kafka_brokers);
+            let settings = Settings::for_serve(args)?;
             let app = Application::build(settings).await?;
             tracing::info!(http = %app.local_addr()?, "sluice serving");
             app.run_until_stopped(shutdown).await
         }
         Command::Dev(args) => dev::run(args, shutdown).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::CompilePlugin(_) => Ok(()),
     }
 }

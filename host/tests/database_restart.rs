@@ -68,7 +68,27 @@ async fn a_database_restart_mid_stream_skips_nothing() {
         },
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The HTTP API answers 503 on every route while the database is away, not 500.
+    let asked = Instant::now();
+    let order = client
+        .post(process.url("/orders"))
+        .json(&serde_json::json!({"userId": "u", "productId": "LOAD-00", "quantity": 1, "unitPrice": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        order.status().as_u16(),
+        503,
+        "POST /orders during the outage"
+    );
+    let catalogs = client.get(process.url("/catalogs")).send().await.unwrap();
+    assert_eq!(
+        catalogs.status().as_u16(),
+        503,
+        "GET /catalogs during the outage"
+    );
+    let unavailable_in = asked.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let down_for = Instant::now();
     postgres = tokio::task::spawn_blocking(move || {
         postgres.start_server().unwrap();
@@ -104,6 +124,7 @@ async fn a_database_restart_mid_stream_skips_nothing() {
     assert!(status.success(), "{status}\n{}", process.log_tail());
     eprintln!(
         "database restart: stopped after {stopped_at} of {} records, /readyz said {not_ready}; \
+         POST /orders and GET /catalogs answered 503 in {unavailable_in:?}; \
          all decided {:.1} s after restart: {} applied, {} rejected, 0 dead letters",
         orders.len(),
         recovered_in.as_secs_f64(),

@@ -55,6 +55,7 @@ async fn serve_runs_both_flows_and_stops_cleanly_on_sigterm() {
             "session.timeout.ms=6000,statistics.interval.ms=0",
         )
         .env("RUST_LOG", "info")
+        .env("SLUICE_ADMIN_OPEN_ON_LOOPBACK", "true")
         .stdin(Stdio::null())
         .spawn()
         .expect("starting sluice serve");

@@ -25,7 +25,8 @@ pub async fn connect_and_migrate(
         .context("DATABASE_URL is not a valid PostgreSQL URL")?;
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(std::time::Duration::from_secs(5))
+        // A request waits at most this long for a connection: then 503.
+        .acquire_timeout(std::time::Duration::from_secs(2))
         .connect_with(options)
         .await
         .context("connecting to PostgreSQL")?;

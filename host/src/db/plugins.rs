@@ -26,7 +26,7 @@ pub async fn save_version(
 ) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO plugin_versions (name, version, component, source) VALUES ($1, $2, $3, $4)
-         ON CONFLICT DO NOTHING",
+         ON CONFLICT (name, version) DO UPDATE SET created_at = now()",
     )
     .bind(name)
     .bind(version)
@@ -35,6 +35,28 @@ pub async fn save_version(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Remove the versions of `name` beyond the `keep` newest, never the active or the previous
+/// one. Returns how many were removed.
+pub async fn prune_versions(tx: &mut Tx<'_>, name: &str, keep: u32) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "DELETE FROM plugin_versions v
+         WHERE v.name = $1
+           AND v.version NOT IN (
+               SELECT version FROM active_plugins WHERE name = $1
+               UNION ALL
+               SELECT previous_version FROM active_plugins
+               WHERE name = $1 AND previous_version IS NOT NULL)
+           AND v.version NOT IN (
+               SELECT version FROM plugin_versions WHERE name = $1
+               ORDER BY created_at DESC, version LIMIT $2)",
+    )
+    .bind(name)
+    .bind(i64::from(keep))
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// The active version of `name`, locked until the transaction ends.

@@ -77,8 +77,8 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
         pg = postgres
             .as_ref()
             .map_or("from DATABASE_URL".to_string(), |p| format!(
-                "127.0.0.1:{} (user postgres, throwaway)",
-                p.port()
+                "{}  (throwaway)",
+                p.url()
             )),
         removed = if postgres.is_some() {
             " and removes the throwaway database"

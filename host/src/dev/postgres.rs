@@ -3,6 +3,9 @@
 //! Works as root: PostgreSQL refuses to run as root, so the server runs as the `postgres`
 //! user. The server is started from a dedicated thread with a parent-death signal, so it
 //! goes down with this process even when the process is killed.
+//!
+//! Other local users get nothing: the superuser has a random password (scram-sha-256, also on
+//! loopback TCP), and the socket lives in a directory only the server's user can enter.
 
 use std::fs::File;
 use std::net::TcpListener;
@@ -22,6 +25,7 @@ const MARKER: &str = "sluice-owner.pid";
 
 pub struct EmbeddedPostgres {
     port: u16,
+    password: String,
     bin: PathBuf,
     control: Option<mpsc::Sender<Control>>,
     server: Option<JoinHandle<()>>,
@@ -80,20 +84,37 @@ impl EmbeddedPostgres {
                 .context("handing the temp dir to the postgres user")?;
         }
         let data = dir.path().join("data");
+        let password = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let pwfile = dir.path().join("pwfile");
+        std::fs::write(&pwfile, &password).context("writing the password file")?;
+        if let Some(user) = &run_as {
+            std::os::unix::fs::chown(&pwfile, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
+                .context("handing the password file to the postgres user")?;
+        }
 
         let mut initdb = Command::new(bin.join("initdb"));
-        initdb.arg("-D").arg(&data).args([
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "--no-sync",
-            "-E",
-            "UTF8",
-            "--locale=C",
-        ]);
+        initdb
+            .arg("-D")
+            .arg(&data)
+            .arg("--pwfile")
+            .arg(&pwfile)
+            .args([
+                "-U",
+                "postgres",
+                "--auth=scram-sha-256",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ]);
         let output = as_user(&mut initdb, run_as.as_ref(), dir.path())
             .output()
             .context("running initdb")?;
+        let _ = std::fs::remove_file(&pwfile);
         if !output.status.success() {
             bail!(
                 "initdb failed ({}): {}",
@@ -129,6 +150,7 @@ impl EmbeddedPostgres {
                     .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
                     .args(["-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
                     .args(["-c", "max_connections=300"])
+                    .args(["-c", "unix_socket_permissions=0700"])
                     .stdout(Stdio::null())
                     .stderr(Stdio::from(log));
                 as_user(&mut postgres, run_as.as_ref(), &sockets);
@@ -152,6 +174,7 @@ impl EmbeddedPostgres {
             .context("starting the PostgreSQL supervisor thread")?;
         let mut embedded = Self {
             port,
+            password,
             bin,
             control: Some(control),
             server: Some(server),
@@ -188,9 +211,12 @@ impl EmbeddedPostgres {
             .context("PostgreSQL supervisor thread died")
     }
 
-    /// URL of the `postgres` database as the `postgres` superuser.
+    /// URL of the `postgres` database as the `postgres` superuser (with its password).
     pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+        format!(
+            "postgres://postgres:{}@127.0.0.1:{}/postgres",
+            self.password, self.port
+        )
     }
 
     pub fn port(&self) -> u16 {

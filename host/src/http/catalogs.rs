@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{ApiError, AppState};
 use crate::db;
 use crate::db::catalog::Product;
-use crate::domain::{MAX_ID_LEN, ProductId, ValidationError};
+use crate::domain::{ProductId, ValidationError, parse_name};
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -49,7 +49,8 @@ pub async fn get(
     product_id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<ProductResponse>, ApiError> {
     let Path(product_id) = product_id?;
-    let product = db::catalog::get(&state.pool, &product_id)
+    let product_id = ProductId::parse(&product_id)?;
+    let product = db::catalog::get(&state.pool, product_id.as_str())
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no product {product_id}")))?;
     Ok(Json(product.into()))
@@ -63,12 +64,7 @@ pub async fn put(
     let Path(product_id) = product_id?;
     let Json(body) = body?;
     let product_id = ProductId::parse(&product_id)?;
-    let name = body.product_name.trim();
-    if name.is_empty() || name.len() > MAX_ID_LEN {
-        return Err(
-            ValidationError(format!("`productName` must be 1 to {MAX_ID_LEN} bytes")).into(),
-        );
-    }
+    let name = parse_name("productName", body.product_name.trim())?;
     if body.stock < 0 {
         return Err(
             ValidationError(format!("`stock` must not be negative, got {}", body.stock)).into(),
@@ -84,7 +80,7 @@ pub async fn put(
     let (product, created) = db::catalog::upsert(
         &state.pool,
         product_id.as_str(),
-        name,
+        &name,
         body.stock,
         body.unit_price,
     )

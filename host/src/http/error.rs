@@ -24,6 +24,12 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The client did not send its request in time.
+    #[error("{0}")]
+    Timeout(String),
+    /// The body is larger than the endpoint accepts.
+    #[error("{0}")]
+    TooLarge(String),
     /// The body could not be read as the expected JSON.
     #[error(transparent)]
     Json(#[from] JsonRejection),
@@ -44,7 +50,40 @@ impl From<ValidationError> for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
+        if database_unavailable(&e) {
+            tracing::warn!(error = %e, "database unavailable");
+            return Self::Unavailable("the database is unavailable; retry later".into());
+        }
         Self::Internal(anyhow::Error::new(e).context("database query failed"))
+    }
+}
+
+/// Whether reading the body failed because the client stopped sending it.
+pub fn body_timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// An error that says the database cannot be reached or is going away, rather than that a
+/// query failed: the client may retry later.
+pub fn database_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        // Class 08: connection exception; 57P0x: the server is shutting down or starting.
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P0")),
+        _ => false,
     }
 }
 
@@ -56,10 +95,13 @@ impl IntoResponse for ApiError {
             Self::NotFound(m) => (StatusCode::NOT_FOUND, m),
             Self::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m),
             Self::Conflict(m) => (StatusCode::CONFLICT, m),
-            Self::Unavailable(m) => {
-                tracing::warn!(error = %m, "service unavailable");
-                (StatusCode::SERVICE_UNAVAILABLE, m)
-            }
+            Self::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
+            Self::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, m),
+            Self::Timeout(m) => (StatusCode::REQUEST_TIMEOUT, m),
+            Self::Json(rejection) if body_timed_out(&rejection) => (
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive in time".to_string(),
+            ),
             Self::Json(rejection) => (rejection.status(), rejection.body_text()),
             Self::Path(rejection) => (StatusCode::BAD_REQUEST, rejection.body_text()),
             Self::Query(rejection) => (StatusCode::BAD_REQUEST, rejection.body_text()),

@@ -6,6 +6,7 @@ mod dead_letters;
 mod error;
 mod orders;
 mod plugins;
+mod server;
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use crate::control::PluginControl;
 use crate::ingest::IngestHealth;
 
 pub use error::ApiError;
+pub use server::{EdgeLimits, serve};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -35,20 +37,34 @@ pub struct AppState {
     /// topic → plugin name.
     pub routes: Arc<[(String, String)]>,
     pub ingest_health: Arc<IngestHealth>,
-    pub admin_token: Option<secrecy::SecretString>,
+    pub admin: crate::config::AdminAccess,
+    /// Dead letters readable without admin access.
+    pub public_dead_letters: bool,
 }
 
-/// Largest plugin upload.
-const MAX_COMPONENT_BYTES: usize = 64 << 20;
-
 pub fn router(state: AppState) -> Router {
+    let dead_letters = Router::new()
+        .route("/dead-letters", get(dead_letters::list))
+        .route("/dead-letters/{id}", get(dead_letters::get));
+    let (public_dead_letters, admin_dead_letters) = if state.public_dead_letters {
+        (dead_letters, Router::new())
+    } else {
+        (Router::new(), dead_letters)
+    };
     let admin = Router::new()
+        .merge(admin_dead_letters)
         .route("/plugins", get(plugins::list))
         .route(
             "/plugins/{name}",
             get(plugins::get)
                 .put(plugins::put)
-                .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES)),
+                .layer(DefaultBodyLimit::max(
+                    state
+                        .control
+                        .registry()
+                        .compile_limits()
+                        .max_component_bytes,
+                )),
         )
         .route("/plugins/{name}/rollback", post(plugins::rollback))
         .route("/catalogs/{product_id}", put(catalogs::put))
@@ -65,8 +81,7 @@ pub fn router(state: AppState) -> Router {
         .route("/users/{user_id}/orders", get(orders::list_for_user))
         .route("/catalogs", get(catalogs::list))
         .route("/catalogs/{product_id}", get(catalogs::get))
-        .route("/dead-letters", get(dead_letters::list))
-        .route("/dead-letters/{id}", get(dead_letters::get))
+        .merge(public_dead_letters)
         .merge(admin)
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .with_state(state)
@@ -78,6 +93,12 @@ async fn readyz(
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     if let Some(stuck) = state.ingest_health.stuck() {
         return Err(ApiError::Unavailable(stuck));
+    }
+    if let Some(over) = state.control.registry().sandbox().overdue() {
+        return Err(ApiError::Unavailable(format!(
+            "a plugin call is running {:.1} s past its deadline",
+            over.as_secs_f64()
+        )));
     }
     healthz(axum::extract::State(state)).await
 }

@@ -13,7 +13,9 @@ use super::{ApiError, AppState};
 use crate::db;
 use crate::db::orders::OrderRow;
 use crate::db::outbox::{Header, Record};
-use crate::domain::{EVENT_ID_HEADER, NewOrder, OrderEvent, OrderStatus, format_time};
+use crate::domain::{
+    EVENT_ID_HEADER, NewOrder, OrderEvent, OrderStatus, format_time, parse_user_id,
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -146,6 +148,7 @@ pub async fn list_for_user(
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<Vec<OrderResponse>>, ApiError> {
     let Path(user_id) = user_id?;
+    let user_id = parse_user_id(&user_id)?;
     let Query(params) = params?;
     let limit = params.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::PathRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Serialize;
@@ -89,9 +89,23 @@ pub async fn get(
 pub async fn put(
     State(state): State<AppState>,
     name: Result<Path<String>, PathRejection>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<InstallView>), ApiError> {
     let Path(name) = name?;
+    let body = body.map_err(|e| match e.status() {
+        _ if super::error::body_timed_out(&e) => {
+            ApiError::Timeout("the component did not arrive in time".into())
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(format!(
+            "the component is larger than the limit of {} bytes (SLUICE_PLUGIN_MAX_MIB)",
+            state
+                .control
+                .registry()
+                .compile_limits()
+                .max_component_bytes
+        )),
+        _ => ApiError::BadRequest(format!("reading the component: {}", e.body_text())),
+    })?;
     if body.is_empty() {
         return Err(ApiError::BadRequest(
             "the body must be the plugin component (.wasm bytes)".into(),
@@ -99,7 +113,7 @@ pub async fn put(
     }
     let installed = state
         .control
-        .install(&name, body.to_vec(), "api")
+        .install(&name, body, "api")
         .await
         .map_err(install_error)?;
     Ok((
@@ -135,7 +149,6 @@ fn install_error(e: InstallError) -> ApiError {
         InstallError::Unknown(_) => ApiError::NotFound(e.to_string()),
         InstallError::NoPrevious(_) => ApiError::Conflict(e.to_string()),
         InstallError::Database(e) => e.into(),
-        InstallError::Join(e) => ApiError::Internal(e.into()),
     }
 }
 

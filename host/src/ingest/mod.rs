@@ -87,6 +87,14 @@ impl Ingest {
                 let plugin = self.plugin_for(&topic)?;
                 let cx = self.batch_context(&topic, &plugin);
                 let handled = handle(&plugin, records);
+                if shutdown.is_cancelled() {
+                    // Calls in flight were interrupted for the shutdown: their outcomes are
+                    // not the plugin's. The batch is left uncommitted and redelivered.
+                    tracing::info!(
+                        "ingest stopped with a batch uncommitted; it will be redelivered"
+                    );
+                    return Ok(());
+                }
                 let Some(report) = self.apply_with_retry(&cx, &handled, &shutdown, &mut carried)
                 else {
                     tracing::info!(

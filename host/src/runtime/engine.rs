@@ -1,23 +1,23 @@
-//! The sandbox every plugin runs in: one wasmtime engine, a linker offering only the `host`
-//! interface and an empty WASI, an epoch ticker that enforces per-call deadlines.
+//! The sandbox every plugin runs in: one wasmtime engine with a pooling allocator (memory
+//! images copied on write, slots reset page by page), a linker offering only the `host`
+//! interface and a WASI that grants nothing, an epoch ticker that enforces per-call deadlines,
+//! and the stores calls run in. It builds stores and pre-linked components; `plugin` uses them.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Engine, EngineWeak};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime::{Config, Enabled, Engine, EngineWeak, InstanceAllocationStrategy};
+use wasmtime::{PoolingAllocationConfig, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::{
-    Handler, HandlerPre, Level,
-    sluice::handler::{host, types},
-};
+use super::bindings::{Handler, HandlerPre, Level, checked, sluice::handler::host};
 use super::limits::{Limiter, Limits};
-use super::plugin::Plugin;
+use super::wasi::{self, Capture};
 
 /// How often the epoch advances; deadlines are measured in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -32,11 +32,23 @@ const MAX_LOG_LINE: usize = 4096;
 /// cannot flood the host's log or spend its deadline there.
 const MAX_LOG_LINES_PER_CALL: u32 = 100;
 
+/// Plugin instances alive at once (calls in flight): the pool's slots. Ingest runs one call
+/// per plugin worker thread; installs and redrives add a few.
+const POOL_INSTANCES: u32 = 64;
+
+/// Bytes of a slot's linear memory reset by copying (only the pages a call touched, found with
+/// the kernel's page map) instead of unmapping: a call that touches a few pages costs a few
+/// page copies instead of page faults and TLB shootdowns.
+const KEEP_RESIDENT: usize = 4 << 20;
+
+/// The longest deadline a call may be given.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// What every plugin call is allowed.
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
     pub limits: Limits,
-    /// Wall-clock budget for one call, instantiation included.
+    /// Wall-clock budget for one call, instantiation included (at most [`MAX_TIMEOUT`]).
     pub timeout: Duration,
     /// The most mutations one message may produce.
     pub max_mutations: usize,
@@ -55,98 +67,185 @@ impl Default for SandboxConfig {
     }
 }
 
-/// Compiles plugins and hands out sandboxed stores for them.
-pub struct PluginEngine {
+/// The wasmtime configuration; the compiler child uses the same one (without the pool), so
+/// that what it compiles loads here.
+pub(super) fn wasm_config(limits: &Limits, pooled: bool) -> Config {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    if pooled {
+        let mut pool = PoolingAllocationConfig::new();
+        let instances = limits.instances as u32;
+        pool.total_component_instances(POOL_INSTANCES)
+            .total_core_instances(POOL_INSTANCES * instances)
+            .total_memories(POOL_INSTANCES * limits.memories as u32)
+            .total_tables(POOL_INSTANCES * limits.tables as u32)
+            .total_stacks(0)
+            .max_core_instances_per_component(instances)
+            .max_memories_per_component(limits.memories as u32)
+            .max_memories_per_module(limits.memories as u32)
+            .max_tables_per_component(limits.tables as u32)
+            .max_memory_size(limits.memory_bytes)
+            .table_elements(limits.table_elements)
+            .linear_memory_keep_resident(KEEP_RESIDENT)
+            .table_keep_resident(64 << 10)
+            .pagemap_scan(Enabled::Auto);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    config
+}
+
+/// Compiles and links plugins and hands out sandboxed stores for their calls.
+pub struct Sandbox {
     engine: Engine,
     linker: Linker<PluginState>,
     config: SandboxConfig,
-    plugin_config: Arc<HashMap<String, String>>,
+    calls: InFlight,
 }
 
-impl PluginEngine {
-    pub fn new(config: SandboxConfig) -> anyhow::Result<Arc<Self>> {
-        let mut wasm = wasmtime::Config::new();
-        wasm.epoch_interruption(true);
-        let engine = Engine::new(&wasm)
+/// A component linked against the host: every plugin has `handle`; `checked` is there when it
+/// also exports `self-test`.
+pub struct Linked {
+    pub handler: HandlerPre<PluginState>,
+    pub checked: Option<checked::CheckedHandlerPre<PluginState>>,
+}
+
+impl Sandbox {
+    pub fn new(mut config: SandboxConfig) -> anyhow::Result<Arc<Self>> {
+        config.timeout = config.timeout.min(MAX_TIMEOUT);
+        let engine = Engine::new(&wasm_config(&config.limits, true))
             .map_err(anyhow::Error::from)
             .context("creating the wasm engine")?;
-
         let mut linker = Linker::new(&engine);
-        // Rust's std imports wasi:io and wasi:cli even when a plugin uses neither; the WasiCtx
-        // behind them grants nothing (no dirs, env, network or inherited stdio).
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        wasi::add_to_linker(&mut linker)
             .map_err(anyhow::Error::from)
             .context("linking WASI")?;
         Handler::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(anyhow::Error::from)
             .context("linking the host interface")?;
-
         spawn_epoch_ticker(engine.weak()).context("starting the epoch ticker")?;
-        let plugin_config = Arc::new(config.plugin_config.clone());
         Ok(Arc::new(Self {
             engine,
             linker,
             config,
-            plugin_config,
+            calls: InFlight::default(),
         }))
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     pub fn config(&self) -> &SandboxConfig {
         &self.config
     }
 
-    /// Compile a component and check it against the host: it must export the `handler` world,
-    /// import nothing the host does not offer, and pass its `self-test` if it declares one.
-    pub fn load(self: &Arc<Self>, name: &str, bytes: &[u8]) -> Result<Plugin, LoadError> {
-        let version = version_of(bytes);
-        let component = Component::from_binary(&self.engine, bytes)
-            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
-        let instance_pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
-        let pre = HandlerPre::new(instance_pre).map_err(|e| LoadError::Link(format!("{e:#}")))?;
-        let plugin = Plugin::new(name, version, pre, Arc::clone(self));
-        plugin.self_test()?;
-        Ok(plugin)
+    /// Link a compiled component: it must import nothing the host does not offer and export
+    /// `handle` with the contract's type.
+    pub fn link(&self, component: &Component) -> anyhow::Result<Linked> {
+        let pre = self.linker.instantiate_pre(component)?;
+        let checked = checked::CheckedHandlerPre::new(pre.clone()).ok();
+        let handler = HandlerPre::new(pre)?;
+        Ok(Linked { handler, checked })
     }
 
-    /// A fresh store for one call, with limits set and the deadline armed.
-    pub(super) fn store(&self, plugin: &Arc<str>) -> wasmtime::Store<PluginState> {
-        let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
-        let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
-        let state = PluginState {
-            wasi,
-            table: ResourceTable::new(),
-            limiter: Limiter::new(self.config.limits),
-            stderr,
-            plugin: Arc::clone(plugin),
-            config: Arc::clone(&self.plugin_config),
-            log_lines: 0,
-        };
-        let mut store = wasmtime::Store::new(&self.engine, state);
+    /// A fresh store for one call of `plugin`, with limits set and the deadline armed. The
+    /// state behind it is reused from this thread's last call (building a WASI context costs
+    /// more than a whole call), cleared first: nothing of one call is visible to the next.
+    pub(super) fn store(
+        &self,
+        plugin: &Arc<str>,
+        config: &Arc<HashMap<String, String>>,
+    ) -> Store<PluginState> {
+        let mut state = SPARE_STATE
+            .with_borrow_mut(Option::take)
+            .unwrap_or_else(PluginState::new);
+        state.reset(self.config.limits, plugin, config);
+        let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         let ticks = self.config.timeout.as_millis() / EPOCH_TICK.as_millis() + 1;
         store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
         store.epoch_deadline_trap();
+        self.calls.start();
         store
+    }
+
+    /// Done with a call: the instance goes back to the pool, the state to this thread.
+    pub(super) fn recycle(&self, store: Store<PluginState>) {
+        self.calls.end();
+        let state = store.into_data();
+        SPARE_STATE.with_borrow_mut(|spare| *spare = Some(state));
+    }
+
+    /// End every call in flight now, as if its deadline had passed (shutdown: a plugin must
+    /// not hold the process). Later calls get their full deadline again.
+    pub fn interrupt_all(&self) {
+        for _ in 0..=MAX_TIMEOUT.as_millis() / EPOCH_TICK.as_millis() + 1 {
+            self.engine.increment_epoch();
+        }
+    }
+
+    /// How long the longest call in flight has been running past its deadline, if one has.
+    pub fn overdue(&self) -> Option<Duration> {
+        self.calls
+            .longest()
+            .and_then(|running| running.checked_sub(self.config.timeout))
+            .filter(|over| *over > EPOCH_TICK * 2)
     }
 }
 
-/// A plugin version: the sha256 of the component bytes, hex.
-pub fn version_of(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
+thread_local! {
+    /// The state of this thread's last plugin call, reused by the next one.
+    static SPARE_STATE: RefCell<Option<PluginState>> = const { RefCell::new(None) };
 }
 
-/// Why a component cannot become a plugin.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error("not a valid WebAssembly component: {0}")]
-    Compile(String),
-    #[error("component does not fit the sluice:handler world: {0}")]
-    Link(String),
-    #[error("the plugin's self-test failed: {0}")]
-    SelfTest(String),
+/// When each thread's current call started, for `/readyz`: two atomic stores per call.
+struct InFlight {
+    origin: Instant,
+    /// Nanoseconds since `origin` + 1 at which the slot's call started; 0: no call.
+    started: [AtomicU64; IN_FLIGHT_SLOTS],
+}
+
+const IN_FLIGHT_SLOTS: usize = 64;
+
+impl Default for InFlight {
+    fn default() -> Self {
+        Self {
+            origin: Instant::now(),
+            started: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+thread_local! {
+    static SLOT: usize = {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed) % IN_FLIGHT_SLOTS
+    };
+}
+
+impl InFlight {
+    fn start(&self) {
+        let now = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
+        SLOT.with(|slot| self.started[*slot].store(now + 1, Ordering::Relaxed));
+    }
+
+    fn end(&self) {
+        SLOT.with(|slot| self.started[*slot].store(0, Ordering::Relaxed));
+    }
+
+    fn longest(&self) -> Option<Duration> {
+        let earliest = self
+            .started
+            .iter()
+            .map(|s| s.load(Ordering::Relaxed))
+            .filter(|s| *s != 0)
+            .min()?;
+        Some(
+            self.origin
+                .elapsed()
+                .saturating_sub(Duration::from_nanos(earliest - 1)),
+        )
+    }
 }
 
 /// The state of one plugin call.
@@ -154,7 +253,7 @@ pub struct PluginState {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(super) limiter: Limiter,
-    pub(super) stderr: MemoryOutputPipe,
+    pub(super) stderr: Capture,
     plugin: Arc<str>,
     config: Arc<HashMap<String, String>>,
     /// Lines logged in this call, kept or not.
@@ -162,6 +261,29 @@ pub struct PluginState {
 }
 
 impl PluginState {
+    fn new() -> Self {
+        let stderr = Capture::new(STDERR_CAPTURE_BYTES);
+        Self {
+            wasi: wasi::context(stderr.clone()),
+            table: ResourceTable::new(),
+            limiter: Limiter::new(Limits::default()),
+            stderr,
+            plugin: Arc::from(""),
+            config: Arc::default(),
+            log_lines: 0,
+        }
+    }
+
+    fn reset(&mut self, limits: Limits, plugin: &Arc<str>, config: &Arc<HashMap<String, String>>) {
+        // Resources a trapped call left behind go with the old table.
+        self.table = ResourceTable::new();
+        self.limiter.reset(limits);
+        self.stderr.clear();
+        self.plugin = Arc::clone(plugin);
+        self.config = Arc::clone(config);
+        self.log_lines = 0;
+    }
+
     /// Log lines of this call that were dropped over the per-call cap.
     pub(super) fn dropped_log_lines(&self) -> u32 {
         self.log_lines.saturating_sub(MAX_LOG_LINES_PER_CALL)
@@ -177,7 +299,7 @@ impl WasiView for PluginState {
     }
 }
 
-impl types::Host for PluginState {}
+impl super::bindings::sluice::handler::types::Host for PluginState {}
 
 impl host::Host for PluginState {
     fn log(&mut self, level: Level, message: String) {

@@ -2,16 +2,27 @@
 //! Knows nothing about Kafka, HTTP or Postgres.
 
 pub mod bindings;
+pub mod compile;
 mod engine;
 mod limits;
 mod plugin;
 mod registry;
+mod wasi;
 
-pub use engine::{LoadError, PluginEngine, PluginState, SandboxConfig, version_of};
+use sha2::{Digest, Sha256};
+
+pub use compile::{CompileLimits, Compiler};
+pub use engine::{MAX_TIMEOUT, PluginState, Sandbox, SandboxConfig};
 pub use limits::Limits;
-pub use plugin::{HandleError, Plugin};
+pub use plugin::{HandleError, LoadError, Plugin};
 pub use registry::{Registry, Slot};
+pub use wasi::WouldBlock;
 
 /// The stock plugin built from `plugins/stock` and embedded at build time.
 pub const STOCK_PLUGIN: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/sluice_plugin_stock.wasm"));
+
+/// A plugin version: the sha256 of the component bytes, hex.
+pub fn version_of(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}

@@ -1,14 +1,17 @@
 //! One loaded plugin version: a pre-linked component instantiated afresh for every message.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use wasmtime::Trap;
+use wasmtime::component::Component;
 
-use super::bindings::{self, HandlerPre};
-use super::engine::{LoadError, PluginEngine, PluginState, truncate};
+use super::bindings;
+use super::compile::one_line;
+use super::engine::{Linked, PluginState, Sandbox, truncate};
+use super::wasi::WouldBlock;
 use crate::domain::{Mutation, ProductId};
 
 /// How a plugin call failed. Every case costs only the message that caused it.
@@ -26,6 +29,9 @@ pub enum HandleError {
     /// The call ran past its deadline and was interrupted.
     #[error("plugin exceeded its {0} ms deadline")]
     Timeout(u128),
+    /// The plugin tried to wait in a WASI call (sleep, timer, poll), which plugins may not.
+    #[error("plugin tried to block: {0}")]
+    Blocked(String),
     /// The plugin returned something the host will not apply.
     #[error("plugin output refused: {0}")]
     InvalidOutput(String),
@@ -39,9 +45,27 @@ impl HandleError {
             Self::Rejected(_) => "rejected",
             Self::Trap(_) => "trap",
             Self::Timeout(_) => "timeout",
+            Self::Blocked(_) => "blocked",
             Self::InvalidOutput(_) => "invalid-output",
         }
     }
+}
+
+/// Why a component cannot become a plugin.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    #[error("refused: {0}")]
+    TooLarge(String),
+    #[error("not a valid WebAssembly component: {0}")]
+    Compile(String),
+    #[error("refused while compiling: {0}")]
+    CompileLimit(String),
+    #[error("component does not fit the sluice:handler world: {0}")]
+    Link(String),
+    #[error("the component does not fit the sandbox's limits: {0}")]
+    Limits(String),
+    #[error("the plugin's self-test failed: {0}")]
+    SelfTest(String),
 }
 
 /// A compiled, linked plugin version.
@@ -51,56 +75,64 @@ pub struct Plugin {
     /// `name@short-version`, the tag on every log line the plugin writes.
     label: Arc<str>,
     loaded_at: DateTime<Utc>,
-    pre: HandlerPre<PluginState>,
-    engine: Arc<PluginEngine>,
+    linked: Linked,
+    sandbox: Arc<Sandbox>,
+    config: Arc<HashMap<String, String>>,
     handled: AtomicU64,
     failed: AtomicU64,
 }
 
 impl Plugin {
-    pub(super) fn new(
+    /// Link `component` as `version` of plugin `name` and check it in the sandbox: one trial
+    /// instance (limits that only instantiation reveals), then its `self-test` if it declares
+    /// one. Blocking CPU work bounded by the call deadline: call from a blocking thread.
+    pub fn load(
+        sandbox: &Arc<Sandbox>,
         name: &str,
         version: String,
-        pre: HandlerPre<PluginState>,
-        engine: Arc<PluginEngine>,
-    ) -> Self {
+        component: &Component,
+    ) -> Result<Self, LoadError> {
+        let linked = sandbox
+            .link(component)
+            .map_err(|e| LoadError::Link(one_line(&format!("{e:#}"))))?;
         let label = format!("{name}@{}", &version[..12.min(version.len())]);
-        Self {
+        let plugin = Self {
             name: name.into(),
             version,
             label: label.into(),
             loaded_at: Utc::now(),
-            pre,
-            engine,
+            linked,
+            sandbox: Arc::clone(sandbox),
+            config: Arc::new(sandbox.config().plugin_config.clone()),
             handled: AtomicU64::new(0),
             failed: AtomicU64::new(0),
-        }
+        };
+        plugin.check()?;
+        Ok(plugin)
     }
 
-    /// Call the plugin's `self-test` export, if it has one. `Ok(false)`: it declares none.
-    pub(super) fn self_test(&self) -> Result<bool, LoadError> {
-        let mut store = self.engine.store(&self.label);
-        let instance = self
-            .pre
-            .instance_pre()
-            .instantiate(&mut store)
-            .map_err(|e| LoadError::SelfTest(format!("instantiating: {e:#}")))?;
-        let Some(func) = instance.get_func(&mut store, "self-test") else {
-            return Ok(false);
+    /// A trial instance, and the self-test when there is one.
+    fn check(&self) -> Result<(), LoadError> {
+        let mut store = self.sandbox.store(&self.label, &self.config);
+        let result = match &self.linked.checked {
+            None => self
+                .linked
+                .handler
+                .instance_pre()
+                .instantiate(&mut store)
+                .map(drop)
+                .map_err(|e| LoadError::Limits(self.reason(&store, &e))),
+            Some(checked) => match checked.instantiate(&mut store) {
+                Err(e) => Err(LoadError::Limits(self.reason(&store, &e))),
+                Ok(instance) => match instance.call_self_test(&mut store) {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(reason)) => Err(LoadError::SelfTest(reason)),
+                    Err(e) => Err(LoadError::SelfTest(self.classify(&store, &e).to_string())),
+                },
+            },
         };
-        let typed = func
-            .typed::<(), (Result<(), String>,)>(&store)
-            .map_err(|e| {
-                LoadError::Link(format!("export `self-test` has the wrong type: {e:#}"))
-            })?;
-        match typed.call(&mut store, ()) {
-            Ok((Ok(()),)) => Ok(true),
-            Ok((Err(reason),)) => Err(LoadError::SelfTest(reason)),
-            Err(trap) => Err(LoadError::SelfTest(
-                self.classify_trap(&store, &trap, Instant::now())
-                    .to_string(),
-            )),
-        }
+        self.sandbox.recycle(store);
+        result
     }
 
     /// Records this version has handled, and how many of them failed (error, trap, refusal).
@@ -124,6 +156,11 @@ impl Plugin {
         self.loaded_at
     }
 
+    /// Whether the plugin declares a `self-test`.
+    pub fn has_self_test(&self) -> bool {
+        self.linked.checked.is_some()
+    }
+
     /// Run the plugin on one message in a fresh instance. Synchronous CPU work bounded by the
     /// sandbox's deadline: call it from a blocking thread, never from an async task.
     pub fn handle(&self, message: &bindings::Message) -> Result<Vec<Mutation>, HandleError> {
@@ -136,10 +173,10 @@ impl Plugin {
     }
 
     fn call(&self, message: &bindings::Message) -> Result<Vec<Mutation>, HandleError> {
-        let started = Instant::now();
-        let mut store = self.engine.store(&self.label);
+        let mut store = self.sandbox.store(&self.label, &self.config);
         let outcome = self
-            .pre
+            .linked
+            .handler
             .instantiate(&mut store)
             .and_then(|handler| handler.call_handle(&mut store, message));
         let dropped = store.data().dropped_log_lines();
@@ -147,45 +184,52 @@ impl Plugin {
             tracing::warn!(target: "plugin", plugin = %self.label, dropped,
                            "plugin logged too much in one call; lines dropped");
         }
-        let output = match outcome {
-            Ok(Ok(mutations)) => mutations,
+        let result = match outcome {
+            Ok(Ok(output)) => Ok(output),
             Ok(Err(bindings::HandlerError::InvalidMessage(reason))) => {
-                return Err(HandleError::InvalidMessage(reason));
+                Err(HandleError::InvalidMessage(reason))
             }
-            Ok(Err(bindings::HandlerError::Rejected(reason))) => {
-                return Err(HandleError::Rejected(reason));
-            }
-            Err(error) => return Err(self.classify_trap(&store, &error, started)),
+            Ok(Err(bindings::HandlerError::Rejected(reason))) => Err(HandleError::Rejected(reason)),
+            Err(error) => Err(self.classify(&store, &error)),
         };
-        // The store, and with it the instance, is dropped here: never reused after a call.
-        self.validate_output(output)
+        // The instance goes back to the pool here: never reused after a call.
+        self.sandbox.recycle(store);
+        self.validate_output(result?)
     }
 
-    fn classify_trap(
+    fn classify(
         &self,
         store: &wasmtime::Store<PluginState>,
         error: &wasmtime::Error,
-        started: Instant,
     ) -> HandleError {
-        let state = store.data();
         if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-            return HandleError::Timeout(self.engine.config().timeout.as_millis());
+            return HandleError::Timeout(self.sandbox.config().timeout.as_millis());
         }
+        if let Some(blocked) = error.downcast_ref::<WouldBlock>() {
+            return HandleError::Blocked(blocked.to_string());
+        }
+        HandleError::Trap(self.reason(store, error))
+    }
+
+    /// Why a call or an instantiation failed: the cap that was hit, else the trap and what
+    /// the plugin wrote to stderr.
+    fn reason(&self, store: &wasmtime::Store<PluginState>, error: &wasmtime::Error) -> String {
+        let state = store.data();
         if let Some(exceeded) = &state.limiter.exceeded {
-            return HandleError::Trap(exceeded.clone());
+            return exceeded.clone();
         }
         let stderr = state.stderr.contents();
         let stderr = String::from_utf8_lossy(&stderr);
         let stderr = truncate(stderr.trim(), 1024);
         let reason = match error.downcast_ref::<Trap>() {
             Some(trap) => trap.to_string(),
-            None => format!("{error:#}"),
+            None => one_line(&format!("{error:#}")),
         };
-        tracing::debug!(plugin = %self.label, elapsed = ?started.elapsed(), %reason, "plugin call failed");
+        tracing::debug!(plugin = %self.label, %reason, "plugin call failed");
         if stderr.is_empty() {
-            HandleError::Trap(reason)
+            reason
         } else {
-            HandleError::Trap(format!("{reason}; stderr: {stderr}"))
+            format!("{reason}; stderr: {stderr}")
         }
     }
 
@@ -193,7 +237,7 @@ impl Plugin {
         &self,
         output: Vec<bindings::Mutation>,
     ) -> Result<Vec<Mutation>, HandleError> {
-        let max = self.engine.config().max_mutations;
+        let max = self.sandbox.config().max_mutations;
         if output.len() > max {
             return Err(HandleError::InvalidOutput(format!(
                 "{} mutations for one message, at most {max} allowed",

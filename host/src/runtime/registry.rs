@@ -1,22 +1,29 @@
 //! Which version of each plugin is active: name → active version, plus the previous one for
 //! rollback. A swap replaces an `Arc`; a batch keeps the version it started with, so a swap
-//! takes effect at the next batch boundary and never splits a batch.
+//! takes effect at the next batch boundary and never splits a batch. Versions are compiled
+//! here, one at a time, and kept for quick swaps back and forth.
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use super::engine::{LoadError, PluginEngine};
-use super::plugin::Plugin;
+use super::compile::{self, CompileLimits, Compiler};
+use super::engine::Sandbox;
+use super::plugin::{LoadError, Plugin};
 
 /// Compiled versions kept for quick swaps back and forth (per registry, not per plugin).
 const COMPILED_CACHE: usize = 16;
 
 pub struct Registry {
-    engine: Arc<PluginEngine>,
+    sandbox: Arc<Sandbox>,
+    compiler: Compiler,
+    compile_limits: CompileLimits,
+    /// One compile at a time: each may take a core and up to its memory limit.
+    compiling: tokio::sync::Mutex<()>,
     slots: RwLock<HashMap<String, Slot>>,
-    /// Recently compiled versions by (name, sha256): swapping back costs no compile.
+    /// Recently compiled versions, newest last: swapping back costs no compile.
     compiled: RwLock<Vec<Arc<Plugin>>>,
 }
 
@@ -29,12 +36,23 @@ pub struct Slot {
 }
 
 impl Registry {
-    pub fn new(engine: Arc<PluginEngine>) -> Self {
+    pub fn new(sandbox: Arc<Sandbox>, compiler: Compiler, compile_limits: CompileLimits) -> Self {
         Self {
-            engine,
+            sandbox,
+            compiler,
+            compile_limits,
+            compiling: tokio::sync::Mutex::new(()),
             slots: RwLock::default(),
             compiled: RwLock::default(),
         }
+    }
+
+    pub fn sandbox(&self) -> &Arc<Sandbox> {
+        &self.sandbox
+    }
+
+    pub fn compile_limits(&self) -> &CompileLimits {
+        &self.compile_limits
     }
 
     pub fn active(&self, name: &str) -> Option<Arc<Plugin>> {
@@ -56,19 +74,57 @@ impl Registry {
         slots
     }
 
-    /// Compile, link and self-test `bytes` as plugin `name`, or reuse the compiled version with
-    /// the same hash. Blocking CPU work: call from a blocking thread.
-    pub fn prepare(&self, name: &str, bytes: &[u8]) -> Result<Arc<Plugin>, LoadError> {
-        let version = super::engine::version_of(bytes);
+    /// Compile (in the compiler child, under its limits), link and check `bytes` as plugin
+    /// `name`, or reuse the compiled version with the same hash.
+    pub async fn prepare(&self, name: &str, bytes: Bytes) -> Result<Arc<Plugin>, LoadError> {
+        self.prepare_with(name, bytes, &self.compiler).await
+    }
+
+    /// The same for a component this build ships (compiled in this process).
+    pub async fn prepare_bundled(
+        &self,
+        name: &str,
+        bytes: &'static [u8],
+    ) -> Result<Arc<Plugin>, LoadError> {
+        self.prepare_with(name, Bytes::from_static(bytes), &Compiler::InProcess)
+            .await
+    }
+
+    async fn prepare_with(
+        &self,
+        name: &str,
+        bytes: Bytes,
+        compiler: &Compiler,
+    ) -> Result<Arc<Plugin>, LoadError> {
+        let version = super::version_of(&bytes);
         if let Some(plugin) = self.compiled_version(name, &version) {
             return Ok(plugin);
         }
-        let plugin = Arc::new(self.engine.load(name, bytes)?);
+        let _one_at_a_time = self.compiling.lock().await;
+        if let Some(plugin) = self.compiled_version(name, &version) {
+            return Ok(plugin); // compiled while this one waited
+        }
+        let component = compile::compile(
+            compiler,
+            self.sandbox.engine(),
+            &self.sandbox.config().limits,
+            bytes,
+            &self.compile_limits,
+        )
+        .await?;
+        let sandbox = Arc::clone(&self.sandbox);
+        let loaded_name = name.to_string();
+        let plugin = tokio::task::spawn_blocking(move || {
+            Plugin::load(&sandbox, &loaded_name, version, &component)
+        })
+        .await
+        .map_err(|e| LoadError::Limits(format!("the load task failed: {e}")))??;
+        let plugin = Arc::new(plugin);
         let mut compiled = self
             .compiled
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        compiled.retain(|p| !(p.name() == name && p.version() == version));
+        compiled.retain(|p| !(p.name() == name && p.version() == plugin.version()));
         compiled.push(Arc::clone(&plugin));
         if compiled.len() > COMPILED_CACHE {
             compiled.remove(0);

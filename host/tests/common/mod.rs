@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use uuid::Uuid;
 
+pub mod components;
 pub mod process;
 pub mod workload;
 
@@ -36,7 +37,7 @@ pub fn fixture(stem: &str) -> std::path::PathBuf {
 /// Logs go through the test harness's capture (shown for failing tests); `RUST_LOG` filters.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,librdkafka=off"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_test_writer()
@@ -260,8 +261,14 @@ pub fn settings(db_url: &str, broker: &Broker, topic: &str, group: &str) -> Sett
         plugins: PluginSettings {
             paths: Vec::new(),
             dir: None,
+            // The app runs inside the test binary: compile in a `sluice` child process.
+            compiler: sluice::runtime::Compiler::Child(env!("CARGO_BIN_EXE_sluice").into()),
+            compile_limits: sluice::runtime::CompileLimits::default(),
+            versions_kept: 10,
         },
-        admin_token: None,
+        admin: sluice::config::AdminAccess::Loopback,
+        public_dead_letters: false,
+        http_limits: sluice::http::EdgeLimits::default(),
     }
 }
 

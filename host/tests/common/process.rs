@@ -71,6 +71,8 @@ impl Serve {
                 "session.timeout.ms=1500,heartbeat.interval.ms=300,fetch.wait.max.ms=10",
             )
             .env("RUST_LOG", "info,sluice=debug")
+            // A local setup: the tests call the admin endpoints from loopback.
+            .env("SLUICE_ADMIN_OPEN_ON_LOOPBACK", "true")
             .envs(config.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -17,7 +17,7 @@ use crate::http::{self, AppState};
 use crate::ingest::{self, Ingest, IngestHealth};
 use crate::order_status;
 use crate::outbox::{self, Relay};
-use crate::runtime::{Registry, Sandbox};
+use crate::runtime::{Plugin, Registry, Sandbox};
 
 pub struct Application {
     listener: TcpListener,
@@ -51,18 +51,28 @@ impl Application {
             settings.plugins.versions_kept,
         ));
         control.load_defaults(&settings.plugins.paths).await?;
-        for (topic, name) in &settings.kafka.routes {
+        for (name, handler) in &settings.plugins.native {
+            registry.activate(Arc::new(Plugin::native(registry.sandbox(), name, *handler)));
+        }
+        for (topic, name) in settings.kafka.routes.iter() {
             let plugin = registry.active(name).with_context(|| {
                 format!("topic {topic} routes to plugin {name}, which is not loaded (see --plugin)")
             })?;
             tracing::info!(%topic, plugin = name, version = plugin.version(), "route");
         }
 
+        let fence = Arc::new(tokio::sync::Mutex::new(()));
         let consumer = ingest::consumer::create(
             &settings.kafka,
             pool.clone(),
             tokio::runtime::Handle::current(),
+            Arc::clone(&fence),
         )?;
+        let workers = rayon::ThreadPoolBuilder::new()
+            .num_threads(settings.ingest.plugin_threads.max(1))
+            .thread_name(|i| format!("sluice-plugin-{i}"))
+            .build()
+            .context("starting the plugin threads")?;
         let producer = outbox::create_producer(&settings.kafka)?;
         let status_consumer = order_status::create_consumer(&settings.kafka)?;
 
@@ -78,7 +88,7 @@ impl Application {
             relay_wake: Arc::clone(&relay_wake),
             status_topic: settings.kafka.status_topic.as_str().into(),
             control: Arc::clone(&control),
-            routes: settings.kafka.routes.clone().into(),
+            routes: settings.kafka.routes.clone(),
             ingest_health: Arc::clone(&ingest_health),
             admin: settings.admin.clone(),
             public_dead_letters: settings.public_dead_letters,
@@ -92,9 +102,12 @@ impl Application {
                 runtime: tokio::runtime::Handle::current(),
                 registry,
                 kafka: settings.kafka.clone(),
+                routes: settings.kafka.routes.clone(),
                 settings: settings.ingest.clone(),
                 health: ingest_health,
                 relay_wake: Arc::clone(&relay_wake),
+                workers: Arc::new(workers),
+                fence,
             },
             relay: Relay {
                 pool,
@@ -119,6 +132,16 @@ impl Application {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Whether ingest makes progress, and how many records it decided.
+    pub fn ingest_health(&self) -> Arc<IngestHealth> {
+        Arc::clone(&self.ingest.health)
+    }
+
+    /// Plugin installs and rollbacks, and the active versions.
+    pub fn plugin_control(&self) -> Arc<PluginControl> {
+        Arc::clone(&self.control)
     }
 
     /// The relay's wake-up: notified after each order commit.

@@ -35,6 +35,9 @@ pub enum Command {
     /// Compile a plugin component read on stdin (run by sluice itself, under limits).
     #[command(hide = true)]
     CompilePlugin(CompilePluginArgs),
+    /// The benchmark's broker, in a process of its own (run by `sluice bench`).
+    #[command(hide = true)]
+    BenchBroker(crate::bench::BrokerArgs),
 }
 
 #[derive(Debug, Args)]
@@ -178,6 +181,10 @@ pub struct CommonArgs {
     #[arg(long, env = "SLUICE_PLUGIN_VERSIONS_KEPT", default_value_t = 10)]
     pub plugin_versions_kept: u32,
 
+    /// Threads that run plugin calls in parallel [default: the number of CPUs].
+    #[arg(long, env = "SLUICE_PLUGIN_THREADS")]
+    pub plugin_threads: Option<usize>,
+
     /// Most messages handled in one database transaction.
     #[arg(long, env = "SLUICE_BATCH_MAX_MESSAGES", default_value_t = 1000)]
     pub batch_max_messages: usize,
@@ -261,6 +268,9 @@ pub struct PluginSettings {
     pub compile_limits: CompileLimits,
     /// Versions of each plugin kept besides the active and previous ones.
     pub versions_kept: u32,
+    /// Handlers compiled into the host, loaded as plugins of these names (the benchmark's
+    /// native baseline).
+    pub native: Vec<(String, crate::runtime::NativeHandler)>,
 }
 
 #[derive(Debug, Clone)]
@@ -272,12 +282,83 @@ pub struct KafkaSettings {
     pub dead_letter_suffix: String,
     pub orders_group_id: String,
     /// topic → plugin name; the ingest flow consumes these topics.
-    pub routes: Vec<(String, String)>,
+    pub routes: Routes,
     /// librdkafka properties applied last, over Sluice's own defaults.
     pub options: Vec<(String, String)>,
     /// Defaults for the consumers only, applied before `options` (e.g. `sluice dev` shortens
     /// `fetch.wait.max.ms` for its embedded broker).
     pub consumer_defaults: Vec<(String, String)>,
+}
+
+/// Which plugin handles which topic (`topic=plugin`); the ingest flow consumes these topics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routes(Vec<(String, String)>);
+
+impl Routes {
+    /// Later pairs for the same topic replace earlier ones.
+    pub fn new(pairs: Vec<(String, String)>) -> Self {
+        let mut routes: Vec<(String, String)> = Vec::with_capacity(pairs.len());
+        for (topic, plugin) in pairs {
+            routes.retain(|(t, _)| *t != topic);
+            routes.push((topic, plugin));
+        }
+        Self(routes)
+    }
+
+    /// The one route `topic=plugin`.
+    pub fn single(topic: &str, plugin: &str) -> Self {
+        Self(vec![(topic.to_string(), plugin.to_string())])
+    }
+
+    /// The plugin that handles `topic`.
+    pub fn plugin_for(&self, topic: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(t, _)| t == topic)
+            .map(|(_, plugin)| plugin.as_str())
+    }
+
+    /// The topics ingest consumes.
+    pub fn topics(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(topic, _)| topic.as_str())
+    }
+
+    /// The topics `plugin` handles.
+    pub fn topics_of(&self, plugin: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(_, p)| p == plugin)
+            .map(|(topic, _)| topic.clone())
+            .collect()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(t, p)| (t.as_str(), p.as_str()))
+    }
+}
+
+impl std::fmt::Display for Routes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pairs: Vec<String> = self.0.iter().map(|(t, p)| format!("{t}={p}")).collect();
+        f.write_str(&pairs.join(","))
+    }
+}
+
+impl KafkaSettings {
+    /// Every topic Sluice uses: the order and status topics, each routed topic and its
+    /// dead-letter topic.
+    pub fn topics(&self) -> Vec<String> {
+        let mut topics = vec![self.topic.clone(), self.status_topic.clone()];
+        for topic in self.routes.topics() {
+            topics.extend([
+                topic.to_string(),
+                format!("{topic}{}", self.dead_letter_suffix),
+            ]);
+        }
+        topics.sort();
+        topics.dedup();
+        topics
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -288,12 +369,44 @@ pub struct IngestSettings {
     /// How often expired dedupe event ids are removed; the first sweep runs one period
     /// after start.
     pub dedupe_sweep_interval: Duration,
+    /// Threads plugin calls run on.
+    pub plugin_threads: usize,
+}
+
+/// One plugin thread per CPU.
+pub fn default_plugin_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from)
 }
 
 /// Expired event ids are swept hourly.
 pub const DEDUPE_SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
 
+/// The command line's defaults, parsed as `sluice` would (environment included).
+#[derive(Debug, Parser)]
+struct Defaults {
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
 impl Settings {
+    /// The command line's defaults, against a database and brokers of the caller's, with `topic`
+    /// routed to the stock plugin and its status topic at `<topic>.status`, listening on any free
+    /// port: tests and the benchmark start here and change what they need.
+    pub fn local(database_url: &str, brokers: &str, topic: &str) -> anyhow::Result<Self> {
+        let Defaults { common } = Defaults::try_parse_from(["sluice"])?;
+        let mut settings = Self::from_args(
+            common,
+            SecretString::from(database_url.to_string()),
+            brokers.to_string(),
+        );
+        settings.http_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        settings.kafka.topic = topic.to_string();
+        settings.kafka.status_topic = format!("{topic}.status");
+        settings.kafka.routes = Routes::single(topic, "stock");
+        settings.kafka.consumer_defaults = crate::dev::embedded_broker_consumer_defaults();
+        Ok(settings)
+    }
+
     pub fn from_args(
         common: CommonArgs,
         database_url: SecretString,
@@ -311,9 +424,9 @@ impl Settings {
                 group_id: common.group_id,
                 dead_letter_suffix: common.dead_letter_suffix,
                 routes: if common.routes.is_empty() {
-                    vec![(common.topic.clone(), "stock".to_string())]
+                    Routes::new(vec![(common.topic.clone(), "stock".to_string())])
                 } else {
-                    common.routes
+                    Routes::new(common.routes)
                 },
                 topic: common.topic,
                 status_topic: common.status_topic,
@@ -328,6 +441,7 @@ impl Settings {
                     common.dedupe_retention_hours.saturating_mul(3600),
                 ),
                 dedupe_sweep_interval: DEDUPE_SWEEP_INTERVAL,
+                plugin_threads: common.plugin_threads.unwrap_or_else(default_plugin_threads),
             },
             sandbox: SandboxConfig {
                 limits: Limits {
@@ -349,6 +463,7 @@ impl Settings {
                     ..CompileLimits::default()
                 },
                 versions_kept: common.plugin_versions_kept,
+                native: Vec::new(),
             },
             admin: AdminAccess::from_token(common.admin_token),
             public_dead_letters: common.public_dead_letters,

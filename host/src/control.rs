@@ -249,17 +249,17 @@ impl PluginControl {
     /// Follow fleet-wide changes until shutdown: LISTEN for installs and rollbacks made by any
     /// instance, and re-check periodically in case a notification was missed.
     pub async fn follow(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = crate::backoff::Backoff::new();
         while !shutdown.is_cancelled() {
             match self.listen(&shutdown).await {
                 Ok(()) => break,
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?backoff, "plugin change listener failed; will reconnect");
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %e, retry_in = ?delay, "plugin change listener failed; will reconnect");
                     tokio::select! {
                         () = shutdown.cancelled() => break,
-                        () = tokio::time::sleep(backoff) => {}
+                        () = tokio::time::sleep(delay) => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }

@@ -11,6 +11,7 @@
 //! [`app`] wires both; [`dev`] embeds a broker and a throwaway PostgreSQL for `sluice dev`.
 
 pub mod app;
+pub mod backoff;
 pub mod bench;
 pub mod config;
 pub mod control;
@@ -19,6 +20,7 @@ pub mod dev;
 pub mod domain;
 pub mod http;
 pub mod ingest;
+pub mod kafka;
 pub mod order_status;
 pub mod outbox;
 pub mod runtime;

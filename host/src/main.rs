@@ -8,9 +8,11 @@ use sluice::{Application, bench, dev, runtime, shutdown, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::CompilePlugin(args) = &cli.command {
-        // A child process under limits: no runtime, no logging.
-        return runtime::compile::child_main(args.memory_mib);
+    // Child processes of sluice itself: no runtime, no logging.
+    match &cli.command {
+        Command::CompilePlugin(args) => return runtime::compile::child_main(args.memory_mib),
+        Command::BenchBroker(args) => return bench::broker_main(args),
+        _ => {}
     }
     telemetry::init();
     let result = tokio::runtime::Builder::new_multi_thread()
@@ -38,6 +40,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Dev(args) => dev::run(args, shutdown).await,
         Command::Bench(args) => bench::run(args).await,
-        Command::CompilePlugin(_) => Ok(()),
+        Command::CompilePlugin(_) | Command::BenchBroker(_) => Ok(()),
     }
 }

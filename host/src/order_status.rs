@@ -4,38 +4,30 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message as _};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::backoff::Backoff;
 use crate::config::KafkaSettings;
 use crate::db;
 use crate::domain::StatusEvent;
+use crate::kafka;
 
-const BATCH: usize = 500;
-const RETRY_MAX: Duration = Duration::from_secs(5);
+const BATCH: usize = 1000;
 
-pub fn create_consumer(kafka: &KafkaSettings) -> anyhow::Result<StreamConsumer> {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", &kafka.brokers)
-        .set("group.id", &kafka.orders_group_id)
-        .set("client.id", "sluice-order-status")
-        .set("enable.auto.commit", "true")
-        // Offsets are stored only after the update committed: at least once, and the update
-        // is idempotent.
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest");
-    for (key, value) in kafka.consumer_defaults.iter().chain(&kafka.options) {
-        config.set(key, value);
-    }
-    let consumer: StreamConsumer = config.create().context("creating the status consumer")?;
+pub fn create_consumer(settings: &KafkaSettings) -> anyhow::Result<StreamConsumer> {
+    // Offsets are committed only after the update committed: at least once, and the update
+    // is idempotent.
+    let consumer: StreamConsumer =
+        kafka::consumer_config(settings, &settings.orders_group_id, "sluice-order-status")
+            .create()
+            .context("creating the status consumer")?;
     consumer
-        .subscribe(&[&kafka.status_topic])
-        .with_context(|| format!("subscribing to {}", kafka.status_topic))?;
+        .subscribe(&[&settings.status_topic])
+        .with_context(|| format!("subscribing to {}", settings.status_topic))?;
     Ok(consumer)
 }
 
@@ -72,6 +64,9 @@ pub async fn run(
                 tracing::warn!(error = %e, "storing status offset failed");
             }
         }
+        if let Err(e) = consumer.commit_consumer_state(CommitMode::Async) {
+            tracing::debug!(error = %e, "committing status offsets failed; the next batch will");
+        }
     }
     tracing::info!("status consumer stopped");
     Ok(())
@@ -84,7 +79,7 @@ async fn apply_with_retry(
     shutdown: &CancellationToken,
 ) -> bool {
     let events: Vec<StatusEvent> = batch.iter().filter_map(parse).collect();
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::new();
     loop {
         match apply(pool, &events).await {
             Ok(updated) => {
@@ -92,14 +87,14 @@ async fn apply_with_retry(
                 return true;
             }
             Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?delay, "updating order statuses failed; will retry")
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %e, retry_in = ?delay, "updating order statuses failed; will retry");
+                tokio::select! {
+                    () = shutdown.cancelled() => return false,
+                    () = tokio::time::sleep(delay) => {}
+                }
             }
         }
-        tokio::select! {
-            () = shutdown.cancelled() => return false,
-            () = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(RETRY_MAX);
     }
 }
 
@@ -112,25 +107,24 @@ fn parse(message: &BorrowedMessage<'_>) -> Option<StatusEvent> {
     parsed.ok()
 }
 
+/// Record the verdicts in one transaction: orders that appear once in one statement, an order
+/// with several verdicts here (a rejection, then its redrive) one verdict at a time, in order.
 async fn apply(pool: &PgPool, events: &[StatusEvent]) -> sqlx::Result<usize> {
+    // Event ids that are not order ids come from producers other than this service.
+    let verdicts: Vec<(Uuid, &StatusEvent)> = events
+        .iter()
+        .filter_map(|e| Uuid::parse_str(&e.order_id).ok().map(|id| (id, e)))
+        .collect();
+    let mut count: std::collections::HashMap<Uuid, usize> = std::collections::HashMap::new();
+    for (id, _) in &verdicts {
+        *count.entry(*id).or_default() += 1;
+    }
+    let (single, repeated): (Vec<_>, Vec<_>) =
+        verdicts.into_iter().partition(|(id, _)| count[id] == 1);
     let mut tx = pool.begin().await?;
-    let mut updated = 0;
-    for event in events {
-        // Event ids that are not order ids come from producers other than this service.
-        let Ok(order_id) = Uuid::parse_str(&event.order_id) else {
-            continue;
-        };
-        let changed = db::orders::record_status(
-            &mut tx,
-            order_id,
-            event.status.as_str(),
-            event.reason.as_deref(),
-            &event.plugin,
-            &event.plugin_version,
-            event.redriven,
-        )
-        .await?;
-        updated += usize::from(changed);
+    let mut updated = db::orders::record_statuses(&mut tx, &single).await?;
+    for verdict in repeated {
+        updated += db::orders::record_statuses(&mut tx, &[verdict]).await?;
     }
     tx.commit().await?;
     Ok(updated)

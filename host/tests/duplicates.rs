@@ -145,8 +145,10 @@ async fn event_ids_are_forgotten_after_the_retention_window() {
     // Act: one id decided 8 days ago, one an hour ago, in one statement (so every sweep
     // sees both or neither).
     sqlx::query(
-        "INSERT INTO processed_events (group_id, event_id, processed_at) VALUES
-         ('g', 'old', now() - interval '8 days'), ('g', 'recent', now() - interval '1 hour')",
+        "INSERT INTO processed_messages (group_id, topic, partition, \"offset\", event_id, outcome,
+                                         plugin, plugin_version, processed_at) VALUES
+         ('g', 't', 0, 0, 'old', 'APPLIED', 'p', 'v', now() - interval '8 days'),
+         ('g', 't', 0, 1, 'recent', 'APPLIED', 'p', 'v', now() - interval '1 hour')",
     )
     .execute(&app.pool)
     .await
@@ -158,7 +160,7 @@ async fn event_ids_are_forgotten_after_the_retention_window() {
         "the old event id to be swept",
         || async {
             let left: Vec<String> =
-                sqlx::query_scalar("SELECT event_id FROM processed_events WHERE group_id = 'g'")
+                sqlx::query_scalar("SELECT event_id FROM processed_messages WHERE group_id = 'g'")
                     .fetch_all(&app.pool)
                     .await
                     .ok()?;
@@ -181,8 +183,9 @@ async fn the_first_sweep_waits_a_full_period() {
 
     // Act
     sqlx::query(
-        "INSERT INTO processed_events (group_id, event_id, processed_at)
-         VALUES ('g', 'old', now() - interval '2 hours')",
+        "INSERT INTO processed_messages (group_id, topic, partition, \"offset\", event_id, outcome,
+                                         plugin, plugin_version, processed_at)
+         VALUES ('g', 't', 0, 0, 'old', 'APPLIED', 'p', 'v', now() - interval '2 hours')",
     )
     .execute(&app.pool)
     .await
@@ -190,7 +193,7 @@ async fn the_first_sweep_waits_a_full_period() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Assert: nothing swept at start; the SQL itself removes exactly what is older.
-    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM processed_events")
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM processed_messages")
         .fetch_one(&app.pool)
         .await
         .unwrap();

@@ -27,7 +27,7 @@ fn read(stem: &str) -> Vec<u8> {
 async fn hostile_app() -> TestApp {
     TestApp::spawn_with(|settings| {
         settings.plugins.paths = vec![fixture(HOSTILE)];
-        settings.kafka.routes = vec![(settings.kafka.topic.clone(), HOSTILE.to_string())];
+        settings.kafka.routes = sluice::config::Routes::single(&settings.kafka.topic, HOSTILE);
     })
     .await
 }

@@ -89,7 +89,7 @@ pub async fn lock_stock(
 }
 
 /// Set the stock of many products at once.
-pub async fn set_stock(tx: &mut Tx<'_>, product_ids: &[String], stock: &[i64]) -> sqlx::Result<()> {
+pub async fn set_stock(tx: &mut Tx<'_>, product_ids: &[&str], stock: &[i64]) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE catalog AS c SET stock = u.stock, updated_at = now()
          FROM UNNEST($1::text[], $2::bigint[]) AS u(product_id, stock)

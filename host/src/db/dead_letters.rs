@@ -5,7 +5,7 @@ use sqlx::PgPool;
 use sqlx::types::Json;
 
 use super::Tx;
-use super::outbox::Header;
+use crate::kafka::Header;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DeadLetter {

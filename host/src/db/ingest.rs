@@ -6,7 +6,7 @@ use sqlx::PgPool;
 use sqlx::types::Json;
 
 use super::Tx;
-use super::outbox::Header;
+use crate::kafka::Header;
 
 /// Create any missing position rows and lock all of them, in partition order, for the
 /// rest of the transaction. Returns partition → next offset to apply.
@@ -88,40 +88,27 @@ pub async fn set_positions(
     Ok(())
 }
 
-/// Which of these event ids this group has already decided.
+/// Which of `event_ids` this group has decided before (its outcomes are the dedupe memory).
+/// A concurrent member deciding one of them first makes this transaction's outcome insert fail
+/// on the unique index (after waiting for that member's commit): the batch is then retried,
+/// and sees the id as decided.
 pub async fn seen_events(
     tx: &mut Tx<'_>,
     group_id: &str,
-    event_ids: &[String],
+    event_ids: &[&str],
 ) -> sqlx::Result<HashSet<String>> {
+    if event_ids.is_empty() {
+        return Ok(HashSet::new());
+    }
     let rows: Vec<(String,)> = sqlx::query_as(
-        "SELECT event_id FROM processed_events WHERE group_id = $1 AND event_id = ANY($2)",
+        "SELECT event_id FROM processed_messages
+         WHERE group_id = $1 AND event_id = ANY($2) AND outcome <> 'DUPLICATE'",
     )
     .bind(group_id)
     .bind(event_ids)
     .fetch_all(&mut **tx)
     .await?;
     Ok(rows.into_iter().map(|(id,)| id).collect())
-}
-
-pub async fn record_events(
-    tx: &mut Tx<'_>,
-    group_id: &str,
-    event_ids: &[String],
-) -> sqlx::Result<()> {
-    if event_ids.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO processed_events (group_id, event_id)
-         SELECT $1, e FROM UNNEST($2::text[]) AS e
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(group_id)
-    .bind(event_ids)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 /// The outcomes of a batch, column by column (one `UNNEST` insert for the whole batch).
@@ -133,25 +120,34 @@ pub struct Outcomes {
     pub outcome: Vec<&'static str>,
     pub error_kind: Vec<Option<&'static str>>,
     pub reason: Vec<Option<String>>,
-    pub mutations: Vec<Option<serde_json::Value>>,
-    pub plugin: Vec<String>,
-    pub plugin_version: Vec<String>,
+    /// JSON text.
+    pub mutations: Vec<Option<Vec<u8>>>,
 }
 
+/// The outcomes of one topic's batch, decided by one plugin version.
 pub async fn record_outcomes(
     tx: &mut Tx<'_>,
     group_id: &str,
     topic: &str,
+    (plugin, plugin_version): (&str, &str),
     rows: &Outcomes,
 ) -> sqlx::Result<()> {
     if rows.offset.is_empty() {
         return Ok(());
     }
+    let mutations: Vec<Option<&str>> = rows
+        .mutations
+        .iter()
+        .map(|m| m.as_deref().and_then(|json| std::str::from_utf8(json).ok()))
+        .collect();
     sqlx::query(
         "INSERT INTO processed_messages (group_id, topic, partition, \"offset\", event_id, outcome,
-                                         error_kind, reason, mutations, plugin, plugin_version)
-         SELECT $1, $2, u.* FROM UNNEST($3::int[], $4::bigint[], $5::text[], $6::text[],
-                                       $7::text[], $8::text[], $9::jsonb[], $10::text[], $11::text[]) AS u",
+                                         error_kind, reason, mutations, plugin, plugin_version,
+                                         processed_at)
+         SELECT $1, $2, u.partition, u.offset, u.event_id, u.outcome, u.error_kind, u.reason,
+                u.mutations::jsonb, $10, $11, clock_timestamp()
+         FROM UNNEST($3::int[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[],
+                     $9::text[]) AS u(partition, \"offset\", event_id, outcome, error_kind, reason, mutations)",
     )
     .bind(group_id)
     .bind(topic)
@@ -161,9 +157,9 @@ pub async fn record_outcomes(
     .bind(&rows.outcome)
     .bind(&rows.error_kind)
     .bind(&rows.reason)
-    .bind(&rows.mutations)
-    .bind(&rows.plugin)
-    .bind(&rows.plugin_version)
+    .bind(&mutations)
+    .bind(plugin)
+    .bind(plugin_version)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -226,12 +222,12 @@ pub async fn insert_dead_letters(
     Ok(())
 }
 
-/// Forget event ids decided longer ago than the dedupe window.
+/// Forget outcomes (and with them the event ids) decided longer ago than the dedupe window.
 pub async fn forget_events_before(
     pool: &PgPool,
     cutoff: chrono::DateTime<chrono::Utc>,
 ) -> sqlx::Result<u64> {
-    let done = sqlx::query("DELETE FROM processed_events WHERE processed_at < $1")
+    let done = sqlx::query("DELETE FROM processed_messages WHERE processed_at < $1")
         .bind(cutoff)
         .execute(pool)
         .await?;

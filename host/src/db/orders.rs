@@ -24,9 +24,18 @@ pub struct OrderRow {
 const COLUMNS: &str = "order_id, user_id, product_id, quantity, unit_price, total_price, \
                        status, status_reason, created_at, plugin, plugin_version";
 
-pub async fn insert(tx: &mut Tx<'_>, order: &OrderRow) -> sqlx::Result<()> {
+/// Insert the order and queue its event in the outbox, in one statement (so one transaction
+/// and one round trip).
+pub async fn insert_with_event(
+    pool: &PgPool,
+    order: &OrderRow,
+    event: &crate::kafka::Record,
+) -> sqlx::Result<()> {
     sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO orders ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        "WITH inserted AS (
+             INSERT INTO orders ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         )
+         INSERT INTO outbox (topic, key, payload, headers) VALUES ($12, $13, $14, $15)"
     )))
     .bind(order.order_id)
     .bind(&order.user_id)
@@ -39,7 +48,11 @@ pub async fn insert(tx: &mut Tx<'_>, order: &OrderRow) -> sqlx::Result<()> {
     .bind(order.created_at)
     .bind(&order.plugin)
     .bind(&order.plugin_version)
-    .execute(&mut **tx)
+    .bind(&event.topic)
+    .bind(&event.key)
+    .bind(&event.payload)
+    .bind(sqlx::types::Json(&event.headers))
+    .execute(pool)
     .await?;
     Ok(())
 }
@@ -63,30 +76,40 @@ pub async fn list_by_user(pool: &PgPool, user_id: &str, limit: i64) -> sqlx::Res
     .await
 }
 
-/// A verdict from the catalog side. The first verdict wins; a redrive may turn a rejection
-/// into an application. Returns whether the order changed.
-pub async fn record_status(
+/// Verdicts from the catalog side, at most one per order. The first verdict wins; a redrive
+/// may turn a rejection into an application. Returns how many orders changed.
+pub async fn record_statuses(
     tx: &mut Tx<'_>,
-    order_id: Uuid,
-    status: &str,
-    reason: Option<&str>,
-    plugin: &str,
-    plugin_version: &str,
-    redriven: bool,
-) -> sqlx::Result<bool> {
+    verdicts: &[(Uuid, &crate::domain::StatusEvent)],
+) -> sqlx::Result<usize> {
+    if verdicts.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<Uuid> = verdicts.iter().map(|(id, _)| *id).collect();
+    let statuses: Vec<&str> = verdicts.iter().map(|(_, e)| e.status.as_str()).collect();
+    let reasons: Vec<Option<&str>> = verdicts.iter().map(|(_, e)| e.reason.as_deref()).collect();
+    let plugins: Vec<&str> = verdicts.iter().map(|(_, e)| e.plugin.as_str()).collect();
+    let versions: Vec<&str> = verdicts
+        .iter()
+        .map(|(_, e)| e.plugin_version.as_str())
+        .collect();
+    let redriven: Vec<bool> = verdicts.iter().map(|(_, e)| e.redriven).collect();
     let done = sqlx::query(
-        "UPDATE orders
-         SET status = $2, status_reason = $3, plugin = $4, plugin_version = $5,
-             status_updated_at = now()
-         WHERE order_id = $1 AND (status = 'PENDING' OR ($6 AND status = 'REJECTED'))",
+        "UPDATE orders AS o
+         SET status = v.status, status_reason = v.reason, plugin = v.plugin,
+             plugin_version = v.version, status_updated_at = now()
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bool[])
+              AS v(order_id, status, reason, plugin, version, redriven)
+         WHERE o.order_id = v.order_id
+           AND (o.status = 'PENDING' OR (v.redriven AND o.status = 'REJECTED'))",
     )
-    .bind(order_id)
-    .bind(status)
-    .bind(reason)
-    .bind(plugin)
-    .bind(plugin_version)
-    .bind(redriven)
+    .bind(&ids)
+    .bind(&statuses)
+    .bind(&reasons)
+    .bind(&plugins)
+    .bind(&versions)
+    .bind(&redriven)
     .execute(&mut **tx)
     .await?;
-    Ok(done.rows_affected() > 0)
+    Ok(done.rows_affected() as usize)
 }

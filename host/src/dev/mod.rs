@@ -44,13 +44,7 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
     // -X and SLUICE_KAFKA_OPTIONS still override these.
     settings.kafka.consumer_defaults = embedded_broker_consumer_defaults();
     // The embedded broker cannot create topics on request: make every topic Sluice uses.
-    let k = &settings.kafka;
-    let mut topics = vec![k.topic.clone(), k.status_topic.clone()];
-    for (topic, _) in &k.routes {
-        topics.extend([topic.clone(), format!("{topic}{}", k.dead_letter_suffix)]);
-    }
-    topics.sort();
-    topics.dedup();
+    let topics = settings.kafka.topics();
     for topic in &topics {
         kafka.create_topic(topic, partitions)?;
     }

@@ -150,6 +150,9 @@ impl EmbeddedPostgres {
                     .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
                     .args(["-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
                     .args(["-c", "max_connections=300"])
+                    // Room for a benchmark's tables in memory, and no WAL beyond recovery.
+                    .args(["-c", "shared_buffers=1GB", "-c", "wal_level=minimal"])
+                    .args(["-c", "max_wal_senders=0", "-c", "max_wal_size=4GB"])
                     .args(["-c", "unix_socket_permissions=0700"])
                     .stdout(Stdio::null())
                     .stderr(Stdio::from(log));
@@ -221,6 +224,23 @@ impl EmbeddedPostgres {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The server's main process, while it runs.
+    pub fn server_pid(&self) -> Option<u32> {
+        let pid_file = self
+            .dir
+            .as_ref()?
+            .path()
+            .join("data")
+            .join("postmaster.pid");
+        std::fs::read_to_string(pid_file)
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     fn wait_ready(&mut self, pid: u32) -> anyhow::Result<()> {

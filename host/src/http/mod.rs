@@ -35,7 +35,7 @@ pub struct AppState {
     /// through the version active now).
     pub control: Arc<PluginControl>,
     /// topic → plugin name.
-    pub routes: Arc<[(String, String)]>,
+    pub routes: crate::config::Routes,
     pub ingest_health: Arc<IngestHealth>,
     pub admin: crate::config::AdminAccess,
     /// Dead letters readable without admin access.

@@ -12,10 +12,10 @@ use uuid::Uuid;
 use super::{ApiError, AppState};
 use crate::db;
 use crate::db::orders::OrderRow;
-use crate::db::outbox::{Header, Record};
 use crate::domain::{
     EVENT_ID_HEADER, NewOrder, OrderEvent, OrderStatus, format_time, parse_user_id,
 };
+use crate::kafka::{Header, Record};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -109,16 +109,13 @@ pub async fn create(
     };
     let payload = serde_json::to_vec(&event).map_err(anyhow::Error::from)?;
 
-    let mut tx = state.pool.begin().await?;
-    db::orders::insert(&mut tx, &row).await?;
     let record = Record {
         topic: state.topic.to_string(),
         key: Some(row.product_id.clone().into_bytes()),
         payload: Some(payload),
         headers: vec![Header::text(EVENT_ID_HEADER, order_id.to_string())],
     };
-    db::outbox::enqueue(&mut tx, &[record]).await?;
-    tx.commit().await?;
+    db::orders::insert_with_event(&state.pool, &row, &record).await?;
     state.relay_wake.notify_one();
 
     Ok((StatusCode::CREATED, Json(row.into())))

@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use serde::Serialize;
 
 use super::{ApiError, AppState};
+use crate::config::Routes;
 use crate::control::InstallError;
 use crate::domain::format_time;
 use crate::runtime::{Plugin, Slot};
@@ -31,7 +32,7 @@ pub struct PluginView {
 }
 
 impl PluginView {
-    fn new(name: &str, slot: &Slot, routes: &[(String, String)]) -> Self {
+    fn new(name: &str, slot: &Slot, routes: &Routes) -> Self {
         let (handled, errors) = slot.active.counts();
         Self {
             name: name.to_string(),
@@ -42,11 +43,7 @@ impl PluginView {
             messages_handled: handled,
             errors,
             previous_version: slot.previous.as_deref().map(|p| p.version().to_string()),
-            topics: routes
-                .iter()
-                .filter(|(_, plugin)| plugin == name)
-                .map(|(topic, _)| topic.clone())
-                .collect(),
+            topics: routes.topics_of(name),
         }
     }
 }
@@ -154,6 +151,6 @@ fn install_error(e: InstallError) -> ApiError {
 
 /// The plugin routed to `topic`, as active now.
 pub fn plugin_for(state: &AppState, topic: &str) -> Option<Arc<Plugin>> {
-    let name = crate::ingest::route(&state.routes, topic)?;
+    let name = state.routes.plugin_for(topic)?;
     state.control.registry().active(name)
 }

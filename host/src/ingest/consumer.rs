@@ -4,56 +4,42 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use anyhow::Context as _;
-use rdkafka::config::ClientConfig;
+use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaResult;
-use rdkafka::message::{Headers, OwnedMessage};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
-use rdkafka::{ClientContext, Message as _};
 use sqlx::PgPool;
 use tokio::runtime::Handle;
 
 use crate::config::{IngestSettings, KafkaSettings};
 use crate::db;
-use crate::domain::EVENT_ID_HEADER;
-use crate::runtime::bindings;
+use crate::kafka::{self, Consumed};
 
 pub type IngestConsumer = BaseConsumer<IngestContext>;
 
 /// Build the group consumer. Offsets are never committed automatically: a position moves
 /// only after the Postgres transaction that applied the messages before it has committed.
 pub fn create(
-    kafka: &KafkaSettings,
+    settings: &KafkaSettings,
     pool: PgPool,
     runtime: Handle,
+    fence: Arc<tokio::sync::Mutex<()>>,
 ) -> anyhow::Result<IngestConsumer> {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", &kafka.brokers)
-        .set("group.id", &kafka.group_id)
-        .set("client.id", "sluice-ingest")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false");
-    for (key, value) in kafka.consumer_defaults.iter().chain(&kafka.options) {
-        config.set(key, value);
-    }
     let context = IngestContext {
         pool,
         runtime,
-        group_id: kafka.group_id.clone(),
+        group_id: settings.group_id.clone(),
+        fence,
     };
-    let consumer: IngestConsumer = config
-        .create_with_context(context)
-        .context("creating the Kafka consumer")?;
-    let topics: Vec<&str> = kafka
-        .routes
-        .iter()
-        .map(|(topic, _)| topic.as_str())
-        .collect();
+    let consumer: IngestConsumer =
+        kafka::consumer_config(settings, &settings.group_id, "sluice-ingest")
+            .create_with_context(context)
+            .context("creating the Kafka consumer")?;
+    let topics: Vec<&str> = settings.routes.topics().collect();
     consumer
         .subscribe(&topics)
         .with_context(|| format!("subscribing to {topics:?}"))?;
@@ -65,6 +51,8 @@ pub struct IngestContext {
     pool: PgPool,
     runtime: Handle,
     group_id: String,
+    /// Held by the batch commit in flight: positions are read after it, not before.
+    fence: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl ClientContext for IngestContext {}
@@ -122,7 +110,11 @@ impl IngestContext {
                 .push(element.partition());
         }
         for (topic, partitions) in by_topic {
-            let load = db::ingest::load_positions(&self.pool, &self.group_id, &topic, &partitions);
+            let load = async {
+                // A commit in flight may still move these positions: wait for it.
+                let _after_the_commit_in_flight = self.fence.lock().await;
+                db::ingest::load_positions(&self.pool, &self.group_id, &topic, &partitions).await
+            };
             let stored = self
                 .runtime
                 .block_on(async { tokio::time::timeout(Duration::from_secs(5), load).await });
@@ -164,8 +156,8 @@ fn describe(tpl: &TopicPartitionList) -> String {
 pub fn poll_batch(
     consumer: &IngestConsumer,
     settings: &IngestSettings,
-    mut batch: Vec<OwnedMessage>,
-) -> Vec<OwnedMessage> {
+    mut batch: Vec<Consumed>,
+) -> Vec<Consumed> {
     let mut deadline: Option<Instant> =
         (!batch.is_empty()).then(|| Instant::now() + settings.batch_max_wait);
     while batch.len() < settings.batch_max_messages {
@@ -175,7 +167,7 @@ pub fn poll_batch(
         };
         match consumer.poll(timeout) {
             Some(Ok(message)) => {
-                batch.push(message.detach());
+                batch.push(Consumed::of(&message));
                 deadline.get_or_insert_with(|| Instant::now() + settings.batch_max_wait);
             }
             Some(Err(e)) => {
@@ -201,37 +193,4 @@ pub fn commit_positions(
         tpl.add_partition_offset(topic, partition, Offset::Offset(next_offset))?;
     }
     consumer.commit(&tpl, CommitMode::Async)
-}
-
-/// The record as the plugin sees it.
-pub fn to_plugin_message(message: &OwnedMessage) -> bindings::Message {
-    let headers = message
-        .headers()
-        .map(|headers| {
-            headers
-                .iter()
-                .map(|h| bindings::Header {
-                    key: h.key.to_string(),
-                    value: h.value.map(<[u8]>::to_vec),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    bindings::Message {
-        topic: message.topic().to_string(),
-        partition: message.partition(),
-        offset: message.offset(),
-        key: message.key().map(<[u8]>::to_vec),
-        payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-        headers,
-        timestamp_ms: message.timestamp().to_millis(),
-    }
-}
-
-/// The producer's event id, if the record carries a usable one.
-pub fn event_id(message: &OwnedMessage) -> Option<String> {
-    let headers = message.headers()?;
-    let value = headers.iter().find(|h| h.key == EVENT_ID_HEADER)?.value?;
-    let id = std::str::from_utf8(value).ok()?.trim();
-    (!id.is_empty() && id.len() <= 255).then(|| id.to_string())
 }

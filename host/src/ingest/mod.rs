@@ -1,37 +1,44 @@
 //! Ingest flow: Kafka batch → plugin per record → one Postgres transaction → Kafka offsets.
 //!
-//! Runs on a dedicated blocking thread: plugin calls are synchronous CPU work, and the
-//! consumer's rebalance callbacks run inside `poll` on this same thread, so partitions only
-//! move between batches.
+//! A dedicated thread polls batches; the records of a batch are handled in parallel on the
+//! plugin workers (each record is independent; order matters only when applying), and a batch
+//! is committed by a task on the async runtime while the thread polls and handles the next
+//! one. Commits run one at a time, in order. The consumer's rebalance callbacks run inside
+//! `poll` on the ingest thread, so partitions only move between batches.
 
 pub mod apply;
 pub mod consumer;
+pub mod plan;
 pub mod redrive;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use rdkafka::Message as _;
+use rayon::prelude::*;
 use rdkafka::consumer::Consumer as _;
-use rdkafka::message::OwnedMessage;
 use sqlx::PgPool;
 use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{IngestSettings, KafkaSettings};
+use crate::backoff::Backoff;
+use crate::config::{IngestSettings, KafkaSettings, Routes};
 use crate::db;
+use crate::kafka::Consumed;
 use crate::runtime::{Plugin, Registry};
-use apply::{BatchContext, BatchReport, Handled};
 use consumer::IngestConsumer;
+use plan::{BatchContext, BatchReport, Handled};
 
-/// Backoff between attempts to commit a batch while Postgres is unavailable.
-const RETRY_MIN: Duration = Duration::from_millis(100);
-const RETRY_MAX: Duration = Duration::from_secs(5);
+/// How long the ingest thread waits for a commit before it pauses its partitions and keeps
+/// polling (so that the group keeps it while the database is away).
+const PATIENCE: Duration = Duration::from_millis(500);
 
-/// Whether ingest is making progress; read by `/readyz`.
+/// Whether ingest is making progress; read by `/readyz` and the benchmark.
 #[derive(Debug, Default)]
 pub struct IngestHealth {
     stuck: Mutex<Option<(Instant, String)>>,
+    decided: AtomicU64,
 }
 
 impl IngestHealth {
@@ -46,6 +53,11 @@ impl IngestHealth {
         })
     }
 
+    /// Records decided (any outcome) since start.
+    pub fn decided(&self) -> u64 {
+        self.decided.load(Ordering::Relaxed)
+    }
+
     fn set_stuck(&self, error: String) {
         let mut stuck = self.stuck.lock().unwrap_or_else(PoisonError::into_inner);
         match stuck.as_mut() {
@@ -54,8 +66,10 @@ impl IngestHealth {
         }
     }
 
-    fn set_ok(&self) {
+    fn committed(&self, report: &BatchReport) {
         *self.stuck.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        self.decided
+            .fetch_add(report.decided() as u64, Ordering::Relaxed);
     }
 }
 
@@ -66,63 +80,186 @@ pub struct Ingest {
     /// The active plugin versions; each batch takes the version active when it starts.
     pub registry: Arc<Registry>,
     pub kafka: KafkaSettings,
+    pub routes: Routes,
     pub settings: IngestSettings,
     pub health: Arc<IngestHealth>,
     /// Wakes the outbox relay when a batch queued status events or dead-letter copies.
     pub relay_wake: Arc<tokio::sync::Notify>,
+    /// The threads plugin calls run on.
+    pub workers: Arc<rayon::ThreadPool>,
+    /// Held by the commit in flight (see `consumer`).
+    pub fence: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A batch being committed: one transaction per topic, in order.
+struct Commit {
+    task: JoinHandle<Option<Vec<(String, BatchReport)>>>,
 }
 
 impl Ingest {
     /// Consume until `shutdown`. The batch in hand is committed first, or left uncommitted
     /// (and redelivered to whoever owns the partition next).
     pub fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        tracing::info!(routes = ?self.kafka.routes, group = %self.kafka.group_id, "ingest started");
-        // Records received while a batch was waiting for the database; they lead the next batch.
+        tracing::info!(routes = %self.routes, group = %self.kafka.group_id,
+                       plugin_threads = self.workers.current_num_threads(), "ingest started");
+        // Records received while a commit was waiting for the database; they lead the next batch.
         let mut carried = Vec::new();
+        let mut in_flight: Option<Commit> = None;
         while !shutdown.is_cancelled() {
             let batch =
                 consumer::poll_batch(&self.consumer, &self.settings, std::mem::take(&mut carried));
-            for (topic, records) in by_topic(batch) {
-                // One version for the whole batch: a swap takes effect at the next one.
-                let plugin = self.plugin_for(&topic)?;
-                let cx = self.batch_context(&topic, &plugin);
-                let handled = handle(&plugin, records);
-                if shutdown.is_cancelled() {
-                    // Calls in flight were interrupted for the shutdown: their outcomes are
-                    // not the plugin's. The batch is left uncommitted and redelivered.
-                    tracing::info!(
-                        "ingest stopped with a batch uncommitted; it will be redelivered"
-                    );
-                    return Ok(());
+            if batch.is_empty() {
+                if let Some(commit) = in_flight.take() {
+                    self.finish(commit, &shutdown, &mut carried);
                 }
-                let Some(report) = self.apply_with_retry(&cx, &handled, &shutdown, &mut carried)
-                else {
-                    tracing::info!(
-                        "ingest stopped with a batch uncommitted; it will be redelivered"
-                    );
-                    return Ok(());
-                };
-                if report.queued > 0 {
-                    self.relay_wake.notify_one();
-                }
-                tracing::debug!(%topic, plugin = %cx.plugin_version, applied = report.applied,
-                                rejected = report.rejected, dead_lettered = report.dead_lettered,
-                                duplicates = report.duplicates, stale = report.stale, "batch committed");
-                if let Err(e) =
-                    consumer::commit_positions(&self.consumer, &topic, &report.positions)
-                {
-                    // Postgres holds the truth; Kafka's copy catches up with the next batch.
-                    tracing::warn!(error = %e, "copying positions to Kafka failed");
-                }
+                continue;
             }
+            let handled = self.handle(batch)?;
+            if let Some(commit) = in_flight.take() {
+                self.finish(commit, &shutdown, &mut carried);
+            }
+            if shutdown.is_cancelled() {
+                // Calls in flight were interrupted for the shutdown: their outcomes are not
+                // the plugin's. The batch is left uncommitted and redelivered.
+                tracing::info!("ingest stopped with a batch uncommitted; it will be redelivered");
+                return Ok(());
+            }
+            in_flight = Some(self.start_commit(handled, &shutdown));
+        }
+        if let Some(commit) = in_flight.take() {
+            self.finish(commit, &shutdown, &mut carried);
         }
         tracing::info!("ingest stopped");
         Ok(())
     }
 
+    /// Run each record's plugin, in parallel on the workers; per topic, in order.
+    fn handle(&self, batch: Vec<Consumed>) -> anyhow::Result<Vec<(BatchContext, Vec<Handled>)>> {
+        by_topic(batch)
+            .into_iter()
+            .map(|(topic, records)| {
+                // One version for the whole batch: a swap takes effect at the next one.
+                let plugin = self.plugin_for(&topic)?;
+                let cx = self.batch_context(&topic, &plugin);
+                let handled = self.workers.install(|| {
+                    records
+                        .into_par_iter()
+                        .map(|record| {
+                            let result = plugin.handle(&record.to_plugin_message());
+                            Handled::new(record, result)
+                        })
+                        .collect()
+                });
+                Ok((cx, handled))
+            })
+            .collect()
+    }
+
+    /// Commit `batches` in a task: retried with capped backoff while the database is
+    /// unavailable (a valid record is never skipped or dead-lettered because a dependency was
+    /// down), given up only at shutdown.
+    fn start_commit(
+        &self,
+        batches: Vec<(BatchContext, Vec<Handled>)>,
+        shutdown: &CancellationToken,
+    ) -> Commit {
+        let (pool, health, fence) = (
+            self.pool.clone(),
+            Arc::clone(&self.health),
+            Arc::clone(&self.fence),
+        );
+        let shutdown = shutdown.clone();
+        let task = self.runtime.spawn(async move {
+            let _positions_move = fence.lock_owned().await;
+            let mut reports = Vec::with_capacity(batches.len());
+            for (cx, handled) in &batches {
+                let mut backoff = Backoff::new();
+                let report = loop {
+                    match apply::apply_batch(&pool, cx, handled).await {
+                        Ok(report) => break report,
+                        Err(e) => {
+                            let delay = backoff.next_delay();
+                            tracing::warn!(error = %e, retry_in = ?delay, "committing batch failed; will retry");
+                            health.set_stuck(e.to_string());
+                            tokio::select! {
+                                () = shutdown.cancelled() => return None,
+                                () = tokio::time::sleep(delay) => {}
+                            }
+                        }
+                    }
+                };
+                health.committed(&report);
+                tracing::debug!(topic = %cx.topic, plugin = %cx.plugin_version, applied = report.applied,
+                                rejected = report.rejected, dead_lettered = report.dead_lettered,
+                                duplicates = report.duplicates, stale = report.stale, "batch committed");
+                reports.push((cx.topic.clone(), report));
+            }
+            Some(reports)
+        });
+        Commit { task }
+    }
+
+    /// Wait for a commit, then copy its positions to Kafka. While it takes long (the database
+    /// is away), the assigned partitions are paused and the consumer keeps polling, so the
+    /// group keeps this member; anything that still arrives is carried into the next batch.
+    fn finish(
+        &self,
+        mut commit: Commit,
+        shutdown: &CancellationToken,
+        carried: &mut Vec<Consumed>,
+    ) {
+        let mut paused = false;
+        let reports = loop {
+            let wait = tokio::time::timeout(PATIENCE, &mut commit.task);
+            match self.runtime.block_on(wait) {
+                Ok(joined) => {
+                    break joined.unwrap_or_else(|e| {
+                        tracing::error!(error = %e, "the commit task failed");
+                        None
+                    });
+                }
+                Err(_) => {
+                    if !paused {
+                        self.set_paused(true);
+                        paused = true;
+                    }
+                    let until = Instant::now() + PATIENCE;
+                    while Instant::now() < until && !shutdown.is_cancelled() {
+                        match self.consumer.poll(Duration::from_millis(100)) {
+                            Some(Ok(message)) => carried.push(Consumed::of(&message)),
+                            Some(Err(e)) => {
+                                tracing::debug!(error = %e, "consumer error while paused")
+                            }
+                            None => {}
+                        }
+                    }
+                }
+            }
+        };
+        if paused {
+            self.set_paused(false);
+            tracing::info!("batch committed after waiting; partitions resumed");
+        }
+        let Some(reports) = reports else {
+            tracing::info!("ingest stopped with a batch uncommitted; it will be redelivered");
+            return;
+        };
+        for (topic, report) in reports {
+            if report.queued > 0 {
+                self.relay_wake.notify_one();
+            }
+            if let Err(e) = consumer::commit_positions(&self.consumer, &topic, &report.positions) {
+                // Postgres holds the truth; Kafka's copy catches up with the next batch.
+                tracing::warn!(error = %e, "copying positions to Kafka failed");
+            }
+        }
+    }
+
     /// The active version of the plugin routed to `topic`.
     fn plugin_for(&self, topic: &str) -> anyhow::Result<Arc<Plugin>> {
-        let name = route(&self.kafka.routes, topic)
+        let name = self
+            .routes
+            .plugin_for(topic)
             .ok_or_else(|| anyhow::anyhow!("no route for topic {topic}"))?;
         self.registry.active(name).ok_or_else(|| {
             anyhow::anyhow!("topic {topic} routes to plugin {name}, which is not loaded")
@@ -140,55 +277,6 @@ impl Ingest {
         }
     }
 
-    /// Commit the batch, retrying with capped backoff while the database is unavailable: a
-    /// valid record is never skipped or dead-lettered because a dependency was down. While
-    /// retrying, the assigned partitions are paused and the consumer keeps polling (so the
-    /// group keeps it); anything that still arrives is carried into the next batch.
-    /// `None` on shutdown.
-    fn apply_with_retry(
-        &self,
-        cx: &BatchContext,
-        handled: &[Handled],
-        shutdown: &CancellationToken,
-        carried: &mut Vec<OwnedMessage>,
-    ) -> Option<BatchReport> {
-        let mut delay = RETRY_MIN;
-        let mut paused = false;
-        loop {
-            match self
-                .runtime
-                .block_on(apply::apply_batch(&self.pool, cx, handled))
-            {
-                Ok(report) => {
-                    if paused {
-                        self.set_paused(false);
-                        tracing::info!("batch committed after retrying; partitions resumed");
-                    }
-                    self.health.set_ok();
-                    return Some(report);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?delay, "committing batch failed; will retry");
-                    self.health.set_stuck(e.to_string());
-                }
-            }
-            self.set_paused(true);
-            paused = true;
-            let until = Instant::now() + delay;
-            while let Some(left) = until.checked_duration_since(Instant::now()) {
-                if shutdown.is_cancelled() {
-                    return None;
-                }
-                match self.consumer.poll(left.min(Duration::from_millis(100))) {
-                    Some(Ok(message)) => carried.push(message.detach()),
-                    Some(Err(e)) => tracing::debug!(error = %e, "consumer error while paused"),
-                    None => {}
-                }
-            }
-            delay = (delay * 2).min(RETRY_MAX);
-        }
-    }
-
     fn set_paused(&self, pause: bool) {
         let result = self.consumer.assignment().and_then(|assignment| {
             if pause {
@@ -203,49 +291,16 @@ impl Ingest {
     }
 }
 
-/// The plugin name routed to `topic`.
-pub fn route<'a>(routes: &'a [(String, String)], topic: &str) -> Option<&'a str> {
-    routes
-        .iter()
-        .find(|(t, _)| t == topic)
-        .map(|(_, plugin)| plugin.as_str())
-}
-
 /// Split a polled batch by topic, keeping each partition's order.
-fn by_topic(batch: Vec<OwnedMessage>) -> Vec<(String, Vec<OwnedMessage>)> {
-    let mut groups: Vec<(String, Vec<OwnedMessage>)> = Vec::new();
-    for message in batch {
-        match groups
-            .iter_mut()
-            .find(|(topic, _)| topic == message.topic())
-        {
-            Some((_, records)) => records.push(message),
-            None => groups.push((message.topic().to_string(), vec![message])),
+fn by_topic(batch: Vec<Consumed>) -> Vec<(String, Vec<Consumed>)> {
+    let mut groups: Vec<(String, Vec<Consumed>)> = Vec::new();
+    for record in batch {
+        match groups.iter_mut().find(|(topic, _)| *topic == record.topic) {
+            Some((_, records)) => records.push(record),
+            None => groups.push((record.topic.clone(), vec![record])),
         }
     }
     groups
-}
-
-/// Run the plugin on every record of the batch.
-fn handle(plugin: &Plugin, batch: Vec<OwnedMessage>) -> Vec<Handled> {
-    batch
-        .into_iter()
-        .map(|message| {
-            let _span = tracing::debug_span!(
-                "handle",
-                topic = message.topic(),
-                partition = message.partition(),
-                offset = message.offset()
-            )
-            .entered();
-            let result = plugin.handle(&consumer::to_plugin_message(&message));
-            Handled {
-                event_id: consumer::event_id(&message),
-                message,
-                result,
-            }
-        })
-        .collect()
 }
 
 /// Forget dedupe event ids older than `retention`, every `every` until shutdown. The first

@@ -1,15 +1,15 @@
 //! Redrive: run a dead letter through the current plugin again and apply the outcome in one
-//! transaction, as ingest would have.
+//! transaction, decided and written as ingest would.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use sqlx::PgPool;
 
-use super::apply::{Decision, apply_in_memory, status_record};
+use super::apply;
+use super::plan::{BatchContext, Decision, Handled, Mode};
 use crate::db;
-use crate::domain::{Mutation, StatusEvent};
-use crate::runtime::{Plugin, bindings};
+use crate::kafka::Consumed;
+use crate::runtime::Plugin;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedriveError {
@@ -49,25 +49,27 @@ pub async fn redrive(
     }
     let plugin =
         plugin_for(&letter.topic).ok_or_else(|| RedriveError::NoPlugin(letter.topic.clone()))?;
-    let message = bindings::Message {
+    let record = Consumed {
         topic: letter.topic.clone(),
         partition: letter.partition,
         offset: letter.offset,
         key: letter.key.clone(),
-        payload: letter.payload.clone().unwrap_or_default(),
-        headers: letter
-            .headers
-            .iter()
-            .map(|h| bindings::Header {
-                key: h.key.clone(),
-                value: h.value.clone(),
-            })
-            .collect(),
+        payload: letter.payload.clone(),
+        headers: letter.headers.0.clone(),
         timestamp_ms: None,
     };
     let runner = Arc::clone(&plugin);
     // Plugin calls are CPU work bounded by the sandbox deadline: off the async workers.
-    let result = tokio::task::spawn_blocking(move || runner.handle(&message)).await?;
+    let handled = tokio::task::spawn_blocking(move || {
+        let result = runner.handle(&record.to_plugin_message());
+        Handled {
+            record,
+            // The dead letter's event id, as ingest read it.
+            event_id: letter.event_id.clone(),
+            result,
+        }
+    })
+    .await?;
 
     let mut tx = pool.begin().await?;
     let letter = db::dead_letters::lock(&mut tx, id)
@@ -76,64 +78,39 @@ pub async fn redrive(
     if letter.resolved_at.is_some() {
         return Err(RedriveError::AlreadyResolved(id));
     }
-    let decision = match result {
-        Err(error) => Decision::from_error(&error),
-        Ok(mutations) => {
-            let touched: Vec<String> = mutations
-                .iter()
-                .map(|Mutation::StockAdjustment { product_id, .. }| product_id.to_string())
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            let mut stock = db::catalog::lock_stock(&mut tx, &touched).await?;
-            match apply_in_memory(&mut stock, &mutations) {
-                Ok(changed) => {
-                    let values: Vec<i64> = changed
-                        .iter()
-                        .filter_map(|id| stock.get(id).copied())
-                        .collect();
-                    db::catalog::set_stock(&mut tx, &changed, &values).await?;
-                    Decision::Applied
-                }
-                Err(refusal) => refusal,
-            }
-        }
+    let cx = BatchContext {
+        group_id: letter.group_id.clone(),
+        topic: letter.topic.clone(),
+        plugin: plugin.name().to_string(),
+        plugin_version: plugin.version().to_string(),
+        status_topic: status_topic.map(str::to_string),
+        dead_letter_topic: None,
     };
-    let (outcome, reason, resolved) = match &decision {
-        Decision::Applied => ("APPLIED", None, true),
-        Decision::Rejected { reason, .. } => ("REJECTED", Some(reason.clone()), true),
-        Decision::DeadLetter { reason, .. } => ("DEAD_LETTER", Some(reason.clone()), false),
-        Decision::Duplicate => ("DUPLICATE", None, true),
+    let mode = Mode::Redrive {
+        attempt: letter.redrive_count + 1,
     };
-    db::dead_letters::record_redrive(&mut tx, id, outcome, reason.as_deref(), resolved).await?;
-    if let (Some(topic), Some(event_id), true) = (status_topic, &letter.event_id, resolved) {
-        let event = StatusEvent {
-            order_id: event_id.clone(),
-            status: decision.order_status(),
-            reason: reason.clone(),
-            error_kind: None,
-            plugin: plugin.name().to_string(),
-            plugin_version: plugin.version().to_string(),
-            topic: letter.topic.clone(),
-            partition: letter.partition,
-            offset: letter.offset,
-            redriven: true,
-        };
-        let dedupe_id = format!("{event_id}/redrive/{}", letter.redrive_count + 1);
-        let record = status_record(topic, &event, dedupe_id);
-        db::outbox::enqueue(&mut tx, &[record]).await?;
-    }
+    let plan = apply::decide_and_write(&mut tx, &cx, mode, &[&handled]).await?;
+    let decision = plan
+        .decisions
+        .first()
+        .cloned()
+        .unwrap_or(Decision::Duplicate);
+    let (_, reason) = decision.kind_and_reason();
+    let reason = reason.map(str::to_string);
+    let resolved = !matches!(decision, Decision::DeadLetter { .. });
+    db::dead_letters::record_redrive(&mut tx, id, decision.outcome(), reason.as_deref(), resolved)
+        .await?;
     tx.commit().await?;
     tracing::info!(
         dead_letter = id,
-        outcome,
+        outcome = decision.outcome(),
         reason = reason.as_deref().unwrap_or(""),
         "dead letter redriven"
     );
     Ok(Redriven {
-        outcome,
+        outcome: decision.outcome(),
         reason,
-        plugin: plugin.name().to_string(),
-        plugin_version: plugin.version().to_string(),
+        plugin: cx.plugin,
+        plugin_version: cx.plugin_version,
     })
 }

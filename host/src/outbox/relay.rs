@@ -1,64 +1,56 @@
-//! The outbox relay: claim rows `FOR UPDATE SKIP LOCKED`, publish them in id order with an
-//! idempotent producer, delete them once the broker acknowledged. A crash in between
-//! republishes; consumers dedupe by the `event-id` header.
+//! The outbox relay: claim rows `FOR UPDATE SKIP LOCKED`, publish their records in id order
+//! with an idempotent producer, delete the rows once the broker acknowledged them. A crash in
+//! between republishes; consumers dedupe by the `event-id` header.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::future::join_all;
-use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::config::KafkaSettings;
 use crate::db;
+use crate::kafka::{self, Record};
 
-/// Rows published per transaction.
-const BATCH: i64 = 500;
+/// Rows claimed per transaction: an order's row holds one record, an ingest batch's row up
+/// to a batch of them.
+const ROWS: i64 = 500;
 /// How often the relay looks for rows when nobody woke it (rows of other instances, rows
 /// left by a crash).
 const IDLE_POLL: Duration = Duration::from_secs(1);
-const RETRY_MAX: Duration = Duration::from_secs(5);
 
-pub fn create_producer(kafka: &KafkaSettings) -> anyhow::Result<FutureProducer> {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", &kafka.brokers)
-        .set("client.id", "sluice-relay")
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5");
-    for (key, value) in &kafka.options {
-        config.set(key, value);
-    }
-    config.create().context("creating the Kafka producer")
+pub fn create_producer(settings: &KafkaSettings) -> anyhow::Result<FutureProducer> {
+    kafka::producer_config(settings, "sluice-relay")
+        .create()
+        .context("creating the Kafka producer")
 }
 
 pub struct Relay {
     pub pool: PgPool,
     pub producer: FutureProducer,
-    /// Notified by the order handler after each commit, so events go out at once.
+    /// Notified after each commit that queued records, so they go out at once.
     pub wake: Arc<Notify>,
 }
 
 impl Relay {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new();
         loop {
-            let pause = match self.publish_batch().await {
-                Ok(published) if published as i64 == BATCH => Duration::ZERO,
+            let pause = match self.publish_rows().await {
+                Ok(rows) if rows as i64 == ROWS => Duration::ZERO,
                 Ok(_) => {
-                    backoff = Duration::from_millis(100);
+                    backoff.reset();
                     IDLE_POLL
                 }
                 Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), retry_in = ?backoff, "outbox relay failed; will retry");
-                    let pause = backoff;
-                    backoff = (backoff * 2).min(RETRY_MAX);
+                    let pause = backoff.next_delay();
+                    tracing::warn!(error = %format!("{e:#}"), retry_in = ?pause, "outbox relay failed; will retry");
                     pause
                 }
             };
@@ -70,7 +62,7 @@ impl Relay {
         }
         // Last chance for events committed just before shutdown; what is left stays in the
         // outbox for the next start.
-        if let Err(e) = self.publish_batch().await {
+        if let Err(e) = self.publish_rows().await {
             tracing::warn!(error = %format!("{e:#}"), "final outbox publish failed; rows stay for the next start");
         }
         self.producer
@@ -80,70 +72,85 @@ impl Relay {
         Ok(())
     }
 
-    /// Publish up to `BATCH` rows; returns how many were published and deleted.
+    /// Publish up to `ROWS` rows; returns how many rows were published and deleted.
     #[tracing::instrument(skip_all)]
-    async fn publish_batch(&self) -> anyhow::Result<usize> {
+    async fn publish_rows(&self) -> anyhow::Result<usize> {
         let mut tx = self
             .pool
             .begin()
             .await
             .context("starting outbox transaction")?;
-        let rows = db::outbox::claim(&mut tx, BATCH)
+        let rows = db::outbox::claim(&mut tx, ROWS)
             .await
             .context("claiming outbox rows")?;
         if rows.is_empty() {
             return Ok(0);
         }
-        let deliveries = rows.iter().map(|(_, record)| {
-            let headers = record.headers.iter().fold(
-                OwnedHeaders::new_with_capacity(record.headers.len()),
-                |headers, h| {
-                    headers.insert(Header {
-                        key: &h.key,
-                        value: h.value.as_deref(),
-                    })
-                },
-            );
-            let mut kafka_record: FutureRecord<'_, [u8], [u8]> =
-                FutureRecord::to(&record.topic).headers(headers);
-            if let Some(key) = &record.key {
-                kafka_record = kafka_record.key(key.as_slice());
+        // Every record of every row in flight at once; the producer keeps their order.
+        let mut sends = Vec::new();
+        for (row, (_, records)) in rows.iter().enumerate() {
+            match records {
+                Ok(records) => sends.extend(records.iter().map(|record| (row, self.send(record)))),
+                Err(e) => tracing::error!(outbox_id = rows[row].0, error = %e,
+                                          "dropping an outbox row that cannot be decoded"),
             }
-            if let Some(payload) = &record.payload {
-                kafka_record = kafka_record.payload(payload.as_slice());
-            }
-            self.producer.send(kafka_record, Duration::from_secs(10))
-        });
+        }
+        let (row_of, deliveries): (Vec<usize>, Vec<_>) = sends.into_iter().unzip();
         let results = join_all(deliveries).await;
-        let mut acked = Vec::with_capacity(rows.len());
+        let mut failed = vec![false; rows.len()];
         let mut first_error = None;
-        for ((id, record), result) in rows.iter().zip(results) {
+        for (row, result) in row_of.into_iter().zip(results) {
             match result {
-                Ok(_) => acked.push(*id),
-                Err((e, _)) if is_permanent(&e) => {
+                Ok(_) => {}
+                Err(e) if is_permanent(&e) => {
                     // It can never be published; retrying would only block the log.
-                    tracing::error!(outbox_id = id, topic = %record.topic, error = %e,
+                    tracing::error!(outbox_id = rows[row].0, error = %e,
                                     "dropping an outbox record the broker can never accept");
-                    acked.push(*id);
                 }
-                Err((e, _)) => {
+                Err(e) => {
+                    failed[row] = true;
                     first_error.get_or_insert(e);
                 }
             }
         }
+        // A row goes when all its records were acknowledged; a row with a failure stays and
+        // is republished whole (consumers dedupe).
+        let acked: Vec<i64> = rows
+            .iter()
+            .zip(&failed)
+            .filter(|(_, failed)| !**failed)
+            .map(|((id, _), _)| *id)
+            .collect();
         db::outbox::delete(&mut tx, &acked)
             .await
             .context("deleting published rows")?;
         tx.commit().await.context("committing outbox transaction")?;
-        tracing::debug!(published = acked.len(), "outbox rows published");
+        tracing::debug!(rows = acked.len(), "outbox rows published");
         match first_error {
             None => Ok(acked.len()),
             Some(e) => Err(anyhow::Error::new(e).context(format!(
-                "{} of {} events not acknowledged",
+                "{} of {} outbox rows not acknowledged",
                 rows.len() - acked.len(),
                 rows.len()
             ))),
         }
+    }
+
+    /// Produce one record; `Ok` once the broker acknowledged it.
+    async fn send(&self, record: &Record) -> Result<(), KafkaError> {
+        let mut kafka_record: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(&record.topic).headers(kafka::owned_headers(&record.headers));
+        if let Some(key) = &record.key {
+            kafka_record = kafka_record.key(key.as_slice());
+        }
+        if let Some(payload) = &record.payload {
+            kafka_record = kafka_record.payload(payload.as_slice());
+        }
+        self.producer
+            .send(kafka_record, Duration::from_secs(10))
+            .await
+            .map(drop)
+            .map_err(|(e, _)| e)
     }
 }
 

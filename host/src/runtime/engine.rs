@@ -1,5 +1,5 @@
 //! The sandbox every plugin runs in: one wasmtime engine with a pooling allocator (memory
-//! images copied on write, slots reset page by page), a linker offering only the `host`
+//! images copied on write, slots reused), a linker offering only the `host`
 //! interface and a WASI that grants nothing, an epoch ticker that enforces per-call deadlines,
 //! and the stores calls run in. It builds stores and pre-linked components; `plugin` uses them.
 
@@ -36,10 +36,12 @@ const MAX_LOG_LINES_PER_CALL: u32 = 100;
 /// per plugin worker thread; installs and redrives add a few.
 const POOL_INSTANCES: u32 = 64;
 
-/// Bytes of a slot's linear memory reset by copying (only the pages a call touched, found with
-/// the kernel's page map) instead of unmapping: a call that touches a few pages costs a few
-/// page copies instead of page faults and TLB shootdowns.
-const KEEP_RESIDENT: usize = 4 << 20;
+/// Bytes of a slot's memory (and tables) reset in place, page by page where the kernel's page
+/// map tells which pages were written, instead of being unmapped: fewer page faults and TLB
+/// shootdowns for the next call. Small on purpose: a page written once stays "written" and is
+/// copied back on every reset, so a large budget costs more than the faults it saves
+/// (measured, README "Performance").
+const KEEP_RESIDENT: usize = 64 << 10;
 
 /// The longest deadline a call may be given.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
@@ -72,6 +74,7 @@ impl Default for SandboxConfig {
 pub(super) fn wasm_config(limits: &Limits, pooled: bool) -> Config {
     let mut config = Config::new();
     config.epoch_interruption(true);
+
     if pooled {
         let mut pool = PoolingAllocationConfig::new();
         let instances = limits.instances as u32;
@@ -87,7 +90,7 @@ pub(super) fn wasm_config(limits: &Limits, pooled: bool) -> Config {
             .max_memory_size(limits.memory_bytes)
             .table_elements(limits.table_elements)
             .linear_memory_keep_resident(KEEP_RESIDENT)
-            .table_keep_resident(64 << 10)
+            .table_keep_resident(KEEP_RESIDENT)
             .pagemap_scan(Enabled::Auto);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }

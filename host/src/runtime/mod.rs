@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 pub use compile::{CompileLimits, Compiler};
 pub use engine::{MAX_TIMEOUT, PluginState, Sandbox, SandboxConfig};
 pub use limits::Limits;
-pub use plugin::{HandleError, LoadError, Plugin};
+pub use plugin::{HandleError, LoadError, NativeHandler, Plugin};
 pub use registry::{Registry, Slot};
 pub use wasi::WouldBlock;
 

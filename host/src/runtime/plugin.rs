@@ -68,18 +68,28 @@ pub enum LoadError {
     SelfTest(String),
 }
 
-/// A compiled, linked plugin version.
+/// A handler compiled into the host, for measuring the sandbox against: same contract, no
+/// WebAssembly (`sluice bench`).
+pub type NativeHandler =
+    fn(&bindings::Message) -> Result<Vec<bindings::Mutation>, bindings::HandlerError>;
+
+/// A plugin version: a compiled, linked component (or a native handler).
 pub struct Plugin {
     name: Arc<str>,
     version: String,
     /// `name@short-version`, the tag on every log line the plugin writes.
     label: Arc<str>,
     loaded_at: DateTime<Utc>,
-    linked: Linked,
+    code: Code,
     sandbox: Arc<Sandbox>,
     config: Arc<HashMap<String, String>>,
     handled: AtomicU64,
     failed: AtomicU64,
+}
+
+enum Code {
+    Wasm(Linked),
+    Native(NativeHandler),
 }
 
 impl Plugin {
@@ -95,28 +105,46 @@ impl Plugin {
         let linked = sandbox
             .link(component)
             .map_err(|e| LoadError::Link(one_line(&format!("{e:#}"))))?;
+        let plugin = Self::new(sandbox, name, version, Code::Wasm(linked));
+        plugin.check(plugin.linked())?;
+        Ok(plugin)
+    }
+
+    /// A native handler as plugin `name`, for comparing the sandbox with native code.
+    pub fn native(sandbox: &Arc<Sandbox>, name: &str, handler: NativeHandler) -> Self {
+        Self::new(sandbox, name, "native".into(), Code::Native(handler))
+    }
+
+    fn new(sandbox: &Arc<Sandbox>, name: &str, version: String, code: Code) -> Self {
         let label = format!("{name}@{}", &version[..12.min(version.len())]);
-        let plugin = Self {
+        Self {
             name: name.into(),
             version,
             label: label.into(),
             loaded_at: Utc::now(),
-            linked,
+            code,
             sandbox: Arc::clone(sandbox),
             config: Arc::new(sandbox.config().plugin_config.clone()),
             handled: AtomicU64::new(0),
             failed: AtomicU64::new(0),
-        };
-        plugin.check()?;
-        Ok(plugin)
+        }
+    }
+
+    fn linked(&self) -> Option<&Linked> {
+        match &self.code {
+            Code::Wasm(linked) => Some(linked),
+            Code::Native(_) => None,
+        }
     }
 
     /// A trial instance, and the self-test when there is one.
-    fn check(&self) -> Result<(), LoadError> {
+    fn check(&self, linked: Option<&Linked>) -> Result<(), LoadError> {
+        let Some(linked) = linked else {
+            return Ok(());
+        };
         let mut store = self.sandbox.store(&self.label, &self.config);
-        let result = match &self.linked.checked {
-            None => self
-                .linked
+        let result = match &linked.checked {
+            None => linked
                 .handler
                 .instance_pre()
                 .instantiate(&mut store)
@@ -158,7 +186,7 @@ impl Plugin {
 
     /// Whether the plugin declares a `self-test`.
     pub fn has_self_test(&self) -> bool {
-        self.linked.checked.is_some()
+        self.linked().is_some_and(|linked| linked.checked.is_some())
     }
 
     /// Run the plugin on one message in a fresh instance. Synchronous CPU work bounded by the
@@ -173,9 +201,20 @@ impl Plugin {
     }
 
     fn call(&self, message: &bindings::Message) -> Result<Vec<Mutation>, HandleError> {
+        let linked = match &self.code {
+            Code::Wasm(linked) => linked,
+            Code::Native(handler) => {
+                let output = handler(message).map_err(|e| match e {
+                    bindings::HandlerError::InvalidMessage(reason) => {
+                        HandleError::InvalidMessage(reason)
+                    }
+                    bindings::HandlerError::Rejected(reason) => HandleError::Rejected(reason),
+                })?;
+                return self.validate_output(output);
+            }
+        };
         let mut store = self.sandbox.store(&self.label, &self.config);
-        let outcome = self
-            .linked
+        let outcome = linked
             .handler
             .instantiate(&mut store)
             .and_then(|handler| handler.call_handle(&mut store, message));

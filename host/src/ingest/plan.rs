@@ -1,0 +1,645 @@
+//! Ingest, the decision: given handled records, which event ids are new and the current stock,
+//! what happens to each record, what the stock becomes and which rows to write. Pure: the
+//! transaction (`apply`) reads what this needs and writes what it answers; ingest and redrive
+//! both go through here.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::db::ingest::{DeadLetterRow, Outcomes};
+use crate::domain::{EVENT_ID_HEADER, Mutation, OrderStatus, StatusEvent};
+use crate::kafka::{Consumed, Header, Record};
+use crate::runtime::HandleError;
+
+/// One consumed record after its plugin ran.
+#[derive(Debug)]
+pub struct Handled {
+    pub record: Consumed,
+    pub event_id: Option<String>,
+    pub result: Result<Vec<Mutation>, HandleError>,
+}
+
+impl Handled {
+    pub fn new(record: Consumed, result: Result<Vec<Mutation>, HandleError>) -> Self {
+        Self {
+            event_id: record.event_id(),
+            record,
+            result,
+        }
+    }
+}
+
+/// Everything a batch is applied for: where it came from, who handled it, where its
+/// side records go.
+#[derive(Debug, Clone)]
+pub struct BatchContext {
+    pub group_id: String,
+    pub topic: String,
+    pub plugin: String,
+    pub plugin_version: String,
+    /// Where each decided order's outcome is reported (`None`: not reported).
+    pub status_topic: Option<String>,
+    /// Where poison records are copied (`None`: table only).
+    pub dead_letter_topic: Option<String>,
+}
+
+/// First decisions, or a dead letter's redrive (its `attempt`-th).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Ingest,
+    Redrive { attempt: i32 },
+}
+
+/// What happens to one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Applied,
+    /// A business refusal: the plugin's `rejected`, an unknown product, not enough stock.
+    Rejected {
+        kind: &'static str,
+        reason: String,
+    },
+    /// Poison: the plugin could not handle the record (invalid input, trap, deadline,
+    /// output the host refuses).
+    DeadLetter {
+        kind: &'static str,
+        reason: String,
+    },
+    Duplicate,
+}
+
+impl Decision {
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::Applied => "APPLIED",
+            Self::Rejected { .. } => "REJECTED",
+            Self::DeadLetter { .. } => "DEAD_LETTER",
+            Self::Duplicate => "DUPLICATE",
+        }
+    }
+
+    /// The order's status this decision implies.
+    pub fn order_status(&self) -> OrderStatus {
+        match self {
+            Self::Applied => OrderStatus::Applied,
+            _ => OrderStatus::Rejected,
+        }
+    }
+
+    pub fn kind_and_reason(&self) -> (Option<&'static str>, Option<&str>) {
+        match self {
+            Self::Rejected { kind, reason } | Self::DeadLetter { kind, reason } => {
+                (Some(kind), Some(reason))
+            }
+            Self::Applied | Self::Duplicate => (None, None),
+        }
+    }
+
+    /// The decision for a plugin failure.
+    pub fn from_error(error: &HandleError) -> Self {
+        match error {
+            HandleError::Rejected(_) => Self::Rejected {
+                kind: error.kind(),
+                reason: error.to_string(),
+            },
+            _ => Self::DeadLetter {
+                kind: error.kind(),
+                reason: error.to_string(),
+            },
+        }
+    }
+}
+
+/// What one committed batch did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BatchReport {
+    pub applied: usize,
+    pub rejected: usize,
+    pub dead_lettered: usize,
+    pub duplicates: usize,
+    /// Records at or behind the stored position (or replayed within the batch): already
+    /// decided, skipped.
+    pub stale: usize,
+    /// Records queued in the outbox (status events, dead-letter copies).
+    pub queued: usize,
+    /// Partition → next offset, as now stored.
+    pub positions: Vec<(i32, i64)>,
+}
+
+impl BatchReport {
+    /// Records decided (any outcome).
+    pub fn decided(&self) -> usize {
+        self.applied + self.rejected + self.dead_lettered + self.duplicates
+    }
+}
+
+/// The records ahead of the stored positions, once each (a rebalance can replay records
+/// inside one batch), and the next offset of each partition.
+pub fn select_fresh<'a>(
+    batch: &'a [Handled],
+    stored: &HashMap<i32, i64>,
+) -> (Vec<&'a Handled>, BTreeMap<i32, i64>) {
+    let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut fresh = Vec::with_capacity(batch.len());
+    for handled in batch {
+        let (partition, offset) = (handled.record.partition, handled.record.offset);
+        let from = next
+            .get(&partition)
+            .or_else(|| stored.get(&partition))
+            .copied()
+            .unwrap_or(0);
+        if offset >= from {
+            next.insert(partition, offset + 1);
+            fresh.push(handled);
+        }
+    }
+    (fresh, next)
+}
+
+/// The products the records' mutations touch, sorted (the order rows are locked in).
+pub fn touched_products(records: &[&Handled]) -> Vec<String> {
+    let mut touched: Vec<String> = records
+        .iter()
+        .filter_map(|h| h.result.as_ref().ok())
+        .flatten()
+        .map(|Mutation::StockAdjustment { product_id, .. }| product_id.as_str().to_string())
+        .collect();
+    touched.sort_unstable();
+    touched.dedup();
+    touched
+}
+
+/// What to write for a batch.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// One per record, in order.
+    pub decisions: Vec<Decision>,
+    /// Products whose stock changes, with their new stock.
+    pub stock: Vec<(String, i64)>,
+    /// Rows for the outcome log (ingest only).
+    pub outcomes: Outcomes,
+    /// New dead letters (ingest only).
+    pub dead_letters: Vec<DeadLetterRow>,
+    /// Status events and dead-letter copies.
+    pub outbox: Vec<Record>,
+    pub report: BatchReport,
+}
+
+/// Decide `records` in order. `new_ids`: the event ids this transaction recorded first (an id
+/// outside it was decided before, or appears twice here); `stock`: the locked stock of every
+/// product the records touch, updated as records apply.
+pub fn plan(
+    cx: &BatchContext,
+    mode: Mode,
+    records: &[&Handled],
+    new_ids: &HashSet<String>,
+    stock: &mut HashMap<String, i64>,
+) -> Plan {
+    let mut plan = Plan::default();
+    let mut changed: Vec<String> = Vec::new();
+    let mut decided_here: HashSet<&str> = HashSet::new();
+    for handled in records {
+        let duplicate = handled
+            .event_id
+            .as_deref()
+            .is_some_and(|id| !new_ids.contains(id) || !decided_here.insert(id));
+        let decision = if duplicate {
+            Decision::Duplicate
+        } else {
+            match &handled.result {
+                Err(error) => Decision::from_error(error),
+                Ok(mutations) => match apply_in_memory(stock, mutations) {
+                    Ok(products) => {
+                        changed.extend(products);
+                        Decision::Applied
+                    }
+                    Err(refusal) => refusal,
+                },
+            }
+        };
+        match &decision {
+            Decision::Applied => plan.report.applied += 1,
+            Decision::Rejected { .. } => plan.report.rejected += 1,
+            Decision::DeadLetter { .. } => plan.report.dead_lettered += 1,
+            Decision::Duplicate => plan.report.duplicates += 1,
+        }
+        if let Decision::DeadLetter { kind, reason } = &decision
+            && mode == Mode::Ingest
+        {
+            let row = dead_letter_row(handled, kind, reason);
+            if let Some(topic) = &cx.dead_letter_topic {
+                plan.outbox.push(dead_letter_record(topic, cx, &row));
+            }
+            plan.dead_letters.push(row);
+        }
+        let reported = match mode {
+            Mode::Ingest => decision != Decision::Duplicate,
+            // A redrive that is poison again changes nothing for the order.
+            Mode::Redrive { .. } => {
+                matches!(decision, Decision::Applied | Decision::Rejected { .. })
+            }
+        };
+        if let (Some(topic), Some(event_id), true) = (&cx.status_topic, &handled.event_id, reported)
+        {
+            let (event, dedupe_id) = match mode {
+                Mode::Ingest => (
+                    status_event(cx, handled, event_id, &decision, false),
+                    format!("{event_id}/status"),
+                ),
+                Mode::Redrive { attempt } => (
+                    status_event(cx, handled, event_id, &decision, true),
+                    format!("{event_id}/redrive/{attempt}"),
+                ),
+            };
+            plan.outbox.push(status_record(topic, &event, dedupe_id));
+        }
+        if mode == Mode::Ingest {
+            plan.outcomes.push(handled, &decision);
+        }
+        plan.decisions.push(decision);
+    }
+    changed.sort_unstable();
+    changed.dedup();
+    plan.stock = changed
+        .into_iter()
+        .filter_map(|id| stock.get(&id).map(|value| (id, *value)))
+        .collect();
+    plan.report.queued = plan.outbox.len();
+    plan
+}
+
+impl Outcomes {
+    fn push(&mut self, handled: &Handled, decision: &Decision) {
+        let (kind, reason) = decision.kind_and_reason();
+        self.partition.push(handled.record.partition);
+        self.offset.push(handled.record.offset);
+        self.event_id.push(handled.event_id.clone());
+        self.outcome.push(decision.outcome());
+        self.error_kind.push(kind);
+        self.reason.push(reason.map(str::to_string).or_else(|| {
+            (*decision == Decision::Duplicate).then(|| "event already processed".to_string())
+        }));
+        self.mutations.push(match (&handled.result, decision) {
+            (Ok(mutations), Decision::Applied) => serde_json::to_vec(mutations).ok(),
+            _ => None,
+        });
+    }
+}
+
+/// Apply one record's mutations to the locked stock, all or nothing.
+/// Returns the products it changed, or the refusal.
+pub fn apply_in_memory(
+    stock: &mut HashMap<String, i64>,
+    mutations: &[Mutation],
+) -> Result<Vec<String>, Decision> {
+    let mut scratch: HashMap<&str, i64> = HashMap::new();
+    for Mutation::StockAdjustment { product_id, delta } in mutations {
+        let id = product_id.as_str();
+        let current = match scratch.get(id) {
+            Some(value) => *value,
+            None => *stock.get(id).ok_or_else(|| Decision::Rejected {
+                kind: "unknown-product",
+                reason: format!("unknown product {id}"),
+            })?,
+        };
+        let updated = current
+            .checked_add(*delta)
+            .ok_or_else(|| Decision::DeadLetter {
+                kind: "invalid-output",
+                reason: format!("stock of {id} would overflow"),
+            })?;
+        if updated < 0 {
+            return Err(Decision::Rejected {
+                kind: "insufficient-stock",
+                reason: format!(
+                    "insufficient stock for {id}: {current} left, {} requested",
+                    delta.unsigned_abs()
+                ),
+            });
+        }
+        scratch.insert(id, updated);
+    }
+    let touched = scratch.keys().map(|id| id.to_string()).collect();
+    for (id, value) in scratch {
+        stock.insert(id.to_string(), value);
+    }
+    Ok(touched)
+}
+
+fn dead_letter_row(handled: &Handled, kind: &'static str, reason: &str) -> DeadLetterRow {
+    let record = &handled.record;
+    DeadLetterRow {
+        topic: record.topic.clone(),
+        partition: record.partition,
+        offset: record.offset,
+        key: record.key.clone(),
+        payload: record.payload.clone(),
+        headers: record.headers.clone(),
+        event_id: handled.event_id.clone(),
+        error_kind: kind,
+        error: reason.to_string(),
+    }
+}
+
+/// The largest payload copied to the dead-letter topic: under Kafka's default 1 MB limit.
+const MAX_DLT_PAYLOAD: usize = 900_000;
+
+/// The poison record for `<topic>.DLT`: the original key, value and headers, plus where it
+/// came from and why it failed (Spring Kafka's `kafka_dlt-*` header names, text values).
+fn dead_letter_record(topic: &str, cx: &BatchContext, row: &DeadLetterRow) -> Record {
+    let mut headers = row.headers.clone();
+    // A record too large to republish is copied truncated; the table keeps it whole.
+    let mut payload = row.payload.clone();
+    if let Some(bytes) = payload.as_mut().filter(|p| p.len() > MAX_DLT_PAYLOAD) {
+        headers.push(Header::text(
+            "sluice-payload-truncated-from",
+            bytes.len().to_string(),
+        ));
+        bytes.truncate(MAX_DLT_PAYLOAD);
+    }
+    headers.extend([
+        Header::text("kafka_dlt-original-topic", row.topic.clone()),
+        Header::text("kafka_dlt-original-partition", row.partition.to_string()),
+        Header::text("kafka_dlt-original-offset", row.offset.to_string()),
+        Header::text("kafka_dlt-original-consumer-group", cx.group_id.clone()),
+        Header::text("kafka_dlt-exception-message", row.error.clone()),
+        Header::text("sluice-error-kind", row.error_kind),
+        Header::text("sluice-plugin", cx.plugin.clone()),
+        Header::text("sluice-plugin-version", cx.plugin_version.clone()),
+    ]);
+    Record {
+        topic: topic.to_string(),
+        key: row.key.clone(),
+        payload,
+        headers,
+    }
+}
+
+fn status_event(
+    cx: &BatchContext,
+    handled: &Handled,
+    event_id: &str,
+    decision: &Decision,
+    redriven: bool,
+) -> StatusEvent {
+    let (kind, reason) = decision.kind_and_reason();
+    StatusEvent {
+        order_id: event_id.to_string(),
+        status: decision.order_status(),
+        reason: reason.map(str::to_string),
+        error_kind: kind.map(str::to_string),
+        plugin: cx.plugin.clone(),
+        plugin_version: cx.plugin_version.clone(),
+        topic: handled.record.topic.clone(),
+        partition: handled.record.partition,
+        offset: handled.record.offset,
+        redriven,
+    }
+}
+
+/// The status topic's record for a verdict, keyed by order id. `dedupe_id` is its own
+/// `event-id`, distinct per verdict.
+fn status_record(topic: &str, event: &StatusEvent, dedupe_id: String) -> Record {
+    Record {
+        topic: topic.to_string(),
+        key: Some(event.order_id.as_bytes().to_vec()),
+        payload: serde_json::to_vec(event).ok(),
+        headers: vec![Header::text(EVENT_ID_HEADER, dedupe_id)],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ProductId;
+
+    fn adjust(id: &str, delta: i64) -> Mutation {
+        Mutation::StockAdjustment {
+            product_id: ProductId::parse(id).unwrap(),
+            delta,
+        }
+    }
+
+    fn kind(decision: Decision) -> &'static str {
+        match decision {
+            Decision::Rejected { kind, .. } | Decision::DeadLetter { kind, .. } => kind,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    fn handled(
+        partition: i32,
+        offset: i64,
+        event_id: Option<&str>,
+        result: Result<Vec<Mutation>, HandleError>,
+    ) -> Handled {
+        let headers = event_id
+            .map(|id| vec![Header::text(EVENT_ID_HEADER, id)])
+            .unwrap_or_default();
+        Handled::new(
+            Consumed {
+                topic: "orders".into(),
+                partition,
+                offset,
+                key: Some(b"k".to_vec()),
+                payload: Some(b"{}".to_vec()),
+                headers,
+                timestamp_ms: None,
+            },
+            result,
+        )
+    }
+
+    fn cx() -> BatchContext {
+        BatchContext {
+            group_id: "g".into(),
+            topic: "orders".into(),
+            plugin: "stock".into(),
+            plugin_version: "v1".into(),
+            status_topic: Some("status".into()),
+            dead_letter_topic: Some("orders.DLT".into()),
+        }
+    }
+
+    #[test]
+    fn a_record_applies_whole_or_not_at_all() {
+        let mut stock = HashMap::from([("A".to_string(), 5), ("B".to_string(), 1)]);
+        let refused = apply_in_memory(&mut stock, &[adjust("A", -2), adjust("B", -2)]);
+        assert_eq!(kind(refused.unwrap_err()), "insufficient-stock");
+        assert_eq!(stock["A"], 5, "nothing of a refused record is applied");
+
+        let refused = apply_in_memory(&mut stock, &[adjust("A", -1), adjust("Z", -1)]);
+        assert_eq!(kind(refused.unwrap_err()), "unknown-product");
+        assert_eq!(stock["A"], 5);
+
+        apply_in_memory(&mut stock, &[adjust("A", -2), adjust("A", -3)]).unwrap();
+        assert_eq!(stock["A"], 0);
+        let refused = apply_in_memory(&mut stock, &[adjust("A", -1)]);
+        let Err(Decision::Rejected { reason, .. }) = refused else {
+            panic!("expected a rejection")
+        };
+        assert!(reason.contains("0 left, 1 requested"));
+    }
+
+    #[test]
+    fn overflow_is_poison() {
+        let mut stock = HashMap::from([("A".to_string(), i64::MAX)]);
+        let refused = apply_in_memory(&mut stock, &[adjust("A", 1)]);
+        assert!(matches!(
+            refused,
+            Err(Decision::DeadLetter {
+                kind: "invalid-output",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn plugin_rejections_are_business_refusals_and_the_rest_is_poison() {
+        let rejected = Decision::from_error(&HandleError::Rejected("closed".into()));
+        assert_eq!(rejected.outcome(), "REJECTED");
+        for error in [
+            HandleError::InvalidMessage("x".into()),
+            HandleError::Trap("x".into()),
+            HandleError::Timeout(100),
+            HandleError::Blocked("x".into()),
+            HandleError::InvalidOutput("x".into()),
+        ] {
+            assert_eq!(
+                Decision::from_error(&error).outcome(),
+                "DEAD_LETTER",
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn stale_and_replayed_records_are_skipped_and_positions_advance() {
+        let batch = vec![
+            handled(0, 4, None, Ok(vec![])),
+            handled(0, 5, None, Ok(vec![])),
+            handled(1, 0, None, Ok(vec![])),
+            handled(0, 5, None, Ok(vec![])), // replayed within the batch
+            handled(0, 6, None, Ok(vec![])),
+        ];
+        let stored = HashMap::from([(0, 5)]);
+        let (fresh, next) = select_fresh(&batch, &stored);
+        let offsets: Vec<(i32, i64)> = fresh
+            .iter()
+            .map(|h| (h.record.partition, h.record.offset))
+            .collect();
+        assert_eq!(offsets, [(0, 5), (1, 0), (0, 6)]);
+        assert_eq!(next, BTreeMap::from([(0, 7), (1, 1)]));
+    }
+
+    #[test]
+    fn a_batch_is_decided_in_order_with_its_rows() {
+        let batch = [
+            handled(0, 0, Some("a"), Ok(vec![adjust("P", -3)])),
+            handled(0, 1, Some("a"), Ok(vec![adjust("P", -3)])), // same event again
+            handled(0, 2, Some("old"), Ok(vec![adjust("P", -1)])), // decided before
+            handled(0, 3, Some("b"), Ok(vec![adjust("P", -3)])), // 2 left: refused
+            handled(
+                0,
+                4,
+                Some("c"),
+                Err(HandleError::InvalidMessage("no".into())),
+            ),
+            handled(0, 5, None, Ok(vec![adjust("P", -2)])),
+        ];
+        let records: Vec<&Handled> = batch.iter().collect();
+        let new_ids = HashSet::from(["a".to_string(), "b".to_string(), "c".to_string()]);
+        let mut stock = HashMap::from([("P".to_string(), 5)]);
+
+        let plan = plan(&cx(), Mode::Ingest, &records, &new_ids, &mut stock);
+
+        let outcomes: Vec<&str> = plan.decisions.iter().map(Decision::outcome).collect();
+        assert_eq!(
+            outcomes,
+            [
+                "APPLIED",
+                "DUPLICATE",
+                "DUPLICATE",
+                "REJECTED",
+                "DEAD_LETTER",
+                "APPLIED"
+            ]
+        );
+        assert_eq!(plan.stock, [("P".to_string(), 0)]);
+        assert_eq!(
+            plan.outcomes.outcome.len(),
+            6,
+            "every record has an outcome row"
+        );
+        assert_eq!(plan.dead_letters.len(), 1);
+        assert_eq!(plan.dead_letters[0].offset, 4);
+        let topics: Vec<&str> = plan.outbox.iter().map(|r| r.topic.as_str()).collect();
+        assert_eq!(
+            topics,
+            ["status", "status", "orders.DLT", "status"],
+            "a verdict per decided event (a, b, c) and the poison copy; duplicates and \
+             records without an event id report nothing"
+        );
+        let rejected: StatusEvent =
+            serde_json::from_slice(plan.outbox[1].payload.as_ref().unwrap()).unwrap();
+        assert_eq!(rejected.error_kind.as_deref(), Some("insufficient-stock"));
+        assert_eq!(
+            (
+                plan.report.applied,
+                plan.report.rejected,
+                plan.report.dead_lettered,
+                plan.report.duplicates,
+                plan.report.queued
+            ),
+            (2, 1, 1, 2, 4)
+        );
+    }
+
+    #[test]
+    fn a_redrive_reports_its_verdict_with_the_error_kind_and_writes_no_new_dead_letter() {
+        let batch = [handled(3, 9, Some("e"), Ok(vec![adjust("P", -9)]))];
+        let records: Vec<&Handled> = batch.iter().collect();
+        let new_ids = HashSet::from(["e".to_string()]);
+        let mut stock = HashMap::from([("P".to_string(), 5)]);
+
+        let plan = plan(
+            &cx(),
+            Mode::Redrive { attempt: 2 },
+            &records,
+            &new_ids,
+            &mut stock,
+        );
+
+        assert_eq!(plan.decisions[0].outcome(), "REJECTED");
+        assert!(plan.outcomes.outcome.is_empty() && plan.dead_letters.is_empty());
+        let [status] = plan.outbox.as_slice() else {
+            panic!("one status event: {:?}", plan.outbox)
+        };
+        assert_eq!(
+            status.headers[0].value.as_deref(),
+            Some(&b"e/redrive/2"[..])
+        );
+        let event: StatusEvent = serde_json::from_slice(status.payload.as_ref().unwrap()).unwrap();
+        assert!(event.redriven);
+        assert_eq!(event.error_kind.as_deref(), Some("insufficient-stock"));
+
+        let poison = [handled(
+            3,
+            9,
+            Some("e"),
+            Err(HandleError::Trap("again".into())),
+        )];
+        let records: Vec<&Handled> = poison.iter().collect();
+        let plan = super::plan(
+            &cx(),
+            Mode::Redrive { attempt: 3 },
+            &records,
+            &new_ids,
+            &mut stock,
+        );
+        assert_eq!(plan.decisions[0].outcome(), "DEAD_LETTER");
+        assert!(
+            plan.outbox.is_empty(),
+            "still poison: nothing to report, no new copy"
+        );
+    }
+}

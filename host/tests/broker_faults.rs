@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::process::{Serve, ServeConfig};
-use common::{Stack, eventually, workload};
+use common::{Stack, eventually, processed, workload};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use serde_json::json;
 
@@ -16,12 +16,8 @@ const BROKER: i32 = 1;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_faults_lose_and_double_nothing() {
     // Arrange
-    let Stack {
-        broker,
-        topic,
-        db_url,
-        pool,
-    } = Stack::start_embedded(common::PARTITIONS).await;
+    let (broker, topic, db_url, pool) =
+        Stack::start_embedded(common::PARTITIONS).await.into_parts();
     let kafka = broker
         .embedded()
         .expect("an embedded broker, to inject faults into");
@@ -33,12 +29,7 @@ async fn broker_faults_lose_and_double_nothing() {
     let mut process = Serve::spawn(&config, "faults");
     process.wait_healthy().await;
     let client = reqwest::Client::new();
-    let count = || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM processed_messages")
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-    };
+    let count = || processed(&pool);
     eventually(Duration::from_secs(30), "ingest under way", || async {
         (count().await >= 500).then_some(())
     })

@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::process::{Serve, ServeConfig};
-use common::{Broker, Stack, workload};
+use common::{Broker, Stack, processed, workload};
 use rand::{Rng, SeedableRng};
 use uuid::Uuid;
 
@@ -34,12 +34,7 @@ struct Setup {
 /// to produce (about a third more units than there is stock, so some are rejected). The
 /// orders are produced chunk by chunk during the run, so that every kill finds work.
 async fn setup(orders: usize) -> Setup {
-    let Stack {
-        broker,
-        topic,
-        db_url,
-        pool,
-    } = Stack::start(8).await;
+    let (broker, topic, db_url, pool) = Stack::start(8).await.into_parts();
     let per_product = (orders as i64 * 55 / 10) * 3 / 4 / 10;
     let initial = workload::add_products(&pool, 10, per_product).await;
     let seed = rand::random();
@@ -82,33 +77,50 @@ impl Chunks<'_> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_at_random_points_loses_and_doubles_nothing() {
-    let (n, kills) = (
-        env_or("SLUICE_CRASH_ORDERS", 10_000),
-        env_or("SLUICE_CRASH_KILLS", 20),
-    );
-    let s = setup(n).await;
+/// Kill `process` (named `name`) mid-work and restart it `kills` times, then produce the rest
+/// and wait for every order to be decided. Returns (decided, produced) at each kill.
+async fn kill_and_restart(
+    s: &Setup,
+    process: &mut Serve,
+    name: &str,
+    kills: usize,
+) -> Vec<(i64, i64)> {
+    let n = s.orders.len();
     let mut rng = rand::rngs::StdRng::seed_from_u64(s.seed);
     let mut chunks = Chunks {
         orders: &s.orders,
         size: (n / (2 * kills + 1)).max(2),
         produced: 0,
     };
+    let mut at_kills = Vec::new();
+    while at_kills.len() < kills {
+        if let Some(at_kill) = kill_mid_work(process, s, &mut chunks, &mut rng).await {
+            at_kills.push(at_kill);
+        }
+        *process = Serve::spawn(&s.config, name);
+    }
+    chunks.size = n;
+    chunks.produce_next(s).await;
+    workload::wait_processed(&s.pool, &s.config.group, n as i64, Duration::from_secs(180)).await;
+    at_kills
+}
+
+fn sizes() -> (usize, usize) {
+    (
+        env_or("SLUICE_CRASH_ORDERS", 10_000),
+        env_or("SLUICE_CRASH_KILLS", 20),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_points_loses_and_doubles_nothing() {
+    let (n, kills) = sizes();
+    let s = setup(n).await;
     let started = Instant::now();
 
     // Act: produce a chunk, kill -9 the process while it works through it, restart.
     let mut process = Serve::spawn(&s.config, "crash");
-    let mut at_kills = Vec::new();
-    while at_kills.len() < kills {
-        if let Some(at_kill) = kill_mid_work(&mut process, &s, &mut chunks, &mut rng).await {
-            at_kills.push(at_kill);
-        }
-        process = Serve::spawn(&s.config, "crash");
-    }
-    chunks.size = n;
-    chunks.produce_next(&s).await;
-    workload::wait_processed(&s.pool, &s.config.group, n as i64, Duration::from_secs(180)).await;
+    let at_kills = kill_and_restart(&s, &mut process, "crash", kills).await;
     let status = process.terminate().await;
 
     // Assert
@@ -137,17 +149,8 @@ async fn kill_9_at_random_points_loses_and_doubles_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_members_with_one_killed_repeatedly_lose_and_double_nothing() {
-    let (n, kills) = (
-        env_or("SLUICE_CRASH_ORDERS", 10_000),
-        env_or("SLUICE_CRASH_KILLS", 20),
-    );
+    let (n, kills) = sizes();
     let s = setup(n).await;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(s.seed);
-    let mut chunks = Chunks {
-        orders: &s.orders,
-        size: (n / (2 * kills + 1)).max(2),
-        produced: 0,
-    };
     let started = Instant::now();
 
     // Act: a steady member and one that is killed and restarted; each kill and each restart
@@ -155,16 +158,7 @@ async fn two_members_with_one_killed_repeatedly_lose_and_double_nothing() {
     let mut steady = Serve::spawn(&s.config, "steady");
     let mut flaky = Serve::spawn(&s.config, "flaky");
     steady.wait_healthy().await;
-    let mut at_kills = Vec::new();
-    while at_kills.len() < kills {
-        if let Some(at_kill) = kill_mid_work(&mut flaky, &s, &mut chunks, &mut rng).await {
-            at_kills.push(at_kill);
-        }
-        flaky = Serve::spawn(&s.config, "flaky");
-    }
-    chunks.size = n;
-    chunks.produce_next(&s).await;
-    workload::wait_processed(&s.pool, &s.config.group, n as i64, Duration::from_secs(180)).await;
+    let at_kills = kill_and_restart(&s, &mut flaky, "flaky", kills).await;
 
     // Assert
     for process in [&mut steady, &mut flaky] {
@@ -218,11 +212,4 @@ async fn kill_mid_work(
     process.kill9();
     let at_kill = processed(&s.pool).await;
     (at_kill < produced).then_some((at_kill, produced))
-}
-
-async fn processed(pool: &sqlx::PgPool) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM processed_messages")
-        .fetch_one(pool)
-        .await
-        .expect("counting")
 }

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::process::{Serve, ServeConfig};
-use common::{Broker, create_topics, eventually, workload};
+use common::{Broker, create_topics, eventually, processed, workload};
 use sluice::dev::EmbeddedPostgres;
 use sqlx::{Connection, PgConnection};
 
@@ -38,21 +38,15 @@ async fn a_database_restart_mid_stream_skips_nothing() {
         .env("SLUICE_BATCH_MAX_MESSAGES", 20);
     let mut process = Serve::spawn(&config, "restart");
     process.wait_healthy().await;
-    let count = || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM processed_messages")
-            .fetch_one(&pool)
-            .await
-            .ok()
-    };
     eventually(
         Duration::from_secs(30),
         "ingest to be well under way",
-        || async { (count().await? >= 1_000).then_some(()) },
+        || async { (processed(&pool).await >= 1_000).then_some(()) },
     )
     .await;
 
     // Act: stop the database for a few seconds in the middle of the stream.
-    let stopped_at = count().await.unwrap();
+    let stopped_at = processed(&pool).await;
     let pg = tokio::task::spawn_blocking(move || {
         postgres.stop_server().unwrap();
         postgres

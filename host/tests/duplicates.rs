@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestApp, eventually, produce};
+use common::{TestApp, eventually, produce, wait_for_order};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,15 +77,7 @@ async fn a_republished_outbox_event_is_applied_once_and_the_order_reports_its_ve
         .unwrap();
     let order_id = order["orderId"].as_str().unwrap().to_string();
     let path = format!("/orders/{order_id}");
-    let applied = eventually(
-        Duration::from_secs(10),
-        "the order to be APPLIED",
-        || async {
-            let (_, order) = app.get_json(&path).await;
-            (order["status"] == "APPLIED").then_some(order)
-        },
-    )
-    .await;
+    let applied = wait_for_order(&app.http, &app.url(&path), "APPLIED").await;
     assert_eq!(applied["handledBy"]["plugin"], "stock");
     assert_eq!(
         applied["handledBy"]["version"].as_str().unwrap().len(),

@@ -117,6 +117,17 @@ async fn a_plugin_that_blocks_costs_its_record_within_the_deadline_and_ingest_go
     app.stop().await;
 }
 
+/// Upload `body` as plugin `name`: refused with `status` and an error that says `words`.
+async fn refused(app: &TestApp, name: &str, body: Vec<u8>, status: u16, words: &str) {
+    let (got, answer) = put_plugin(app, name, body).await;
+    assert_eq!(got, status, "{name}: {answer}");
+    let error = answer["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(words),
+        "{name}: `{error}` should say `{words}`"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_that_break_the_limits_are_refused_with_the_reason() {
     // Arrange: a short compile deadline, to keep the bomb short.
@@ -128,30 +139,16 @@ async fn uploads_that_break_the_limits_are_refused_with_the_reason() {
 
     // Act + Assert: each refusal names its problem and the stock plugin stays.
     let started = Instant::now();
-    let (status, body) = put_plugin(&app, "sleepy", read("sluice_fixture_sleepy_self_test")).await;
-    assert_eq!(status, 422, "{body}");
-    assert!(
-        body["error"].as_str().unwrap().contains("self-test"),
-        "{body}"
-    );
+    let sleepy = read("sluice_fixture_sleepy_self_test");
+    refused(&app, "sleepy", sleepy, 422, "self-test").await;
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "a sleeping self-test is cut short"
     );
-
-    let (status, body) = put_plugin(&app, "mem", handler_with_memories(2, 1)).await;
-    assert_eq!(status, 422, "three memories: {body}");
-    assert!(body["error"].as_str().unwrap().contains("memor"), "{body}");
-
-    let (status, body) = put_plugin(&app, "mem", handler_with_memories(1, 1024)).await;
-    assert_eq!(status, 422, "64 MiB on top of the main memory: {body}");
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("memory limit of 64 MiB"),
-        "{body}"
-    );
+    refused(&app, "mem", handler_with_memories(2, 1), 422, "memor").await;
+    // 64 MiB on top of the main memory.
+    let over = handler_with_memories(1, 1024);
+    refused(&app, "mem", over, 422, "memory limit of 64 MiB").await;
     let (status, body) = put_plugin(&app, "mem", handler_with_memories(1, 16)).await;
     assert_eq!(status, 200, "two small memories are fine: {body}");
 
@@ -185,22 +182,11 @@ async fn uploads_that_break_the_limits_are_refused_with_the_reason() {
         health.1
     );
 
-    let (status, body) = put_plugin(&app, "big", vec![0u8; 9 << 20]).await;
-    assert_eq!(status, 413, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("limit"), "{body}");
-    let (status, body) =
-        put_plugin(&app, "padded", with_custom_section(&stock, "pad", 2 << 20)).await;
-    assert_eq!(status, 422, "{body}");
-    assert!(
-        body["error"].as_str().unwrap().contains("custom sections"),
-        "{body}"
-    );
-    let (status, body) = put_plugin(&app, "core", wat::parse_str("(module)").unwrap()).await;
-    assert_eq!(status, 422, "{body}");
-    assert!(
-        body["error"].as_str().unwrap().contains("wasm32-wasip2"),
-        "{body}"
-    );
+    refused(&app, "big", vec![0u8; 9 << 20], 413, "limit").await;
+    let padded = with_custom_section(&stock, "pad", 2 << 20);
+    refused(&app, "padded", padded, 422, "custom sections").await;
+    let core = wat::parse_str("(module)").unwrap();
+    refused(&app, "core", core, 422, "wasm32-wasip2").await;
 
     let (_, plugin) = app.get_json("/plugins/stock").await;
     assert_eq!(
@@ -529,12 +515,7 @@ async fn serve_needs_an_admin_token_unless_told_otherwise() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_ends_a_long_plugin_call_at_once_and_records_nothing_for_it() {
     // Arrange: a 30 s deadline and a plugin that loops forever.
-    let Stack {
-        broker,
-        topic,
-        db_url,
-        pool,
-    } = Stack::start(1).await;
+    let (broker, topic, db_url, pool) = Stack::start(1).await.into_parts();
     let config = ServeConfig::new(&db_url, broker.bootstrap(), &topic, "sigterm-group")
         .env("SLUICE_PLUGINS", fixture(HOSTILE).display())
         .env("SLUICE_ROUTES", format!("{topic}={HOSTILE}"))

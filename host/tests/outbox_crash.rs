@@ -6,18 +6,13 @@ mod common;
 use std::time::Duration;
 
 use common::process::{Serve, ServeConfig};
-use common::{Stack, eventually};
+use common::{Stack, stock_of, wait_for_order};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_committed_before_a_crash_are_published_after_restart_and_applied_once() {
     // Arrange
-    let Stack {
-        broker,
-        topic,
-        db_url,
-        pool,
-    } = Stack::start(common::PARTITIONS).await;
+    let (broker, topic, db_url, pool) = Stack::start(common::PARTITIONS).await.into_parts();
     let config = ServeConfig::new(&db_url, broker.bootstrap(), &topic, "outbox-group");
     // The first incarnation cannot reach any broker (a closed port): works the same against
     // the embedded broker and an external one.
@@ -54,17 +49,7 @@ async fn orders_committed_before_a_crash_are_published_after_restart_and_applied
 
     // Assert: published after restart, applied once each, verdicts back on the orders.
     for id in &ids {
-        let path = process.url(&format!("/orders/{id}"));
-        eventually(
-            Duration::from_secs(30),
-            "the order to be APPLIED",
-            || async {
-                let order: serde_json::Value =
-                    client.get(&path).send().await.ok()?.json().await.ok()?;
-                (order["status"] == "APPLIED").then_some(())
-            },
-        )
-        .await;
+        wait_for_order(&client, &process.url(&format!("/orders/{id}")), "APPLIED").await;
         let decided: Vec<String> =
             sqlx::query_scalar("SELECT outcome FROM processed_messages WHERE event_id = $1")
                 .bind(id)
@@ -76,11 +61,7 @@ async fn orders_committed_before_a_crash_are_published_after_restart_and_applied
             "{id}: {decided:?}"
         );
     }
-    let stock: i64 =
-        sqlx::query_scalar("SELECT stock FROM catalog WHERE product_id = 'CATALOG-0003'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let stock = stock_of(&pool, "CATALOG-0003").await;
     assert_eq!(stock, 120 - (1 + 2 + 3 + 4 + 5));
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
         .fetch_one(&pool)

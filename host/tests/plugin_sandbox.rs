@@ -8,17 +8,12 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::process::{Serve, ServeConfig};
-use common::{Stack, fixture, get_json, produce, workload};
+use common::{Stack, fixture, get_json, produce, stock_of, workload};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_plugin_calls_cost_only_their_own_message() {
     // Arrange: the hostile fixture handles the topic.
-    let Stack {
-        broker,
-        topic,
-        db_url,
-        pool,
-    } = Stack::start(common::PARTITIONS).await;
+    let (broker, topic, db_url, pool) = Stack::start(common::PARTITIONS).await.into_parts();
     let config = ServeConfig::new(&db_url, broker.bootstrap(), &topic, "hostile-group")
         .env(
             "SLUICE_PLUGINS",
@@ -101,11 +96,7 @@ async fn hostile_plugin_calls_cost_only_their_own_message() {
         hostile.len() + 2,
         "every well-behaved message applied"
     );
-    let stock: i64 =
-        sqlx::query_scalar("SELECT stock FROM catalog WHERE product_id = 'CATALOG-0001'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let stock = stock_of(&pool, "CATALOG-0001").await;
     assert_eq!(stock, 100 - applied as i64);
 
     let client = reqwest::Client::new();

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use common::process::{Serve, ServeConfig};
 use common::{
-    Broker, Stack, create_topics_with, eventually, fixture, fresh_database, get_json, workload,
+    Broker, Stack, create_topics_with, eventually, fixture, fresh_database, get_json,
+    wait_for_order, workload,
 };
 use reqwest::Client;
 use serde_json::{Value, json};
@@ -131,15 +132,7 @@ async fn installs_are_validated_authorized_rolled_back_and_followed_by_the_fleet
         .await
         .unwrap();
     let path = b.url(&format!("/orders/{}", order["orderId"].as_str().unwrap()));
-    let decided = eventually(
-        Duration::from_secs(10),
-        "the order to be decided",
-        || async {
-            let order: Value = client.get(&path).send().await.ok()?.json().await.ok()?;
-            (order["status"] == "APPLIED").then_some(order)
-        },
-    )
-    .await;
+    let decided = wait_for_order(&client, &path, "APPLIED").await;
     assert_eq!(decided["handledBy"]["version"], v2.as_str());
     let product: Value = get_json(&client, &a.url("/catalogs/CATALOG-0002")).await;
     assert_eq!(product["stock"], 110 - 6, "v2 takes twice the quantity");
@@ -192,12 +185,7 @@ async fn installs_are_validated_authorized_rolled_back_and_followed_by_the_fleet
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_swaps_under_load_lose_and_double_nothing() {
     // Arrange: a process watching a plugin directory, and plenty of stock.
-    let Stack {
-        broker,
-        topic,
-        db_url,
-        pool,
-    } = Stack::start(8).await;
+    let (broker, topic, db_url, pool) = Stack::start(8).await.into_parts();
     let initial = workload::add_products(&pool, 10, 10_000_000).await;
     let dir = tempfile::tempdir().unwrap();
     let config = ServeConfig::new(&db_url, broker.bootstrap(), &topic, "load-group")

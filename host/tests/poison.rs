@@ -7,11 +7,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::process::{Serve, ServeConfig};
-use common::{Stack, get_json, workload};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Headers;
+use common::{Stack, get_json, read_topic, workload};
+use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde_json::{Value, json};
 
 fn order(fields: &[(&str, Value)]) -> Vec<u8> {
@@ -86,12 +84,7 @@ async fn send(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_poison_record_costs_only_itself() {
     // Arrange
-    let Stack {
-        broker,
-        topic,
-        db_url,
-        pool,
-    } = Stack::start(common::PARTITIONS).await;
+    let (broker, topic, db_url, pool) = Stack::start(common::PARTITIONS).await.into_parts();
     let initial = workload::add_products(&pool, 3, 1_000).await;
     let valid = workload::orders(300, &initial, 7);
     let config = ServeConfig::new(&db_url, broker.bootstrap(), &topic, "poison-group");
@@ -206,9 +199,17 @@ async fn every_poison_record_costs_only_itself() {
         .unwrap();
     assert_eq!(missing.status().as_u16(), 404);
 
-    let dlt = read_all(broker.bootstrap(), &format!("{topic}.DLT"), dead).await;
+    let dlt = read_topic(broker.bootstrap(), &format!("{topic}.DLT"), dead).await;
     assert_eq!(dlt.len(), dead, "every dead letter is on the DLT topic");
-    for headers in &dlt {
+    for record in &dlt {
+        let headers: HashMap<&str, String> = record
+            .headers
+            .iter()
+            .map(|h| {
+                let value = String::from_utf8_lossy(h.value.as_deref().unwrap_or_default());
+                (h.key.as_str(), value.into_owned())
+            })
+            .collect();
         assert_eq!(
             headers.get("kafka_dlt-original-topic").map(String::as_str),
             Some(topic.as_str())
@@ -239,46 +240,4 @@ async fn every_poison_record_costs_only_itself() {
         tally.applied,
         tally.rejected
     );
-}
-
-/// The text headers of `n` records from every partition of `topic`.
-async fn read_all(bootstrap: &str, topic: &str, n: usize) -> Vec<HashMap<String, String>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "dlt-reader")
-        .set("fetch.message.max.bytes", "4000000")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for partition in 0..common::PARTITIONS {
-        tpl.add_partition_offset(topic, partition, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    tokio::task::spawn_blocking(move || {
-        let mut records = Vec::new();
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        while records.len() < n && std::time::Instant::now() < deadline {
-            let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) else {
-                continue;
-            };
-            let headers = message
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|h| {
-                            (
-                                h.key.to_string(),
-                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            records.push(headers);
-        }
-        records
-    })
-    .await
-    .unwrap()
 }

@@ -4,10 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestApp, eventually};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Headers;
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use common::{TestApp, eventually, read_topic, wait_for_order};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,10 +66,12 @@ async fn an_order_takes_its_quantity_out_of_stock() {
 
     // The event was published keyed by product, with the order id as event id, and the
     // ingest flow recorded it as applied under that event id.
-    let record = read_one(app.broker.bootstrap(), &app.topic).await;
-    assert_eq!(record.0.as_deref(), Some("CATALOG-0001"));
-    assert_eq!(record.1.as_deref(), Some(order_id.as_str()));
-    let event: serde_json::Value = serde_json::from_slice(&record.2).unwrap();
+    let records = read_topic(app.broker.bootstrap(), &app.topic, 1).await;
+    let record = records.first().expect("the order's event on the topic");
+    assert_eq!(record.key.as_deref(), Some(&b"CATALOG-0001"[..]));
+    assert_eq!(record.event_id().as_deref(), Some(order_id.as_str()));
+    let event: serde_json::Value =
+        serde_json::from_slice(record.payload.as_deref().unwrap_or_default()).unwrap();
     assert_eq!(event["orderId"], order_id.as_str());
     assert_eq!(event["quantity"], 10);
     assert_eq!(event["totalPrice"], 15000);
@@ -98,16 +97,11 @@ async fn an_order_takes_its_quantity_out_of_stock() {
         .json()
         .await
         .unwrap();
-    let path = format!("/orders/{}", too_many["orderId"].as_str().unwrap());
-    let rejected = eventually(
-        Duration::from_secs(10),
-        "the big order to be REJECTED",
-        || async {
-            let (_, order) = app.get_json(&path).await;
-            (order["status"] == "REJECTED").then_some(order)
-        },
-    )
-    .await;
+    let path = app.url(&format!(
+        "/orders/{}",
+        too_many["orderId"].as_str().unwrap()
+    ));
+    let rejected = wait_for_order(&app.http, &path, "REJECTED").await;
     assert!(
         rejected["statusReason"]
             .as_str()
@@ -161,43 +155,4 @@ async fn catalog_upsert_creates_and_replaces_products() {
     assert_eq!((status, health), (200, json!({"status": "ok"})));
 
     app.stop().await;
-}
-
-/// The first record on any partition of `topic`: (key, event-id header, payload).
-async fn read_one(bootstrap: &str, topic: &str) -> (Option<String>, Option<String>, Vec<u8>) {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "test-reader")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for partition in 0..common::PARTITIONS {
-        tpl.add_partition_offset(topic, partition, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    tokio::task::spawn_blocking(move || {
-        let message = consumer
-            .poll(Duration::from_secs(10))
-            .expect("a record within 10 s")
-            .expect("no consumer error");
-        let key = message
-            .key()
-            .map(|k| String::from_utf8_lossy(k).into_owned());
-        let event_id = message.headers().and_then(|headers| {
-            headers
-                .iter()
-                .find(|h| h.key == "event-id")
-                .and_then(|h| h.value)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-        });
-        (
-            key,
-            event_id,
-            message.payload().unwrap_or_default().to_vec(),
-        )
-    })
-    .await
-    .unwrap()
 }

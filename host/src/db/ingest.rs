@@ -6,7 +6,7 @@ use sqlx::PgPool;
 use sqlx::types::Json;
 
 use super::Tx;
-use crate::kafka::Header;
+use crate::kafka::{Consumed, Header};
 
 /// Create any missing position rows and lock all of them, in partition order, for the
 /// rest of the transaction. Returns partition → next offset to apply.
@@ -168,12 +168,7 @@ pub async fn record_outcomes(
 /// A poison record, kept whole.
 #[derive(Debug, Clone)]
 pub struct DeadLetterRow {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub payload: Option<Vec<u8>>,
-    pub headers: Vec<Header>,
+    pub record: Consumed,
     pub event_id: Option<String>,
     pub error_kind: &'static str,
     pub error: String,
@@ -189,12 +184,13 @@ pub async fn insert_dead_letters(
     if rows.is_empty() {
         return Ok(());
     }
-    let topics: Vec<&str> = rows.iter().map(|r| r.topic.as_str()).collect();
-    let partitions: Vec<i32> = rows.iter().map(|r| r.partition).collect();
-    let offsets: Vec<i64> = rows.iter().map(|r| r.offset).collect();
-    let keys: Vec<Option<&[u8]>> = rows.iter().map(|r| r.key.as_deref()).collect();
-    let payloads: Vec<Option<&[u8]>> = rows.iter().map(|r| r.payload.as_deref()).collect();
-    let headers: Vec<Json<&Vec<Header>>> = rows.iter().map(|r| Json(&r.headers)).collect();
+    let records = rows.iter().map(|r| &r.record);
+    let topics: Vec<&str> = records.clone().map(|r| r.topic.as_str()).collect();
+    let partitions: Vec<i32> = records.clone().map(|r| r.partition).collect();
+    let offsets: Vec<i64> = records.clone().map(|r| r.offset).collect();
+    let keys: Vec<Option<&[u8]>> = records.clone().map(|r| r.key.as_deref()).collect();
+    let payloads: Vec<Option<&[u8]>> = records.clone().map(|r| r.payload.as_deref()).collect();
+    let headers: Vec<Json<&Vec<Header>>> = records.map(|r| Json(&r.headers)).collect();
     let event_ids: Vec<Option<&str>> = rows.iter().map(|r| r.event_id.as_deref()).collect();
     let kinds: Vec<&str> = rows.iter().map(|r| r.error_kind).collect();
     let errors: Vec<&str> = rows.iter().map(|r| r.error.as_str()).collect();

@@ -20,6 +20,20 @@ pub fn embedded_broker_consumer_defaults() -> Vec<(String, String)> {
     vec![("fetch.wait.max.ms".into(), "10".into())]
 }
 
+/// The original catalog-service's products, for trying Sluice out (added if missing).
+pub async fn seed_demo_catalog(pool: &sqlx::PgPool) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO catalog (product_id, product_name, stock, unit_price) VALUES
+             ('CATALOG-0001', 'Berlin', 100, 1500),
+             ('CATALOG-0002', 'Tokyo', 110, 1000),
+             ('CATALOG-0003', 'Stockholm', 120, 2000)
+         ON CONFLICT (product_id) DO NOTHING",
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let kafka = EmbeddedKafka::start(1)?;
     let partitions = args.partitions;
@@ -55,6 +69,9 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
         "embedded Kafka broker started"
     );
     let app = Application::build(settings).await?;
+    seed_demo_catalog(app.pool())
+        .await
+        .context("adding the demo products")?;
     let addr = app.local_addr()?;
     println!(
         "\nsluice dev is running\n  \

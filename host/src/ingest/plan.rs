@@ -326,14 +326,8 @@ pub fn apply_in_memory(
 }
 
 fn dead_letter_row(handled: &Handled, kind: &'static str, reason: &str) -> DeadLetterRow {
-    let record = &handled.record;
     DeadLetterRow {
-        topic: record.topic.clone(),
-        partition: record.partition,
-        offset: record.offset,
-        key: record.key.clone(),
-        payload: record.payload.clone(),
-        headers: record.headers.clone(),
+        record: handled.record.clone(),
         event_id: handled.event_id.clone(),
         error_kind: kind,
         error: reason.to_string(),
@@ -346,9 +340,10 @@ const MAX_DLT_PAYLOAD: usize = 900_000;
 /// The poison record for `<topic>.DLT`: the original key, value and headers, plus where it
 /// came from and why it failed (Spring Kafka's `kafka_dlt-*` header names, text values).
 fn dead_letter_record(topic: &str, cx: &BatchContext, row: &DeadLetterRow) -> Record {
-    let mut headers = row.headers.clone();
+    let original = &row.record;
+    let mut headers = original.headers.clone();
     // A record too large to republish is copied truncated; the table keeps it whole.
-    let mut payload = row.payload.clone();
+    let mut payload = original.payload.clone();
     if let Some(bytes) = payload.as_mut().filter(|p| p.len() > MAX_DLT_PAYLOAD) {
         headers.push(Header::text(
             "sluice-payload-truncated-from",
@@ -357,9 +352,12 @@ fn dead_letter_record(topic: &str, cx: &BatchContext, row: &DeadLetterRow) -> Re
         bytes.truncate(MAX_DLT_PAYLOAD);
     }
     headers.extend([
-        Header::text("kafka_dlt-original-topic", row.topic.clone()),
-        Header::text("kafka_dlt-original-partition", row.partition.to_string()),
-        Header::text("kafka_dlt-original-offset", row.offset.to_string()),
+        Header::text("kafka_dlt-original-topic", original.topic.clone()),
+        Header::text(
+            "kafka_dlt-original-partition",
+            original.partition.to_string(),
+        ),
+        Header::text("kafka_dlt-original-offset", original.offset.to_string()),
         Header::text("kafka_dlt-original-consumer-group", cx.group_id.clone()),
         Header::text("kafka_dlt-exception-message", row.error.clone()),
         Header::text("sluice-error-kind", row.error_kind),
@@ -368,7 +366,7 @@ fn dead_letter_record(topic: &str, cx: &BatchContext, row: &DeadLetterRow) -> Re
     ]);
     Record {
         topic: topic.to_string(),
-        key: row.key.clone(),
+        key: original.key.clone(),
         payload,
         headers,
     }
@@ -571,7 +569,7 @@ mod tests {
             "every record has an outcome row"
         );
         assert_eq!(plan.dead_letters.len(), 1);
-        assert_eq!(plan.dead_letters[0].offset, 4);
+        assert_eq!(plan.dead_letters[0].record.offset, 4);
         let topics: Vec<&str> = plan.outbox.iter().map(|r| r.topic.as_str()).collect();
         assert_eq!(
             topics,

@@ -171,3 +171,65 @@ impl Registry {
         self.slots.read().unwrap_or_else(PoisonError::into_inner)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::bindings;
+    use crate::runtime::engine::SandboxConfig;
+
+    fn nothing(_: &bindings::Message) -> Result<Vec<bindings::Mutation>, bindings::HandlerError> {
+        Ok(Vec::new())
+    }
+
+    fn registry(limits: CompileLimits) -> Registry {
+        let sandbox = Sandbox::new(SandboxConfig::default()).expect("a sandbox");
+        Registry::new(sandbox, Compiler::InProcess, limits)
+    }
+
+    #[test]
+    fn activating_keeps_the_previous_version_for_rollback() {
+        let registry = registry(CompileLimits::default());
+        let v1 = Arc::new(Plugin::native(registry.sandbox(), "b", nothing));
+        assert!(registry.activate(Arc::clone(&v1)));
+        assert!(!registry.activate(Arc::clone(&v1)), "already active");
+        let slot = registry.slot("b").expect("a slot");
+        assert!(slot.previous.is_none());
+        let other = Arc::new(Plugin::native(registry.sandbox(), "a", nothing));
+        registry.activate(other);
+        let names: Vec<String> = registry.slots().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["a", "b"], "sorted by name");
+        assert!(registry.active("c").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_version_is_compiled_once_and_limits_come_first() {
+        let registry = registry(CompileLimits::default());
+        let first = registry
+            .prepare_bundled("stock", crate::runtime::STOCK_PLUGIN)
+            .await
+            .expect("the stock plugin loads");
+        let again = registry
+            .prepare("stock", Bytes::from_static(crate::runtime::STOCK_PLUGIN))
+            .await
+            .expect("cached");
+        assert!(Arc::ptr_eq(&first, &again), "the same compiled version");
+        assert!(first.has_self_test());
+        let cached = registry.compiled_version("stock", first.version());
+        assert!(cached.is_some());
+
+        let small = registry_limits(64);
+        let refused = small
+            .prepare("stock", Bytes::from_static(crate::runtime::STOCK_PLUGIN))
+            .await
+            .expect_err("over the size limit");
+        assert!(matches!(refused, LoadError::TooLarge(_)), "{refused}");
+    }
+
+    fn registry_limits(max_component_bytes: usize) -> Registry {
+        registry(CompileLimits {
+            max_component_bytes,
+            ..CompileLimits::default()
+        })
+    }
+}

@@ -14,7 +14,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use secrecy::SecretString;
-use sluice::config::{IngestSettings, KafkaSettings, PluginSettings, Settings};
+use sluice::config::Settings;
 use sluice::dev::{EmbeddedKafka, EmbeddedPostgres};
 use sluice::runtime::SandboxConfig;
 use sqlx::{Connection, PgConnection, PgPool};
@@ -58,8 +58,22 @@ fn admin_url() -> &'static str {
     url
 }
 
-/// A new, empty database on the test server; returns its URL.
+/// A new database on the test server, migrated, with the demo catalog (CATALOG-0001..3);
+/// returns its URL.
 pub async fn fresh_database() -> String {
+    let url = empty_database().await;
+    let pool = sluice::db::connect_and_migrate(&SecretString::from(url.clone()), 1)
+        .await
+        .expect("migrating the test database");
+    sluice::dev::seed_demo_catalog(&pool)
+        .await
+        .expect("adding the demo catalog");
+    pool.close().await;
+    url
+}
+
+/// A new, empty database on the test server; returns its URL.
+pub async fn empty_database() -> String {
     let admin = admin_url();
     let name = format!("sluice_test_{}", Uuid::new_v4().simple());
     let mut conn = PgConnection::connect(admin)
@@ -161,6 +175,11 @@ impl Stack {
         Self::start_on(Broker::start_embedded(), partitions).await
     }
 
+    /// (broker, topic, database URL, pool).
+    pub fn into_parts(self) -> (Broker, String, String, PgPool) {
+        (self.broker, self.topic, self.db_url, self.pool)
+    }
+
     async fn start_on(broker: Broker, partitions: i32) -> Self {
         init_logging();
         let topic = format!("orders-{}", Uuid::new_v4().simple());
@@ -235,43 +254,29 @@ pub async fn produce(
         .expect("producing a test record");
 }
 
+/// The app's settings for a test: the command line's defaults (`Settings::local`) with the
+/// test's database, broker, topic and group, small batches, and the sluice binary as compiler.
 pub fn settings(db_url: &str, broker: &Broker, topic: &str, group: &str) -> Settings {
-    Settings {
-        http_addr: "127.0.0.1:0".parse().expect("literal address"),
-        database_url: SecretString::from(db_url.to_string()),
-        db_max_connections: 5,
-        kafka: KafkaSettings {
-            brokers: broker.bootstrap().to_string(),
-            group_id: group.to_string(),
-            topic: topic.to_string(),
-            status_topic: format!("{topic}.status"),
-            dead_letter_suffix: ".DLT".into(),
-            orders_group_id: format!("{group}-orders"),
-            routes: sluice::config::Routes::single(topic, "stock"),
-            options: vec![("session.timeout.ms".into(), "6000".into())],
-            consumer_defaults: sluice::dev::embedded_broker_consumer_defaults(),
-        },
-        ingest: IngestSettings {
-            batch_max_messages: 500,
-            batch_max_wait: Duration::from_millis(10),
-            dedupe_retention: Duration::from_secs(3600),
-            dedupe_sweep_interval: sluice::config::DEDUPE_SWEEP_INTERVAL,
-            plugin_threads: 2,
-        },
-        sandbox: SandboxConfig::default(),
-        plugins: PluginSettings {
-            paths: Vec::new(),
-            dir: None,
-            // The app runs inside the test binary: compile in a `sluice` child process.
-            compiler: sluice::runtime::Compiler::Child(env!("CARGO_BIN_EXE_sluice").into()),
-            compile_limits: sluice::runtime::CompileLimits::default(),
-            versions_kept: 10,
-            native: Vec::new(),
-        },
-        admin: sluice::config::AdminAccess::Loopback,
-        public_dead_letters: false,
-        http_limits: sluice::http::EdgeLimits::default(),
+    let mut settings =
+        Settings::local(db_url, broker.bootstrap(), topic).expect("the default settings");
+    settings.db_max_connections = 5;
+    settings.kafka.group_id = group.to_string();
+    settings.kafka.orders_group_id = format!("{group}-orders");
+    settings.kafka.options = vec![("session.timeout.ms".into(), "6000".into())];
+    if broker.embedded().is_none() {
+        settings.kafka.consumer_defaults.clear();
     }
+    settings.ingest.batch_max_messages = 500;
+    settings.ingest.batch_max_wait = Duration::from_millis(10);
+    settings.ingest.dedupe_retention = Duration::from_secs(3600);
+    settings.ingest.plugin_threads = 2;
+    settings.sandbox = SandboxConfig::default();
+    settings.admin = sluice::config::AdminAccess::Loopback;
+    settings.public_dead_letters = false;
+    // The app runs inside the test binary: compile in a `sluice` child process.
+    settings.plugins.compiler =
+        sluice::runtime::Compiler::Child(env!("CARGO_BIN_EXE_sluice").into());
+    settings
 }
 
 /// The app running in-process on a port of its own, with its own database, topic and group.
@@ -369,12 +374,9 @@ impl TestApp {
             .collect()
     }
 
-    /// Messages the ingest flow has decided, by outcome.
+    /// Messages the ingest flow has decided.
     pub async fn processed_count(&self) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM processed_messages")
-            .fetch_one(&self.pool)
-            .await
-            .expect("counting processed messages")
+        processed(&self.pool).await
     }
 
     /// Wait until `processed_count` reaches `n`, or fail after `timeout`.
@@ -400,6 +402,66 @@ impl TestApp {
             .expect("app task joins")
             .expect("app stops cleanly");
     }
+}
+
+/// Records decided (any outcome), in the database at `pool`.
+pub async fn processed(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM processed_messages")
+        .fetch_one(pool)
+        .await
+        .expect("counting processed messages")
+}
+
+/// A product's stock, read from the database.
+pub async fn stock_of(pool: &PgPool, product: &str) -> i64 {
+    sqlx::query_scalar("SELECT stock FROM catalog WHERE product_id = $1")
+        .bind(product)
+        .fetch_one(pool)
+        .await
+        .expect("reading a product's stock")
+}
+
+/// Wait until the order at `url` (`.../orders/{id}`) has `status`; returns it.
+pub async fn wait_for_order(
+    client: &reqwest::Client,
+    url: &str,
+    status: &str,
+) -> serde_json::Value {
+    eventually(
+        Duration::from_secs(30),
+        &format!("the order to be {status}"),
+        || async {
+            let order: serde_json::Value = client.get(url).send().await.ok()?.json().await.ok()?;
+            (order["status"] == status).then_some(order)
+        },
+    )
+    .await
+}
+
+/// Up to `n` records of `topic` (every partition, from the beginning), within 15 s.
+pub async fn read_topic(bootstrap: &str, topic: &str, n: usize) -> Vec<sluice::kafka::Consumed> {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("reader-{}", Uuid::new_v4().simple()))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.message.max.bytes", "4000000")
+        .create()
+        .expect("a test consumer");
+    consumer.subscribe(&[topic]).expect("subscribing");
+    tokio::task::spawn_blocking(move || {
+        let mut records = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while records.len() < n && Instant::now() < deadline {
+            if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+                records.push(sluice::kafka::Consumed::of(&message));
+            }
+        }
+        records
+    })
+    .await
+    .expect("reading the topic")
 }
 
 /// Poll `check` until it returns `Some`, or panic after `timeout`.

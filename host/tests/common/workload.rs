@@ -90,7 +90,7 @@ pub async fn wait_processed(pool: &PgPool, group: &str, n: i64, timeout: Duratio
                 .bind(group)
                 .fetch_one(pool)
                 .await
-                .expect("counting");
+                .expect("counting the group's decided records");
         if count >= n {
             return;
         }

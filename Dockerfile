@@ -8,7 +8,7 @@ RUN apt-get update \
 WORKDIR /src
 # rust-toolchain.toml pins the compiler and adds the wasm32-wasip2 target for the plugins.
 COPY rust-toolchain.toml ./
-RUN rustup show active-toolchain || rustup toolchain install
+RUN rustup toolchain install
 COPY . .
 RUN cargo build --release --locked --bin sluice \
     && cp target/release/sluice /usr/local/bin/sluice

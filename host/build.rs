@@ -31,6 +31,10 @@ fn main() {
     println!("cargo:rerun-if-changed={}", root.join("plugins").display());
     println!(
         "cargo:rerun-if-changed={}",
+        manifest_dir.join("fixtures").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
         root.join("Cargo.lock").display()
     );
 

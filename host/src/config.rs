@@ -1,6 +1,5 @@
 //! Settings, from flags and environment: the one place configuration is read.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use secrecy::SecretString;
 
-use crate::runtime::{CompileLimits, Compiler, Limits, SandboxConfig};
+use crate::runtime::{CompileLimits, Compiler, Limits, PluginConfig, SandboxConfig};
 
 #[derive(Debug, Parser)]
 #[command(name = "sluice", version, about, long_about = LONG_ABOUT)]
@@ -32,6 +31,8 @@ pub enum Command {
     /// Measure ingest throughput and plugin call cost on this machine, with an embedded broker
     /// and a throwaway PostgreSQL (build with --release for figures that mean something).
     Bench(crate::bench::BenchArgs),
+    /// Write, build, check and test plugins: `new`, `build`, `check`, `test`, `replay`.
+    Plugin(crate::kit::PluginArgs),
     /// Compile a plugin component read on stdin (run by sluice itself, under limits).
     #[command(hide = true)]
     CompilePlugin(CompilePluginArgs),
@@ -151,7 +152,8 @@ pub struct CommonArgs {
     #[arg(long = "plugin", env = "SLUICE_PLUGINS", value_delimiter = ',')]
     pub plugins: Vec<PathBuf>,
 
-    /// Values plugins read with `host.get-config`, as `key=value,key=value`.
+    /// Values plugins read with `host.get-config`: `key=value` for every plugin, or
+    /// `plugin:key=value` for one (which wins); repeatable or comma separated.
     #[arg(long, env = "SLUICE_PLUGIN_CONFIG", value_name = "KEY=VALUE,...",
           value_delimiter = ',', value_parser = parse_key_value)]
     pub plugin_config: Vec<(String, String)>,
@@ -215,7 +217,7 @@ pub struct CommonArgs {
     pub db_max_connections: u32,
 }
 
-fn parse_key_value(raw: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_key_value(raw: &str) -> Result<(String, String), String> {
     let (key, value) = raw
         .split_once('=')
         .ok_or_else(|| format!("expected KEY=VALUE, got `{raw}`"))?;
@@ -449,7 +451,7 @@ impl Settings {
                     ..Limits::default()
                 },
                 timeout: Duration::from_millis(common.plugin_timeout_ms),
-                plugin_config: common.plugin_config.into_iter().collect::<HashMap<_, _>>(),
+                plugin_config: PluginConfig::from_pairs(common.plugin_config),
                 ..SandboxConfig::default()
             },
             plugins: PluginSettings {

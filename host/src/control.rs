@@ -32,6 +32,10 @@ pub enum InstallError {
     Unknown(String),
     #[error("plugin {0} has no previous version to roll back to")]
     NoPrevious(String),
+    #[error("plugin {0} has no shadow run")]
+    NoShadow(String),
+    #[error("plugin {0} handles topics {1}: remove its routes first")]
+    Routed(String, String),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -208,41 +212,151 @@ impl PluginControl {
     /// Bring the local registry in line with the fleet's active versions. A version that does
     /// not load here is logged and the running one stays.
     pub async fn sync_all(&self) -> Result<(), InstallError> {
-        for active in db::plugins::list_active(&self.pool).await? {
+        let fleet = db::plugins::list_active(&self.pool).await?;
+        for active in &fleet {
             let running = self.registry.active(&active.name);
-            if running.as_deref().map(Plugin::version) == Some(active.version.as_str()) {
-                continue;
-            }
-            let started = Instant::now();
-            let plugin = match self
-                .registry
-                .compiled_version(&active.name, &active.version)
-            {
-                Some(plugin) => plugin,
-                None => {
-                    let Some(bytes) =
-                        db::plugins::component(&self.pool, &active.name, &active.version).await?
-                    else {
-                        continue;
-                    };
-                    match self
-                        .registry
-                        .prepare(&active.name, Bytes::from(bytes))
-                        .await
-                    {
-                        Ok(plugin) => plugin,
-                        Err(e) => {
-                            tracing::error!(plugin = %active.name, version = %active.version, error = %e,
-                                            "the fleet's active version does not load here; keeping the running one");
-                            continue;
-                        }
-                    }
+            if running.as_deref().map(Plugin::version) != Some(active.version.as_str()) {
+                let started = Instant::now();
+                if let Some(plugin) = self.fleet_version(&active.name, &active.version).await? {
+                    self.registry.activate(plugin);
+                    tracing::info!(plugin = %active.name, version = %active.version,
+                                   took = ?started.elapsed(), "following the fleet's active version");
                 }
-            };
-            self.registry.activate(plugin);
-            tracing::info!(plugin = %active.name, version = %active.version, took = ?started.elapsed(),
-                           "following the fleet's active version");
+            }
+            let shadow = self
+                .registry
+                .active_and_shadow(&active.name)
+                .and_then(|(_, shadow)| shadow);
+            let running_shadow = shadow.as_deref().map(Plugin::version);
+            if running_shadow != active.shadow_version.as_deref() {
+                let candidate = match &active.shadow_version {
+                    Some(version) => self.fleet_version(&active.name, version).await?,
+                    None => None,
+                };
+                tracing::info!(plugin = %active.name, shadow = ?active.shadow_version, "following the fleet's shadow run");
+                self.registry.set_shadow(&active.name, candidate);
+            }
         }
+        // Plugins deleted elsewhere (native handlers are this instance's own).
+        for (name, slot) in self.registry.slots() {
+            if slot.active.version() != "native" && !fleet.iter().any(|a| a.name == name) {
+                tracing::info!(plugin = %name, "plugin deleted by the fleet");
+                self.registry.remove(&name);
+            }
+        }
+        Ok(())
+    }
+
+    /// Version `version` of `name`, compiled (or from the cache); `None` if it does not load
+    /// here (logged; the running version stays).
+    async fn fleet_version(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<Arc<Plugin>>, InstallError> {
+        if let Some(plugin) = self.registry.compiled_version(name, version) {
+            return Ok(Some(plugin));
+        }
+        let Some(bytes) = db::plugins::component(&self.pool, name, version).await? else {
+            return Ok(None);
+        };
+        match self.registry.prepare(name, Bytes::from(bytes)).await {
+            Ok(plugin) => Ok(Some(plugin)),
+            Err(e) => {
+                tracing::error!(plugin = %name, %version, error = %e,
+                                "a version of the fleet does not load here; keeping the running one");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Validate `bytes` as a candidate for `name` and run it in the shadow of the active
+    /// version, fleet-wide: it sees live traffic, its output is compared, never applied.
+    pub async fn install_shadow(
+        &self,
+        name: &str,
+        bytes: Bytes,
+    ) -> Result<Installed, InstallError> {
+        validate_name(name)?;
+        let _one_at_a_time = self.installing.lock().await;
+        let candidate = self.registry.prepare(name, bytes.clone()).await?;
+        let mut tx = self.pool.begin().await?;
+        let current = db::plugins::lock_active(&mut tx, name)
+            .await?
+            .ok_or_else(|| InstallError::Unknown(name.to_string()))?;
+        db::plugins::save_version(&mut tx, name, candidate.version(), &bytes, "shadow").await?;
+        db::plugins::set_shadow(&mut tx, name, Some(candidate.version())).await?;
+        tx.commit().await?;
+        self.registry.set_shadow(name, Some(Arc::clone(&candidate)));
+        tracing::info!(
+            plugin = name,
+            shadow = candidate.version(),
+            "shadow run started"
+        );
+        Ok(Installed {
+            name: name.to_string(),
+            version: candidate.version().to_string(),
+            previous_version: Some(current.version),
+            changed: true,
+        })
+    }
+
+    /// Make the shadow candidate the active version, fleet-wide.
+    pub async fn promote_shadow(&self, name: &str) -> Result<Installed, InstallError> {
+        let mut tx = self.pool.begin().await?;
+        let current = db::plugins::lock_active(&mut tx, name)
+            .await?
+            .ok_or_else(|| InstallError::Unknown(name.to_string()))?;
+        let candidate = current
+            .shadow_version
+            .clone()
+            .ok_or_else(|| InstallError::NoShadow(name.to_string()))?;
+        db::plugins::set_active(&mut tx, name, &candidate, Some(&current.version), "shadow")
+            .await?;
+        tx.commit().await?;
+        self.sync_all().await?;
+        tracing::info!(plugin = name, version = %candidate, "shadow candidate promoted");
+        Ok(Installed {
+            name: name.to_string(),
+            version: candidate,
+            previous_version: Some(current.version),
+            changed: true,
+        })
+    }
+
+    /// Stop the shadow run of `name`, fleet-wide.
+    pub async fn discard_shadow(&self, name: &str) -> Result<(), InstallError> {
+        let mut tx = self.pool.begin().await?;
+        let current = db::plugins::lock_active(&mut tx, name)
+            .await?
+            .ok_or_else(|| InstallError::Unknown(name.to_string()))?;
+        if current.shadow_version.is_none() {
+            return Err(InstallError::NoShadow(name.to_string()));
+        }
+        db::plugins::set_shadow(&mut tx, name, None).await?;
+        tx.commit().await?;
+        self.registry.set_shadow(name, None);
+        tracing::info!(plugin = name, "shadow run discarded");
+        Ok(())
+    }
+
+    /// Delete plugin `name` and its versions, fleet-wide. A plugin a route uses cannot go.
+    pub async fn delete(
+        &self,
+        name: &str,
+        routes: &crate::config::Routes,
+    ) -> Result<(), InstallError> {
+        let topics = routes.topics_of(name);
+        if !topics.is_empty() {
+            return Err(InstallError::Routed(name.to_string(), topics.join(", ")));
+        }
+        let mut tx = self.pool.begin().await?;
+        let existed = db::plugins::delete(&mut tx, name).await?;
+        tx.commit().await?;
+        if !self.registry.remove(name) && !existed {
+            return Err(InstallError::Unknown(name.to_string()));
+        }
+        tracing::info!(plugin = name, "plugin deleted");
         Ok(())
     }
 

@@ -16,7 +16,7 @@
 //! SQL; [`domain`] the vocabulary both flows share (no I/O); [`kafka`] the Kafka client
 //! configuration and records; [`config`] the settings; `backoff` the one retry schedule;
 //! [`dev`] the embedded broker and throwaway PostgreSQL of `sluice dev`; [`bench`]
-//! `sluice bench`; [`shutdown`] and [`telemetry`] signals and logging.
+//! `sluice bench`; [`kit`] the plugin author's `sluice plugin …` commands; [`shutdown`] and [`telemetry`] signals and logging.
 
 mod app;
 mod backoff;
@@ -29,6 +29,7 @@ pub mod domain;
 pub mod http;
 pub mod ingest;
 pub mod kafka;
+pub mod kit;
 mod order_status;
 mod outbox;
 pub mod runtime;

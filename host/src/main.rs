@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use sluice::config::{Cli, Command, Settings};
+use sluice::kit::{self, PluginCommand};
 use sluice::{Application, bench, dev, runtime, shutdown, telemetry};
 
 fn main() -> ExitCode {
@@ -12,16 +13,20 @@ fn main() -> ExitCode {
     match &cli.command {
         Command::CompilePlugin(args) => return runtime::compile::child_main(args.memory_mib),
         Command::BenchBroker(args) => return bench::broker_main(args),
-        _ => {}
+        Command::Plugin(plugin) => {
+            if let PluginCommand::TestRunner { args } = &plugin.command {
+                return kit::runner::main(args);
+            }
+        }
+        _ => telemetry::init(),
     }
-    telemetry::init();
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)
         .and_then(|runtime| runtime.block_on(run(cli.command)));
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("Error: {e:?}");
             ExitCode::FAILURE
@@ -29,17 +34,22 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    if let Command::Plugin(plugin) = command {
+        // Plugin tools print their own results; no service logging.
+        return kit::run(plugin.command).await;
+    }
     let shutdown = shutdown::on_signal();
     match command {
         Command::Serve(args) => {
             let settings = Settings::for_serve(args)?;
             let app = Application::build(settings).await?;
             tracing::info!(http = %app.local_addr()?, "sluice serving");
-            app.run_until_stopped(shutdown).await
+            app.run_until_stopped(shutdown).await?;
         }
-        Command::Dev(args) => dev::run(args, shutdown).await,
-        Command::Bench(args) => bench::run(args).await,
-        Command::CompilePlugin(_) | Command::BenchBroker(_) => Ok(()),
+        Command::Dev(args) => dev::run(args, shutdown).await?,
+        Command::Bench(args) => bench::run(args).await?,
+        Command::CompilePlugin(_) | Command::BenchBroker(_) | Command::Plugin(_) => {}
     }
+    Ok(ExitCode::SUCCESS)
 }

@@ -15,7 +15,11 @@ pub struct Active {
     pub previous_version: Option<String>,
     pub source: String,
     pub activated_at: DateTime<Utc>,
+    /// A candidate running in the shadow of the active version.
+    pub shadow_version: Option<String>,
 }
+
+const ACTIVE: &str = "name, version, previous_version, source, activated_at, shadow_version";
 
 pub async fn save_version(
     tx: &mut Tx<'_>,
@@ -61,13 +65,152 @@ pub async fn prune_versions(tx: &mut Tx<'_>, name: &str, keep: u32) -> sqlx::Res
 
 /// The active version of `name`, locked until the transaction ends.
 pub async fn lock_active(tx: &mut Tx<'_>, name: &str) -> sqlx::Result<Option<Active>> {
-    sqlx::query_as(
-        "SELECT name, version, previous_version, source, activated_at FROM active_plugins
-         WHERE name = $1 FOR UPDATE",
-    )
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ACTIVE} FROM active_plugins WHERE name = $1 FOR UPDATE"
+    )))
     .bind(name)
     .fetch_optional(&mut **tx)
     .await
+}
+
+/// Tell every instance that plugin `name` changed (delivered when the transaction commits).
+pub async fn notify(tx: &mut Tx<'_>, name: &str) -> sqlx::Result<()> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANNEL)
+        .bind(name)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Run `version` (or nothing) in the shadow of `name`'s active version, fleet-wide.
+pub async fn set_shadow(tx: &mut Tx<'_>, name: &str, version: Option<&str>) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE active_plugins SET shadow_version = $2,
+             shadow_since = CASE WHEN $2::text IS NULL THEN NULL ELSE now() END
+         WHERE name = $1",
+    )
+    .bind(name)
+    .bind(version)
+    .execute(&mut **tx)
+    .await?;
+    notify(tx, name).await
+}
+
+/// Forget plugin `name`: its active version and every stored version.
+pub async fn delete(tx: &mut Tx<'_>, name: &str) -> sqlx::Result<bool> {
+    let done = sqlx::query("DELETE FROM active_plugins WHERE name = $1")
+        .bind(name)
+        .execute(&mut **tx)
+        .await?;
+    for table in [
+        "plugin_versions",
+        "plugin_shadow_stats",
+        "plugin_shadow_differences",
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE name = $1"
+        )))
+        .bind(name)
+        .execute(&mut **tx)
+        .await?;
+    }
+    notify(tx, name).await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// What a batch's shadow comparison adds to the tally.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ShadowTally {
+    pub name: String,
+    pub shadow_version: String,
+    pub compared: i64,
+    pub agreed: i64,
+    /// (topic, partition, offset, active output, shadow output)
+    pub differences: Vec<(String, i32, i64, serde_json::Value, serde_json::Value)>,
+}
+
+/// Differences kept per candidate.
+const KEPT_DIFFERENCES: i64 = 20;
+
+pub async fn record_shadow(tx: &mut Tx<'_>, tally: &ShadowTally) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO plugin_shadow_stats (name, shadow_version, compared, agreed)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (name, shadow_version) DO UPDATE
+             SET compared = plugin_shadow_stats.compared + EXCLUDED.compared,
+                 agreed = plugin_shadow_stats.agreed + EXCLUDED.agreed",
+    )
+    .bind(&tally.name)
+    .bind(&tally.shadow_version)
+    .bind(tally.compared)
+    .bind(tally.agreed)
+    .execute(&mut **tx)
+    .await?;
+    for (topic, partition, offset, active, shadow) in &tally.differences {
+        sqlx::query(
+            "INSERT INTO plugin_shadow_differences
+                 (name, shadow_version, topic, partition, \"offset\", active, shadow)
+             SELECT $1, $2, $3, $4, $5, $6, $7
+             WHERE (SELECT count(*) FROM plugin_shadow_differences
+                    WHERE name = $1 AND shadow_version = $2) < $8",
+        )
+        .bind(&tally.name)
+        .bind(&tally.shadow_version)
+        .bind(topic)
+        .bind(partition)
+        .bind(offset)
+        .bind(sqlx::types::Json(active))
+        .bind(sqlx::types::Json(shadow))
+        .bind(KEPT_DIFFERENCES)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// A candidate's tally so far.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ShadowStats {
+    pub compared: i64,
+    pub agreed: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ShadowDifference {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub active: sqlx::types::Json<serde_json::Value>,
+    pub shadow: sqlx::types::Json<serde_json::Value>,
+    pub noted_at: DateTime<Utc>,
+}
+
+pub async fn shadow_report(
+    pool: &PgPool,
+    name: &str,
+    version: &str,
+) -> sqlx::Result<(ShadowStats, Vec<ShadowDifference>)> {
+    let stats = sqlx::query_as(
+        "SELECT compared, agreed FROM plugin_shadow_stats WHERE name = $1 AND shadow_version = $2",
+    )
+    .bind(name)
+    .bind(version)
+    .fetch_optional(pool)
+    .await?
+    .unwrap_or(ShadowStats {
+        compared: 0,
+        agreed: 0,
+    });
+    let differences = sqlx::query_as(
+        "SELECT topic, partition, \"offset\", active, shadow, noted_at
+         FROM plugin_shadow_differences WHERE name = $1 AND shadow_version = $2 ORDER BY id",
+    )
+    .bind(name)
+    .bind(version)
+    .fetch_all(pool)
+    .await?;
+    Ok((stats, differences))
 }
 
 /// Make `version` active and tell every instance.
@@ -83,7 +226,7 @@ pub async fn set_active(
          VALUES ($1, $2, $3, $4, now())
          ON CONFLICT (name) DO UPDATE SET version = EXCLUDED.version,
              previous_version = EXCLUDED.previous_version, source = EXCLUDED.source,
-             activated_at = EXCLUDED.activated_at",
+             activated_at = EXCLUDED.activated_at, shadow_version = NULL, shadow_since = NULL",
     )
     .bind(name)
     .bind(version)
@@ -92,19 +235,13 @@ pub async fn set_active(
     .execute(&mut **tx)
     .await?;
     // Delivered when the transaction commits, and only then.
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(CHANNEL)
-        .bind(name)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    notify(tx, name).await
 }
 
 pub async fn list_active(pool: &PgPool) -> sqlx::Result<Vec<Active>> {
-    sqlx::query_as(
-        "SELECT name, version, previous_version, source, activated_at FROM active_plugins
-         ORDER BY name",
-    )
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ACTIVE} FROM active_plugins ORDER BY name"
+    )))
     .fetch_all(pool)
     .await
 }

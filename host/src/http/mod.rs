@@ -58,6 +58,7 @@ pub fn router(state: AppState) -> Router {
             "/plugins/{name}",
             get(plugins::get)
                 .put(plugins::put)
+                .delete(plugins::delete)
                 .layer(DefaultBodyLimit::max(
                     state
                         .control
@@ -67,6 +68,11 @@ pub fn router(state: AppState) -> Router {
                 )),
         )
         .route("/plugins/{name}/rollback", post(plugins::rollback))
+        .route(
+            "/plugins/{name}/shadow",
+            get(plugins::shadow).delete(plugins::discard),
+        )
+        .route("/plugins/{name}/shadow/promote", post(plugins::promote))
         .route("/catalogs/{product_id}", put(catalogs::put))
         .route("/dead-letters/{id}/redrive", post(dead_letters::redrive))
         .route_layer(middleware::from_fn_with_state(

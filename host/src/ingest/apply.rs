@@ -106,5 +106,8 @@ async fn write(tx: &mut Tx<'_>, cx: &BatchContext, plan: &Plan) -> sqlx::Result<
         &plan.dead_letters,
     )
     .await?;
+    if let Some(tally) = &plan.shadow {
+        db::plugins::record_shadow(tx, tally).await?;
+    }
     db::outbox::enqueue_batch(tx, &plan.outbox).await
 }

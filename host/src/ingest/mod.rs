@@ -139,14 +139,21 @@ impl Ingest {
             .into_iter()
             .map(|(topic, records)| {
                 // One version for the whole batch: a swap takes effect at the next one.
-                let plugin = self.plugin_for(&topic)?;
-                let cx = self.batch_context(&topic, &plugin);
+                let (plugin, shadow) = self.plugin_for(&topic)?;
+                let mut cx = self.batch_context(&topic, &plugin);
+                cx.shadow_version = shadow.as_ref().map(|s| s.version().to_string());
                 let handled = self.workers.install(|| {
                     records
                         .into_par_iter()
                         .map(|record| {
-                            let result = plugin.handle(&record.to_plugin_message());
-                            Handled::new(record, result)
+                            let message = record.to_plugin_message();
+                            let result = plugin.handle(&message);
+                            let shadow =
+                                shadow.as_ref().map(|candidate| candidate.handle(&message));
+                            Handled {
+                                shadow,
+                                ..Handled::new(record, result)
+                            }
                         })
                         .collect()
                 });
@@ -255,13 +262,13 @@ impl Ingest {
         }
     }
 
-    /// The active version of the plugin routed to `topic`.
-    fn plugin_for(&self, topic: &str) -> anyhow::Result<Arc<Plugin>> {
+    /// The active version of the plugin routed to `topic`, and its shadow candidate.
+    fn plugin_for(&self, topic: &str) -> anyhow::Result<(Arc<Plugin>, Option<Arc<Plugin>>)> {
         let name = self
             .routes
             .plugin_for(topic)
             .ok_or_else(|| anyhow::anyhow!("no route for topic {topic}"))?;
-        self.registry.active(name).ok_or_else(|| {
+        self.registry.active_and_shadow(name).ok_or_else(|| {
             anyhow::anyhow!("topic {topic} routes to plugin {name}, which is not loaded")
         })
     }
@@ -274,6 +281,7 @@ impl Ingest {
             plugin_version: plugin.version().to_string(),
             status_topic: Some(self.kafka.status_topic.clone()),
             dead_letter_topic: Some(format!("{topic}{}", self.kafka.dead_letter_suffix)),
+            shadow_version: None,
         }
     }
 

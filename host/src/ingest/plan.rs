@@ -6,26 +6,83 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::db::ingest::{DeadLetterRow, Outcomes};
+use crate::db::plugins::ShadowTally;
 use crate::domain::{EVENT_ID_HEADER, Mutation, OrderStatus, StatusEvent};
 use crate::kafka::{Consumed, Header, Record};
 use crate::runtime::HandleError;
 
-/// One consumed record after its plugin ran.
+/// What a plugin made of a record.
+pub type Output = Result<Vec<Mutation>, HandleError>;
+
+/// One consumed record after its plugin ran (and the shadow candidate, if one runs).
 #[derive(Debug)]
 pub struct Handled {
     pub record: Consumed,
     pub event_id: Option<String>,
-    pub result: Result<Vec<Mutation>, HandleError>,
+    pub result: Output,
+    /// The shadow candidate's output: compared, never applied.
+    pub shadow: Option<Output>,
 }
 
 impl Handled {
-    pub fn new(record: Consumed, result: Result<Vec<Mutation>, HandleError>) -> Self {
+    pub fn new(record: Consumed, result: Output) -> Self {
         Self {
             event_id: record.event_id(),
             record,
             result,
+            shadow: None,
         }
     }
+}
+
+/// Whether a shadow candidate agrees with the active version: the same mutations, or a
+/// failure of the same kind.
+pub fn agrees(active: &Output, shadow: &Output) -> bool {
+    match (active, shadow) {
+        (Ok(a), Ok(b)) => a == b,
+        (Err(a), Err(b)) => a.kind() == b.kind(),
+        _ => false,
+    }
+}
+
+/// An output as JSON, for showing a difference.
+pub fn output_json(output: &Output) -> serde_json::Value {
+    match output {
+        Ok(mutations) => serde_json::json!({ "mutations": mutations }),
+        Err(e) => serde_json::json!({ "error": { "kind": e.kind(), "reason": e.to_string() } }),
+    }
+}
+
+/// Differences noted per batch (the database keeps the first few of each candidate).
+const DIFFERENCES_PER_BATCH: usize = 5;
+
+/// The comparison of a batch's shadow outputs with the active ones.
+fn shadow_tally(cx: &BatchContext, records: &[&Handled]) -> Option<ShadowTally> {
+    let version = cx.shadow_version.clone()?;
+    let mut tally = ShadowTally {
+        name: cx.plugin.clone(),
+        shadow_version: version,
+        ..ShadowTally::default()
+    };
+    for handled in records {
+        let Some(shadow) = &handled.shadow else {
+            continue;
+        };
+        tally.compared += 1;
+        if agrees(&handled.result, shadow) {
+            tally.agreed += 1;
+        } else if tally.differences.len() < DIFFERENCES_PER_BATCH {
+            let r = &handled.record;
+            tally.differences.push((
+                r.topic.clone(),
+                r.partition,
+                r.offset,
+                output_json(&handled.result),
+                output_json(shadow),
+            ));
+        }
+    }
+    (tally.compared > 0).then_some(tally)
 }
 
 /// Everything a batch is applied for: where it came from, who handled it, where its
@@ -40,6 +97,8 @@ pub struct BatchContext {
     pub status_topic: Option<String>,
     /// Where poison records are copied (`None`: table only).
     pub dead_letter_topic: Option<String>,
+    /// The shadow candidate that ran beside the plugin, if any.
+    pub shadow_version: Option<String>,
 }
 
 /// First decisions, or a dead letter's redrive (its `attempt`-th).
@@ -181,6 +240,8 @@ pub struct Plan {
     pub dead_letters: Vec<DeadLetterRow>,
     /// Status events and dead-letter copies.
     pub outbox: Vec<Record>,
+    /// What the shadow candidate's outputs add to its tally.
+    pub shadow: Option<ShadowTally>,
     pub report: BatchReport,
 }
 
@@ -194,7 +255,10 @@ pub fn plan(
     new_ids: &HashSet<String>,
     stock: &mut HashMap<String, i64>,
 ) -> Plan {
-    let mut plan = Plan::default();
+    let mut plan = Plan {
+        shadow: shadow_tally(cx, records),
+        ..Plan::default()
+    };
     let mut changed: Vec<String> = Vec::new();
     let mut decided_here: HashSet<&str> = HashSet::new();
     for handled in records {
@@ -455,6 +519,7 @@ mod tests {
             plugin_version: "v1".into(),
             status_topic: Some("status".into()),
             dead_letter_topic: Some("orders.DLT".into()),
+            shadow_version: None,
         }
     }
 
@@ -590,6 +655,42 @@ mod tests {
             ),
             (2, 1, 1, 2, 4)
         );
+    }
+
+    #[test]
+    fn a_shadow_candidate_is_compared_and_never_applied() {
+        let mut batch = [
+            handled(0, 0, Some("a"), Ok(vec![adjust("P", -1)])),
+            handled(0, 1, Some("b"), Ok(vec![adjust("P", -1)])),
+            handled(
+                0,
+                2,
+                Some("c"),
+                Err(HandleError::InvalidMessage("x".into())),
+            ),
+        ];
+        batch[0].shadow = Some(Ok(vec![adjust("P", -1)]));
+        batch[1].shadow = Some(Ok(vec![adjust("P", -2)]));
+        batch[2].shadow = Some(Err(HandleError::InvalidMessage("y".into())));
+        let records: Vec<&Handled> = batch.iter().collect();
+        let mut cx = cx();
+        cx.shadow_version = Some("v2".into());
+        let new_ids = HashSet::from(["a".to_string(), "b".to_string(), "c".to_string()]);
+        let mut stock = HashMap::from([("P".to_string(), 10)]);
+
+        let plan = plan(&cx, Mode::Ingest, &records, &new_ids, &mut stock);
+
+        assert_eq!(
+            plan.stock,
+            [("P".to_string(), 8)],
+            "only the active outputs apply"
+        );
+        let tally = plan.shadow.expect("a tally");
+        assert_eq!((tally.compared, tally.agreed), (3, 2));
+        let (_, _, offset, active, shadow) = &tally.differences[0];
+        assert_eq!(*offset, 1);
+        assert_eq!(active["mutations"][0]["delta"], -1);
+        assert_eq!(shadow["mutations"][0]["delta"], -2);
     }
 
     #[test]

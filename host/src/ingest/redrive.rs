@@ -67,6 +67,7 @@ pub async fn redrive(
             // The dead letter's event id, as ingest read it.
             event_id: letter.event_id.clone(),
             result,
+            shadow: None,
         }
     })
     .await?;
@@ -85,6 +86,7 @@ pub async fn redrive(
         plugin_version: plugin.version().to_string(),
         status_topic: status_topic.map(str::to_string),
         dead_letter_topic: None,
+        shadow_version: None,
     };
     let mode = Mode::Redrive {
         attempt: letter.redrive_count + 1,

@@ -55,7 +55,45 @@ pub struct SandboxConfig {
     /// The most mutations one message may produce.
     pub max_mutations: usize,
     /// Values plugins read with `host.get-config`.
-    pub plugin_config: HashMap<String, String>,
+    pub plugin_config: PluginConfig,
+}
+
+/// Configuration values for plugins: some for every plugin, some for one (which win).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PluginConfig {
+    pub all: HashMap<String, String>,
+    pub by_plugin: HashMap<String, HashMap<String, String>>,
+}
+
+impl PluginConfig {
+    /// From `key=value` (every plugin) and `plugin:key=value` (one plugin) pairs.
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
+        let mut config = Self::default();
+        for (key, value) in pairs {
+            match key.split_once(':') {
+                Some((plugin, key)) if !plugin.is_empty() && !key.is_empty() => {
+                    config
+                        .by_plugin
+                        .entry(plugin.to_string())
+                        .or_default()
+                        .insert(key.to_string(), value);
+                }
+                _ => {
+                    config.all.insert(key, value);
+                }
+            }
+        }
+        config
+    }
+
+    /// What plugin `name` reads.
+    pub fn for_plugin(&self, name: &str) -> HashMap<String, String> {
+        let mut values = self.all.clone();
+        if let Some(own) = self.by_plugin.get(name) {
+            values.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        values
+    }
 }
 
 impl Default for SandboxConfig {
@@ -64,7 +102,7 @@ impl Default for SandboxConfig {
             limits: Limits::default(),
             timeout: Duration::from_millis(100),
             max_mutations: 1_000,
-            plugin_config: HashMap::new(),
+            plugin_config: PluginConfig::default(),
         }
     }
 }

@@ -4,6 +4,7 @@
 pub mod bindings;
 pub mod compile;
 mod engine;
+pub mod explain;
 mod limits;
 mod plugin;
 mod registry;
@@ -12,9 +13,9 @@ mod wasi;
 use sha2::{Digest, Sha256};
 
 pub use compile::{CompileLimits, Compiler};
-pub use engine::{MAX_TIMEOUT, PluginState, Sandbox, SandboxConfig};
+pub use engine::{MAX_TIMEOUT, PluginConfig, PluginState, Sandbox, SandboxConfig};
 pub use limits::Limits;
-pub use plugin::{HandleError, LoadError, NativeHandler, Plugin};
+pub use plugin::{Counts, HandleError, LoadError, NativeHandler, Plugin};
 pub use registry::{Registry, Slot};
 pub use wasi::WouldBlock;
 

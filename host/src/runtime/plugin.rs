@@ -68,6 +68,14 @@ pub enum LoadError {
     SelfTest(String),
 }
 
+/// What a plugin version has done since it was loaded here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub handled: u64,
+    pub failed: u64,
+    pub rejected: u64,
+}
+
 /// A handler compiled into the host, for measuring the sandbox against: same contract, no
 /// WebAssembly (`sluice bench`).
 pub type NativeHandler =
@@ -84,7 +92,10 @@ pub struct Plugin {
     sandbox: Arc<Sandbox>,
     config: Arc<HashMap<String, String>>,
     handled: AtomicU64,
+    /// Records whose call failed (invalid input, trap, deadline, refused output).
     failed: AtomicU64,
+    /// Records the plugin refused on business grounds.
+    rejected: AtomicU64,
 }
 
 enum Code {
@@ -102,9 +113,14 @@ impl Plugin {
         version: String,
         component: &Component,
     ) -> Result<Self, LoadError> {
-        let linked = sandbox
-            .link(component)
-            .map_err(|e| LoadError::Link(one_line(&format!("{e:#}"))))?;
+        let linked = sandbox.link(component).map_err(|e| {
+            let error = one_line(&format!("{e:#}"));
+            LoadError::Link(super::explain::link_problem(
+                sandbox.engine(),
+                component,
+                &error,
+            ))
+        })?;
         let plugin = Self::new(sandbox, name, version, Code::Wasm(linked));
         plugin.check(plugin.linked())?;
         Ok(plugin)
@@ -124,9 +140,10 @@ impl Plugin {
             loaded_at: Utc::now(),
             code,
             sandbox: Arc::clone(sandbox),
-            config: Arc::new(sandbox.config().plugin_config.clone()),
+            config: Arc::new(sandbox.config().plugin_config.for_plugin(name)),
             handled: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
         }
     }
 
@@ -163,12 +180,19 @@ impl Plugin {
         result
     }
 
-    /// Records this version has handled, and how many of them failed (error, trap, refusal).
-    pub fn counts(&self) -> (u64, u64) {
-        (
-            self.handled.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-        )
+    /// Records this version has handled, how many of its calls failed (invalid input, trap,
+    /// deadline, refused output) and how many it rejected on business grounds.
+    pub fn counts(&self) -> Counts {
+        Counts {
+            handled: self.handled.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The configuration this plugin reads with `host.get-config`.
+    pub fn config(&self) -> &HashMap<String, String> {
+        &self.config
     }
 
     pub fn name(&self) -> &str {
@@ -192,15 +216,34 @@ impl Plugin {
     /// Run the plugin on one message in a fresh instance. Synchronous CPU work bounded by the
     /// sandbox's deadline: call it from a blocking thread, never from an async task.
     pub fn handle(&self, message: &bindings::Message) -> Result<Vec<Mutation>, HandleError> {
-        let result = self.call(message);
+        self.handle_with(message, &self.config)
+    }
+
+    /// The same with other configuration values (fixture tests).
+    pub fn handle_with(
+        &self,
+        message: &bindings::Message,
+        config: &Arc<HashMap<String, String>>,
+    ) -> Result<Vec<Mutation>, HandleError> {
+        let result = self.call(message, config);
         self.handled.fetch_add(1, Ordering::Relaxed);
-        if result.is_err() {
-            self.failed.fetch_add(1, Ordering::Relaxed);
+        match &result {
+            Ok(_) => {}
+            Err(HandleError::Rejected(_)) => {
+                self.rejected.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+            }
         }
         result
     }
 
-    fn call(&self, message: &bindings::Message) -> Result<Vec<Mutation>, HandleError> {
+    fn call(
+        &self,
+        message: &bindings::Message,
+        config: &Arc<HashMap<String, String>>,
+    ) -> Result<Vec<Mutation>, HandleError> {
         let linked = match &self.code {
             Code::Wasm(linked) => linked,
             Code::Native(handler) => {
@@ -213,7 +256,7 @@ impl Plugin {
                 return self.validate_output(output);
             }
         };
-        let mut store = self.sandbox.store(&self.label, &self.config);
+        let mut store = self.sandbox.store(&self.label, config);
         let outcome = linked
             .handler
             .instantiate(&mut store)

@@ -27,12 +27,13 @@ pub struct Registry {
     compiled: RwLock<Vec<Arc<Plugin>>>,
 }
 
-/// A plugin's active version and the one before it.
+/// A plugin's active version, the one before it, and a candidate running in its shadow.
 #[derive(Clone)]
 pub struct Slot {
     pub active: Arc<Plugin>,
     pub activated_at: DateTime<Utc>,
     pub previous: Option<Arc<Plugin>>,
+    pub shadow: Option<Arc<Plugin>>,
 }
 
 impl Registry {
@@ -151,6 +152,7 @@ impl Registry {
                 let previous = std::mem::replace(&mut slot.active, plugin);
                 slot.previous = Some(previous);
                 slot.activated_at = Utc::now();
+                slot.shadow = None;
                 true
             }
             None => {
@@ -160,11 +162,38 @@ impl Registry {
                         active: plugin,
                         activated_at: Utc::now(),
                         previous: None,
+                        shadow: None,
                     },
                 );
                 true
             }
         }
+    }
+
+    /// Run `candidate` (or nothing) beside `name`'s active version. `false` if there is no
+    /// plugin `name`.
+    pub fn set_shadow(&self, name: &str, candidate: Option<Arc<Plugin>>) -> bool {
+        let mut slots = self.slots.write().unwrap_or_else(PoisonError::into_inner);
+        match slots.get_mut(name) {
+            Some(slot) => {
+                slot.shadow = candidate;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The active version and the shadow candidate of `name`.
+    pub fn active_and_shadow(&self, name: &str) -> Option<(Arc<Plugin>, Option<Arc<Plugin>>)> {
+        self.read()
+            .get(name)
+            .map(|slot| (Arc::clone(&slot.active), slot.shadow.clone()))
+    }
+
+    /// Forget plugin `name`. Returns whether there was one.
+    pub fn remove(&self, name: &str) -> bool {
+        let mut slots = self.slots.write().unwrap_or_else(PoisonError::into_inner);
+        slots.remove(name).is_some()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Slot>> {

@@ -6,51 +6,37 @@
 //! A usable event becomes one stock adjustment `(productId, -quantity)`; anything else is an
 //! `invalid-message` whose reason names the field. The plugin never panics on input.
 
-#[allow(clippy::too_many_arguments)] // generated code
-mod bindings {
-    wit_bindgen::generate!({
-        path: "../../wit",
-        world: "checked-handler",
-    });
+pub use sluice_plugin::order::{MAX_QUANTITY, OrderEvent, parse_order};
+use sluice_plugin::prelude::*;
+
+/// The handler: an order event becomes one stock adjustment.
+pub fn handle(message: &Message) -> Outcome {
+    order_to_mutations(&message.payload)
 }
-
-use bindings::sluice::handler::types::StockAdjustment;
-use bindings::{Guest, HandlerError, Message, Mutation};
-pub use sluice_order_event::{MAX_QUANTITY, OrderEvent, parse_order};
-
-struct Stock;
-
-impl Guest for Stock {
-    fn handle(message: Message) -> Result<Vec<Mutation>, HandlerError> {
-        order_to_mutations(&message.payload)
-    }
-
-    fn self_test() -> Result<(), String> {
-        let sample = br#"{"orderId":"self-test","userId":"u","productId":"P-1","quantity":3,
-            "unitPrice":10,"totalPrice":30,"createdAt":"2026-01-01T00:00:00Z"}"#;
-        let mutations =
-            order_to_mutations(sample).map_err(|e| format!("a valid order failed: {e:?}"))?;
-        match mutations.as_slice() {
-            [Mutation::StockAdjustment(a)] if a.product_id == "P-1" && a.delta == -3 => {}
-            other => return Err(format!("a 3-unit order gave {other:?}")),
-        }
-        match order_to_mutations(b"not json") {
-            Err(HandlerError::InvalidMessage(_)) => Ok(()),
-            other => Err(format!("non-JSON gave {other:?}")),
-        }
-    }
-}
-
-bindings::export!(Stock with_types_in bindings);
 
 /// Turn an order event's bytes into the stock mutations it implies.
-pub fn order_to_mutations(payload: &[u8]) -> Result<Vec<Mutation>, HandlerError> {
-    let order = parse_order(payload).map_err(HandlerError::InvalidMessage)?;
-    Ok(vec![Mutation::StockAdjustment(StockAdjustment {
-        product_id: order.product_id,
-        delta: -order.quantity,
-    })])
+pub fn order_to_mutations(payload: &[u8]) -> Outcome {
+    let order = parse_order(payload).map_err(invalid)?;
+    Ok(vec![stock(order.product_id, -order.quantity)])
 }
+
+/// Run by the host before this version becomes active.
+fn self_test() -> Result<(), String> {
+    let sample = br#"{"orderId":"self-test","userId":"u","productId":"P-1","quantity":3,
+        "unitPrice":10,"totalPrice":30,"createdAt":"2026-01-01T00:00:00Z"}"#;
+    let mutations =
+        order_to_mutations(sample).map_err(|e| format!("a valid order failed: {e:?}"))?;
+    match mutations.as_slice() {
+        [Mutation::StockAdjustment(a)] if a.product_id == "P-1" && a.delta == -3 => {}
+        other => return Err(format!("a 3-unit order gave {other:?}")),
+    }
+    match order_to_mutations(b"not json") {
+        Err(HandlerError::InvalidMessage(_)) => Ok(()),
+        other => Err(format!("non-JSON gave {other:?}")),
+    }
+}
+
+sluice_plugin::export!(handle, self_test = self_test);
 
 #[cfg(test)]
 mod tests {
@@ -100,13 +86,13 @@ mod tests {
             headers: vec![],
             timestamp_ms: None,
         };
-        let mutations = Stock::handle(message).unwrap();
+        let mutations = handle(&message).unwrap();
         assert_eq!(mutations.len(), 1);
     }
 
     #[test]
     fn the_self_test_passes() {
-        assert_eq!(Stock::self_test(), Ok(()));
+        assert_eq!(self_test(), Ok(()));
     }
 
     #[test]

@@ -1,19 +1,22 @@
-//! Cargo runner for plugin unit tests on `wasm32-wasip2` (set in `.cargo/config.toml`):
-//! `cargo test -p <plugin> --target wasm32-wasip2` runs the test binary here, under wasmtime,
-//! with the plugin world's host imports stubbed (log → stderr, no config).
+//! `sluice plugin test-runner`: the cargo runner for plugin unit tests on `wasm32-wasip2`. Runs
+//! the test binary under wasmtime with the `handler` world's host imports stubbed (the SDK
+//! keeps tests' configuration and log lines inside the plugin itself).
 //!
-//! wasm tests are `panic = abort`, so the first failing test would kill the whole binary.
-//! This runner lists the tests and runs each in its own instance, so every result is reported.
+//! wasm tests are `panic = abort`: the first failing test would end the whole binary and hide
+//! its own message. So the runner lists the tests and runs each in its own instance with
+//! `--nocapture` (its panic message and location are printed as they happen), and reports every
+//! result and a summary, as libtest does.
 
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use sluice::runtime::bindings::{Handler, Level, sluice::handler::host, sluice::handler::types};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::p2::bindings::sync::Command;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
+
+use crate::runtime::bindings::{Handler, Level, sluice::handler::host, sluice::handler::types};
 
 const OUTPUT_CAPTURE: usize = 1 << 20;
 
@@ -27,6 +30,8 @@ struct Runner {
 struct State {
     wasi: WasiCtx,
     table: ResourceTable,
+    /// The plugin's log lines, shown with the test's output.
+    logs: String,
 }
 
 impl WasiView for State {
@@ -42,7 +47,16 @@ impl types::Host for State {}
 
 impl host::Host for State {
     fn log(&mut self, level: Level, message: String) {
-        eprintln!("[plugin log {level:?}] {message}");
+        if self.logs.len() < OUTPUT_CAPTURE {
+            let level = match level {
+                Level::Trace => "trace",
+                Level::Debug => "debug",
+                Level::Info => "info",
+                Level::Warn => "warn",
+                Level::Error => "error",
+            };
+            self.logs.push_str(&format!("[log {level}] {message}\n"));
+        }
     }
 
     fn get_config(&mut self, _key: String) -> Option<String> {
@@ -80,19 +94,20 @@ impl Runner {
 
     fn run(&self, args: &[String]) -> anyhow::Result<Run> {
         let stdout = MemoryOutputPipe::new(OUTPUT_CAPTURE);
-        let stderr = MemoryOutputPipe::new(OUTPUT_CAPTURE);
+        let stderr_pipe = MemoryOutputPipe::new(OUTPUT_CAPTURE);
         let mut argv = vec![self.program.clone()];
         argv.extend(args.iter().cloned());
         let wasi = WasiCtx::builder()
             .args(&argv)
             .stdout(stdout.clone())
-            .stderr(stderr.clone())
+            .stderr(stderr_pipe.clone())
             .build();
         let mut store = Store::new(
             &self.engine,
             State {
                 wasi,
                 table: ResourceTable::new(),
+                logs: String::new(),
             },
         );
         let command = Command::instantiate(&mut store, &self.component, &self.linker)
@@ -106,14 +121,15 @@ impl Runner {
                 None => {
                     // The panic message is on stderr already; the wasm backtrace adds noise.
                     trap = Some(match e.downcast_ref::<wasmtime::Trap>() {
-                        Some(code) => format!("wasm trap: {code}\n"),
+                        Some(code) => format!("(the test aborted: {code})\n"),
                         None => format!("error: {e:#}\n"),
                     });
                     false
                 }
             },
         };
-        let mut stderr = String::from_utf8_lossy(&stderr.contents()).into_owned();
+        let mut stderr = std::mem::take(&mut store.data_mut().logs);
+        stderr.push_str(&String::from_utf8_lossy(&stderr_pipe.contents()));
         stderr.extend(trap);
         Ok(Run {
             passed,
@@ -123,17 +139,16 @@ impl Runner {
     }
 }
 
-fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1);
-    let Some(path) = args.next() else {
-        eprintln!("usage: sluice-plugin-test <test-binary.wasm> [libtest args]");
+/// `sluice plugin test-runner <test-binary.wasm> [libtest args]`.
+pub fn main(args: &[String]) -> ExitCode {
+    let Some((path, args)) = args.split_first() else {
+        eprintln!("usage: sluice plugin test-runner <test-binary.wasm> [libtest args]");
         return ExitCode::from(2);
     };
-    let args: Vec<String> = args.collect();
-    match run_all(&path, &args) {
+    match run_all(path, args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("sluice-plugin-test: {e:#}");
+            eprintln!("sluice plugin test-runner: {e:#}");
             ExitCode::from(101)
         }
     }
@@ -164,7 +179,7 @@ fn run_all(path: &str, args: &[String]) -> anyhow::Result<ExitCode> {
             .filter(|a| {
                 !matches!(
                     a.as_str(),
-                    "--nocapture" | "--show-output" | "--quiet" | "-q"
+                    "--nocapture" | "--no-capture" | "--show-output" | "--quiet" | "-q"
                 )
             })
             .cloned(),
@@ -191,12 +206,17 @@ fn run_all(path: &str, args: &[String]) -> anyhow::Result<ExitCode> {
     let include_ignored = args
         .iter()
         .any(|a| a == "--include-ignored" || a == "--ignored");
+    let show_output = args
+        .iter()
+        .any(|a| a == "--nocapture" || a == "--show-output");
     let (mut passed, mut failed, mut ignored) = (0, Vec::new(), 0);
     for test in &tests {
         let mut test_args = vec![
             "--exact".to_string(),
             (*test).to_string(),
             "--test-threads=1".into(),
+            // A panic aborts the instance: its message must be out before that.
+            "--nocapture".into(),
         ];
         if include_ignored {
             test_args.push("--include-ignored".into());
@@ -209,18 +229,21 @@ fn run_all(path: &str, args: &[String]) -> anyhow::Result<ExitCode> {
             passed += 1;
             "ok"
         } else {
-            failed.push((*test, run.stdout.clone(), run.stderr.clone()));
+            failed.push((*test, run.stderr.clone()));
             "FAILED"
         };
         println!("test {test} ... {verdict}");
+        if show_output && verdict == "ok" && !run.stderr.trim().is_empty() {
+            print!("{}", run.stderr);
+        }
     }
     if !failed.is_empty() {
         println!("\nfailures:");
-        for (test, stdout, stderr) in &failed {
-            println!("\n---- {test} ----\n{stdout}{stderr}");
+        for (test, stderr) in &failed {
+            println!("\n---- {test} ----\n{}", stderr.trim_end());
         }
         println!("\nfailures:");
-        for (test, _, _) in &failed {
+        for (test, _) in &failed {
             println!("    {test}");
         }
     }

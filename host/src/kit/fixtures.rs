@@ -1,0 +1,300 @@
+//! Fixtures: recorded messages with what a plugin should make of them, one JSON object per
+//! line. `sluice plugin test FILE.wasm --fixtures ...` runs them through the real sandbox;
+//! `sluice plugin replay` writes them from dead letters and topics.
+//!
+//! ```json
+//! {"name": "an order", "key": "CATALOG-0001", "headers": [{"key": "event-id", "value": "o-1"}],
+//!  "payload": "{\"orderId\": ...}", "config": {"max-quantity": "5"},
+//!  "expect": {"mutations": [{"productId": "CATALOG-0001", "delta": -1}]}}
+//! {"payload": {"base64": "/w=="}, "expect": {"error": "invalid-message", "reason": "UTF-8"}}
+//! {"payload": "...", "expect": {"ok": true}}
+//! ```
+//!
+//! `payload`, `key` and header values are text, `{"base64": "..."}` or `null`. `expect` is exact
+//! mutations (in order), an error kind (and words its reason contains), or `{"ok": true}`: any
+//! mutations, no error (what a replayed dead letter should become once the plugin is fixed).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::Mutation;
+use crate::runtime::{HandleError, Plugin, bindings};
+
+/// Bytes as text, or base64 when they are not UTF-8.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Bytes {
+    Text(String),
+    Base64 { base64: String },
+}
+
+impl Bytes {
+    pub fn of(bytes: &[u8]) -> Self {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Self::Text(text.to_string()),
+            Err(_) => Self::Base64 {
+                base64: STANDARD.encode(bytes),
+            },
+        }
+    }
+
+    pub fn to_vec(&self) -> anyhow::Result<Vec<u8>> {
+        match self {
+            Self::Text(text) => Ok(text.clone().into_bytes()),
+            Self::Base64 { base64 } => STANDARD.decode(base64).context("a base64 value"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    pub key: String,
+    pub value: Option<Bytes>,
+}
+
+/// One recorded message and what should come of it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Fixture {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default = "default_topic")]
+    pub topic: String,
+    #[serde(default)]
+    pub partition: i32,
+    #[serde(default)]
+    pub offset: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<Bytes>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<Header>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Bytes>,
+    /// Configuration values for this message (over the plugin's own).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config: BTreeMap<String, String>,
+    pub expect: Expect,
+    /// Where the message came from and what happened to it in production (replayed
+    /// fixtures); not compared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorded: Option<serde_json::Value>,
+}
+
+fn default_topic() -> String {
+    "example-order-topic".into()
+}
+
+impl Default for Expect {
+    fn default() -> Self {
+        Self::Ok { ok: true }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Expect {
+    Mutations {
+        mutations: Vec<ExpectedMutation>,
+    },
+    Error {
+        error: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    Ok {
+        ok: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExpectedMutation {
+    pub product_id: String,
+    pub delta: i64,
+}
+
+impl Fixture {
+    pub fn message(&self) -> anyhow::Result<bindings::Message> {
+        Ok(bindings::Message {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offset: self.offset,
+            key: self.key.as_ref().map(Bytes::to_vec).transpose()?,
+            payload: self
+                .payload
+                .as_ref()
+                .map(Bytes::to_vec)
+                .transpose()?
+                .unwrap_or_default(),
+            headers: self
+                .headers
+                .iter()
+                .map(|h| {
+                    Ok(bindings::Header {
+                        key: h.key.clone(),
+                        value: h.value.as_ref().map(Bytes::to_vec).transpose()?,
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?,
+            timestamp_ms: None,
+        })
+    }
+
+    /// What is wrong with `got`, if anything.
+    pub fn mismatch(&self, got: &Result<Vec<Mutation>, HandleError>) -> Option<String> {
+        let got_json = match got {
+            Ok(mutations) => serde_json::json!({ "mutations": mutations
+                .iter()
+                .map(|Mutation::StockAdjustment { product_id, delta }| {
+                    serde_json::json!({"productId": product_id.as_str(), "delta": delta})
+                })
+                .collect::<Vec<_>>() }),
+            Err(e) => serde_json::json!({ "error": e.kind(), "reason": e.to_string() }),
+        };
+        let ok = match (&self.expect, got) {
+            (Expect::Ok { ok }, got) => *ok == got.is_ok(),
+            (Expect::Mutations { mutations }, Ok(got)) => {
+                mutations.len() == got.len()
+                    && mutations.iter().zip(got).all(
+                        |(want, Mutation::StockAdjustment { product_id, delta })| {
+                            want.product_id == product_id.as_str() && want.delta == *delta
+                        },
+                    )
+            }
+            (Expect::Error { error, reason }, Err(e)) => {
+                e.kind() == error
+                    && reason
+                        .as_ref()
+                        .is_none_or(|words| e.to_string().contains(words.as_str()))
+            }
+            _ => false,
+        };
+        if ok {
+            return None;
+        }
+        let expected = serde_json::to_string(&self.expect).unwrap_or_default();
+        Some(format!(
+            "    expected: {expected}\n         got: {}",
+            serde_json::to_string(&got_json).unwrap_or_default()
+        ))
+    }
+}
+
+/// The fixtures of a `.jsonl` file, or of every `.jsonl` file in a directory; with where each
+/// came from (`file:line`).
+pub fn load(path: &Path) -> anyhow::Result<Vec<(String, Fixture)>> {
+    let files: Vec<PathBuf> = if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+            .collect();
+        files.sort();
+        files
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let mut fixtures = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with("//") {
+                continue;
+            }
+            let place = format!("{}:{}", file.display(), i + 1);
+            let fixture: Fixture =
+                serde_json::from_str(line).with_context(|| format!("{place}: not a fixture"))?;
+            fixtures.push((place, fixture));
+        }
+    }
+    Ok(fixtures)
+}
+
+/// Run `fixtures` through `plugin`; print a line per fixture, a diff per mismatch and a
+/// summary. Returns how many failed.
+pub fn run(plugin: &Plugin, fixtures: &[(String, Fixture)]) -> usize {
+    let mut failed = 0;
+    for (place, fixture) in fixtures {
+        let name = fixture.name.clone().unwrap_or_else(|| place.clone());
+        let message = match fixture.message() {
+            Ok(message) => message,
+            Err(e) => {
+                failed += 1;
+                println!("FAILED {name}\n    the fixture is not usable: {e:#}");
+                continue;
+            }
+        };
+        let mut config: HashMap<String, String> = plugin.config().clone();
+        config.extend(fixture.config.clone());
+        let got = plugin.handle_with(&message, &Arc::new(config));
+        match fixture.mismatch(&got) {
+            None => println!("ok     {name}"),
+            Some(diff) => {
+                failed += 1;
+                println!("FAILED {name} ({place})\n{diff}");
+            }
+        }
+    }
+    println!(
+        "\nfixtures: {}. {} passed; {failed} failed",
+        if failed == 0 { "ok" } else { "FAILED" },
+        fixtures.len() - failed
+    );
+    failed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ProductId;
+
+    fn mutation(product: &str, delta: i64) -> Mutation {
+        Mutation::StockAdjustment {
+            product_id: ProductId::parse(product).unwrap(),
+            delta,
+        }
+    }
+
+    #[test]
+    fn fixtures_read_and_compare() {
+        let fixture: Fixture = serde_json::from_str(
+            r#"{"name":"one","key":"K","headers":[{"key":"event-id","value":"e"},
+                {"key":"bin","value":{"base64":"/w=="}},{"key":"none","value":null}],
+                "payload":"{}","expect":{"mutations":[{"productId":"P","delta":-1}]}}"#,
+        )
+        .unwrap();
+        let message = fixture.message().unwrap();
+        assert_eq!(message.key.as_deref(), Some(&b"K"[..]));
+        assert_eq!(message.headers[1].value.as_deref(), Some(&[0xff][..]));
+        assert_eq!(message.headers[2].value, None);
+        assert_eq!(fixture.mismatch(&Ok(vec![mutation("P", -1)])), None);
+        let diff = fixture.mismatch(&Ok(vec![mutation("P", -2)])).unwrap();
+        assert!(diff.contains("expected") && diff.contains("-2"), "{diff}");
+
+        let error: Fixture = serde_json::from_str(
+            r#"{"payload":"x","expect":{"error":"invalid-message","reason":"not JSON"}}"#,
+        )
+        .unwrap();
+        let got = Err(HandleError::InvalidMessage("payload is not JSON".into()));
+        assert_eq!(error.mismatch(&got), None);
+        assert!(error.mismatch(&Ok(Vec::new())).is_some());
+
+        let any: Fixture = serde_json::from_str(r#"{"expect":{"ok":true}}"#).unwrap();
+        assert_eq!(any.mismatch(&Ok(vec![mutation("P", 1)])), None);
+        assert!(
+            any.mismatch(&Err(HandleError::Trap("boom".into())))
+                .is_some()
+        );
+        let round = serde_json::to_string(&fixture).unwrap();
+        assert_eq!(serde_json::from_str::<Fixture>(&round).unwrap(), fixture);
+    }
+}

@@ -1,0 +1,268 @@
+//! `sluice plugin …`: the plugin author's kit — scaffold a crate, build it, check a component
+//! against this host, run recorded messages through it in the real sandbox, and turn
+//! production messages into those recordings.
+
+pub mod fixtures;
+mod replay;
+pub mod runner;
+pub mod scaffold;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
+
+use crate::runtime::{
+    CompileLimits, Compiler, Plugin, PluginConfig, Registry, Sandbox, SandboxConfig, explain,
+};
+
+pub use replay::ReplayArgs;
+
+#[derive(Debug, Args)]
+pub struct PluginArgs {
+    #[command(subcommand)]
+    pub command: PluginCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Create a plugin crate (SDK, a passing test, a sample fixture) that builds and tests on
+    /// the first try, inside this repository's `plugins/` or anywhere else.
+    New {
+        /// The plugin's name: lowercase letters, digits, `-` and `_`.
+        name: String,
+        /// Where to create it.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Build the plugin crate in DIR for wasm32-wasip2 (release) and print the component's path.
+    Build {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Check a component against this host: contract version, imports, exports, size and
+    /// memory limits, and its self-test.
+    Check {
+        file: PathBuf,
+        /// Configuration values its self-test reads, `key=value` (repeatable).
+        #[arg(long = "config", value_name = "KEY=VALUE", value_parser = crate::config::parse_key_value)]
+        config: Vec<(String, String)>,
+    },
+    /// Without FILE: the crate's unit tests on wasm32-wasip2 under wasmtime (this binary is the
+    /// runner), then its fixtures when --fixtures is given. With FILE: run recorded messages (a
+    /// `.jsonl` fixture file, or a directory of them) through that component in the real
+    /// sandbox, with the real limits; a diff per mismatch.
+    Test {
+        file: Option<PathBuf>,
+        #[arg(long)]
+        fixtures: Option<PathBuf>,
+        /// The plugin crate (without FILE).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Configuration values, `key=value` (repeatable); a fixture's own `config` wins.
+        #[arg(long = "config", value_name = "KEY=VALUE", value_parser = crate::config::parse_key_value)]
+        config: Vec<(String, String)>,
+    },
+    /// Write real messages as fixtures: dead letters (by id, or all unresolved ones) or a range
+    /// of a topic partition.
+    Replay(ReplayArgs),
+    /// The cargo runner for plugin unit tests on wasm32-wasip2 (`.cargo/config.toml`).
+    #[command(hide = true)]
+    TestRunner {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+/// Run a `sluice plugin` command. `test-runner` runs before any async runtime starts (see
+/// `main`); the rest may use one.
+pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        PluginCommand::New { name, dir } => {
+            let created = scaffold::new(&name, &dir)?;
+            println!("created {}", created.display());
+            println!(
+                "next: cd {} && sluice plugin test --fixtures fixtures/",
+                created.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginCommand::Build { dir } => {
+            let wasm = build(&dir)?;
+            let size = std::fs::metadata(&wasm).map(|m| m.len()).unwrap_or(0);
+            println!("{} ({} KiB)", wasm.display(), size.div_ceil(1024));
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginCommand::Check { file, config } => check(&file, config).await,
+        PluginCommand::Test {
+            file,
+            fixtures,
+            dir,
+            config,
+        } => {
+            let file = match file {
+                Some(file) => file,
+                None => {
+                    if !unit_tests(&dir)? {
+                        return Ok(ExitCode::FAILURE);
+                    }
+                    if fixtures.is_none() {
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    build(&dir)?
+                }
+            };
+            let fixtures = fixtures.context("give the fixtures to run: --fixtures FILE_OR_DIR")?;
+            let cases = fixtures::load(&fixtures)?;
+            if cases.is_empty() {
+                bail!("no fixtures in {}", fixtures.display());
+            }
+            println!(
+                "\nrunning {} fixtures through {}",
+                cases.len(),
+                file.display()
+            );
+            let plugin = load(&file, &sandbox(config)?).await?;
+            let failed = tokio::task::spawn_blocking(move || fixtures::run(&plugin, &cases))
+                .await
+                .context("the fixture run failed")?;
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        PluginCommand::Replay(args) => {
+            replay::run(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginCommand::TestRunner { args } => Ok(runner::main(&args)),
+    }
+}
+
+/// The plugin's name for a component file: its stem (`my_plugin.wasm` → `my_plugin`).
+fn name_of(file: &Path) -> String {
+    file.file_stem()
+        .map(|s| s.to_string_lossy().replace('-', "_"))
+        .unwrap_or_else(|| "plugin".into())
+}
+
+/// `file` compiled, linked and checked as a running `sluice` would (compiled in a child under
+/// the compile limits, the default sandbox limits, its self-test run).
+async fn load(file: &Path, sandbox: &Arc<Sandbox>) -> anyhow::Result<Arc<Plugin>> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let name = name_of(file);
+    let registry = Registry::new(
+        Arc::clone(sandbox),
+        Compiler::this_binary(),
+        CompileLimits::default(),
+    );
+    registry
+        .prepare(&name, bytes.into())
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
+}
+
+/// The sandbox `sluice serve` runs with its default limits, and `config` for the plugin.
+fn sandbox(config: Vec<(String, String)>) -> anyhow::Result<Arc<Sandbox>> {
+    Sandbox::new(SandboxConfig {
+        plugin_config: PluginConfig::from_pairs(config),
+        ..SandboxConfig::default()
+    })
+}
+
+async fn check(file: &Path, config: Vec<(String, String)>) -> anyhow::Result<ExitCode> {
+    let sandbox = sandbox(config)?;
+    let plugin = match load(file, &sandbox).await {
+        Ok(plugin) => plugin,
+        Err(e) => {
+            println!("FAILED {e:#}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let bytes = std::fs::read(file)?;
+    let component = crate::runtime::compile::compile_here(sandbox.engine(), &bytes)?;
+    let (imports, exports) = explain::describe(sandbox.engine(), &component);
+    println!(
+        "ok     {} fits this host ({})",
+        file.display(),
+        explain::CONTRACT
+    );
+    println!("  version   {}", &plugin.version()[..12]);
+    println!("  size      {} KiB", bytes.len().div_ceil(1024));
+    println!("  imports   {}", imports.join(", "));
+    println!("  exports   {}", exports.join(", "));
+    println!(
+        "  self-test {}",
+        if plugin.has_self_test() {
+            "passed"
+        } else {
+            "none declared"
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cargo test --target wasm32-wasip2` in `dir`, with this binary as the runner (no
+/// `.cargo/config.toml` needed). Whether every test passed.
+fn unit_tests(dir: &Path) -> anyhow::Result<bool> {
+    let exe = std::env::current_exe().context("finding this binary")?;
+    let runner = serde_json::to_string(&[exe.to_string_lossy().as_ref(), "plugin", "test-runner"])?;
+    let status = cargo()
+        .args(["test", "--target", "wasm32-wasip2", "--config"])
+        .arg(format!("target.wasm32-wasip2.runner={runner}"))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .status()
+        .with_context(|| format!("running cargo in {}", dir.display()))?;
+    Ok(status.success())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// `cargo build --release --target wasm32-wasip2` in `dir`; the component it wrote.
+fn build(dir: &Path) -> anyhow::Result<PathBuf> {
+    let output = cargo()
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--message-format=json-render-diagnostics",
+        ])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running cargo in {}", dir.display()))?;
+    let crate_dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let mut built = None;
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let is_local = message["manifest_path"]
+            .as_str()
+            .is_some_and(|m| Path::new(m).parent() == Some(crate_dir.as_path()));
+        if message["reason"] == "compiler-artifact" && is_local {
+            for file in message["filenames"].as_array().into_iter().flatten() {
+                if let Some(path) = file.as_str().filter(|p| p.ends_with(".wasm")) {
+                    built = Some(PathBuf::from(path));
+                }
+            }
+        }
+    }
+    if !output.status.success() {
+        bail!("cargo build failed (see above)");
+    }
+    built.with_context(|| {
+        format!(
+            "cargo built no component in {}: is it a plugin crate (`crate-type = [\"cdylib\"]`)?",
+            dir.display()
+        )
+    })
+}

@@ -1,0 +1,277 @@
+//! `sluice plugin new NAME`: a plugin crate that builds and tests on the first try. Inside this
+//! repository's `plugins/` it uses the SDK next to it (and the workspace picks it up); anywhere
+//! else it carries a copy of the SDK and the contract in `.sluice/`, so it needs nothing else.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+
+/// The SDK, the order parser and the contract, as this build has them.
+const SDK_LIB: &str = include_str!("../../../plugins/sdk/src/lib.rs");
+const ORDER_EVENT_LIB: &str = include_str!("../../../plugins/order-event/src/lib.rs");
+const CONTRACT: &str = include_str!("../../../wit/handler.wit");
+/// The toolchain this repository pins (with the wasm target), for crates outside it.
+const TOOLCHAIN: &str = include_str!("../../../rust-toolchain.toml");
+
+/// Create the crate `name` in `parent`; returns its directory.
+pub fn new(name: &str, parent: &Path) -> anyhow::Result<PathBuf> {
+    crate::control::validate_name(name)?;
+    let dir = parent.join(name);
+    if dir.exists() {
+        bail!("{} exists already", dir.display());
+    }
+    let in_repository = in_repository_plugins(parent);
+    let crate_name = name.replace('_', "-");
+    let lib_name = name.replace('-', "_");
+    std::fs::create_dir_all(dir.join("src"))?;
+    std::fs::create_dir_all(dir.join("fixtures"))?;
+    let (sdk, workspace) = if in_repository {
+        ("../sdk".to_string(), "")
+    } else {
+        vendor_sdk(&dir)?;
+        write(&dir.join("rust-toolchain.toml"), TOOLCHAIN)?;
+        (".sluice/sdk".to_string(), WORKSPACE_OF_ITS_OWN)
+    };
+    write(
+        &dir.join("Cargo.toml"),
+        &MANIFEST
+            .replace("{crate}", &crate_name)
+            .replace("{sdk}", &sdk)
+            .replace("{workspace}", workspace),
+    )?;
+    write(&dir.join("src/lib.rs"), &LIB.replace("{name}", name))?;
+    write(&dir.join("fixtures/sample.jsonl"), FIXTURES)?;
+    write(&dir.join(".gitignore"), "/target\n")?;
+    let build_dir = if in_repository {
+        "../../target"
+    } else {
+        "target"
+    };
+    write(
+        &dir.join("README.md"),
+        &README
+            .replace("{name}", name)
+            .replace("{lib}", &lib_name)
+            .replace("{target}", build_dir),
+    )?;
+    Ok(dir)
+}
+
+/// Whether `parent` is the `plugins/` directory of this repository (the SDK is beside it).
+fn in_repository_plugins(parent: &Path) -> bool {
+    parent.join("sdk").join("Cargo.toml").is_file()
+        && parent
+            .parent()
+            .is_some_and(|root| root.join("wit").join("handler.wit").is_file())
+}
+
+fn vendor_sdk(dir: &Path) -> anyhow::Result<()> {
+    let sluice = dir.join(".sluice");
+    std::fs::create_dir_all(sluice.join("sdk/src"))?;
+    std::fs::create_dir_all(sluice.join("sdk/wit"))?;
+    std::fs::create_dir_all(sluice.join("order-event/src"))?;
+    write(&sluice.join("sdk/src/lib.rs"), SDK_LIB)?;
+    write(&sluice.join("sdk/wit/handler.wit"), CONTRACT)?;
+    write(&sluice.join("sdk/Cargo.toml"), VENDORED_SDK_MANIFEST)?;
+    write(&sluice.join("order-event/src/lib.rs"), ORDER_EVENT_LIB)?;
+    write(
+        &sluice.join("order-event/Cargo.toml"),
+        VENDORED_ORDER_MANIFEST,
+    )?;
+    write(
+        &sluice.join("README.md"),
+        "The Sluice plugin SDK and the plugin contract (`sdk/wit/handler.wit`), as the `sluice`\n\
+         that created this crate had them. `sluice plugin new` writes them again.\n",
+    )
+}
+
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+const WORKSPACE_OF_ITS_OWN: &str = "
+# A workspace of its own: the crate builds wherever it is.
+[workspace]
+
+[profile.release]
+opt-level = \"s\"
+lto = true
+codegen-units = 1
+strip = true
+panic = \"abort\"
+";
+
+const MANIFEST: &str = r#"[package]
+name = "{crate}"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[lib]
+crate-type = ["cdylib", "rlib"]
+doctest = false
+
+[dependencies]
+sluice-plugin = { path = "{sdk}" }
+{workspace}"#;
+
+const VENDORED_SDK_MANIFEST: &str = r#"[package]
+name = "sluice-plugin"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[lib]
+doctest = false
+
+[dependencies]
+serde = { version = "1", features = ["derive"] }
+serde_json = "1"
+sluice-order-event = { path = "../order-event" }
+wit-bindgen = "0.63"
+"#;
+
+const VENDORED_ORDER_MANIFEST: &str = r#"[package]
+name = "sluice-order-event"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[lib]
+doctest = false
+
+[dependencies]
+serde = { version = "1", features = ["derive"] }
+serde_json = "1"
+"#;
+
+const LIB: &str = r#"//! Plugin `{name}`: an order event takes its quantity out of the product's stock, unless it
+//! is larger than the `max-quantity` configured for this plugin (then it is rejected).
+
+use sluice_plugin::prelude::*;
+
+pub fn handle(message: &Message) -> Outcome {
+    let order = message.order()?;
+    let max: i64 = config_or("max-quantity", 1_000)?;
+    if order.quantity > max {
+        return Err(rejected(format!(
+            "{} units of {} ordered, at most {max} per order",
+            order.quantity, order.product_id
+        )));
+    }
+    debug(format!("order {} takes {} x {}", order.order_id, order.quantity, order.product_id));
+    Ok(vec![stock(order.product_id, -order.quantity)])
+}
+
+/// Run by the host before it activates a version.
+fn self_test() -> Result<(), String> {
+    let sample = sluice_plugin::testing::order("self-test", "P-1", 2);
+    match handle(&sample) {
+        Ok(mutations) if mutations == [stock("P-1", -2)] => Ok(()),
+        other => Err(format!("a 2-unit order gave {other:?}")),
+    }
+}
+
+sluice_plugin::export!(handle, self_test = self_test);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_plugin::testing;
+
+    #[test]
+    fn an_order_takes_its_quantity_out_of_stock() {
+        let outcome = handle(&testing::order("o-1", "CATALOG-0001", 3));
+        assert_eq!(
+            testing::adjustments(&outcome),
+            Some(vec![("CATALOG-0001".to_string(), -3)])
+        );
+    }
+
+    #[test]
+    fn an_order_over_the_configured_maximum_is_rejected_and_logged_nothing() {
+        testing::set_config("max-quantity", "5");
+        let outcome = handle(&testing::order("o-2", "CATALOG-0001", 6));
+        testing::clear_config();
+        let Err(HandlerError::Rejected(reason)) = outcome else {
+            panic!("expected a rejection, got {outcome:?}");
+        };
+        assert!(reason.contains("at most 5"), "{reason}");
+    }
+
+    #[test]
+    fn accepted_orders_are_logged() {
+        testing::clear_logs();
+        handle(&testing::order("o-3", "CATALOG-0002", 1)).unwrap();
+        let logs = testing::logs();
+        assert!(logs.iter().any(|(_, line)| line.contains("o-3")), "{logs:?}");
+    }
+
+    #[test]
+    fn a_message_that_is_not_an_order_is_invalid() {
+        let outcome = handle(&testing::message("hello"));
+        assert!(matches!(outcome, Err(HandlerError::InvalidMessage(_))), "{outcome:?}");
+    }
+
+    #[test]
+    fn the_self_test_passes() {
+        assert_eq!(self_test(), Ok(()));
+    }
+}
+"#;
+
+const FIXTURES: &str = r#"{"name": "an order of 3", "key": "CATALOG-0001", "headers": [{"key": "event-id", "value": "o-1"}], "payload": "{\"orderId\":\"o-1\",\"userId\":\"u\",\"productId\":\"CATALOG-0001\",\"quantity\":3,\"unitPrice\":1500,\"totalPrice\":4500,\"createdAt\":\"2026-01-01T00:00:00Z\"}", "expect": {"mutations": [{"productId": "CATALOG-0001", "delta": -3}]}}
+{"name": "over the configured maximum", "payload": "{\"orderId\":\"o-2\",\"userId\":\"u\",\"productId\":\"CATALOG-0001\",\"quantity\":9,\"unitPrice\":1500,\"totalPrice\":13500,\"createdAt\":\"2026-01-01T00:00:00Z\"}", "config": {"max-quantity": "5"}, "expect": {"error": "rejected", "reason": "at most 5"}}
+{"name": "not an order", "payload": "hello", "expect": {"error": "invalid-message", "reason": "not JSON"}}
+"#;
+
+const README: &str = r#"# Plugin `{name}`
+
+A Sluice handler plugin. Unit tests run natively and on the real target:
+
+```sh
+cargo test                     # natively, fast
+sluice plugin test             # on wasm32-wasip2, under wasmtime, every test reported
+sluice plugin build            # → {target}/wasm32-wasip2/release/{lib}.wasm
+sluice plugin check {target}/wasm32-wasip2/release/{lib}.wasm
+sluice plugin test {target}/wasm32-wasip2/release/{lib}.wasm --fixtures fixtures/
+```
+
+Try it on live traffic without applying its output, then make it active:
+
+```sh
+curl -X PUT --data-binary @{target}/wasm32-wasip2/release/{lib}.wasm \
+     "localhost:8080/plugins/stock?mode=shadow"
+curl localhost:8080/plugins/stock/shadow
+curl -X POST localhost:8080/plugins/stock/shadow/promote
+```
+
+Configure it with `--plugin-config {name}:max-quantity=5` (or `stock:max-quantity=5` when it
+runs as `stock`).
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_crate_outside_the_repository_carries_the_sdk() {
+        let dir = tempfile::tempdir().unwrap();
+        let created = new("my-rules", dir.path()).unwrap();
+        let manifest = std::fs::read_to_string(created.join("Cargo.toml")).unwrap();
+        assert!(manifest.contains("name = \"my-rules\""), "{manifest}");
+        assert!(manifest.contains("path = \".sluice/sdk\""), "{manifest}");
+        assert!(manifest.contains("[workspace]"), "{manifest}");
+        assert!(created.join(".sluice/sdk/wit/handler.wit").is_file());
+        assert!(
+            created.join("rust-toolchain.toml").is_file(),
+            "the wasm target with it"
+        );
+        assert!(created.join("fixtures/sample.jsonl").is_file());
+        for line in FIXTURES.lines() {
+            serde_json::from_str::<super::super::fixtures::Fixture>(line).unwrap();
+        }
+        assert!(new("my-rules", dir.path()).is_err(), "no overwriting");
+        assert!(new("Bad Name", dir.path()).is_err());
+    }
+}

@@ -1,0 +1,292 @@
+//! Write a Sluice plugin as a plain function from a message to mutations.
+//!
+//! ```ignore
+//! use sluice_plugin::prelude::*;
+//!
+//! fn handle(message: &Message) -> Outcome {
+//!     let order = message.order()?;                      // the order event, parsed strictly
+//!     let max: i64 = config_or("max-quantity", 100)?;    // this plugin's configuration
+//!     if order.quantity > max {
+//!         return Err(rejected(format!("at most {max} per order")));
+//!     }
+//!     info(format!("order {} takes {}", order.order_id, order.quantity));
+//!     Ok(vec![stock(order.product_id, -order.quantity)])
+//! }
+//!
+//! sluice_plugin::export!(handle);
+//! ```
+//!
+//! `export!(handle)` makes the function the plugin's `handle` export (world `checked-handler`
+//! of `sluice:handler@0.1.0`); `export!(handle, self_test = check)` adds a self-test the host
+//! runs before activating a version. Build with `cargo build --target wasm32-wasip2 --release`
+//! (or `sluice plugin build`). Tests run natively (`cargo test`) and on the real target under
+//! wasmtime (`sluice plugin test`); [`testing`] sets configuration and reads log lines in both.
+
+// The generated bindings name this crate by its path, as plugins see it.
+extern crate self as sluice_plugin;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+pub use sluice_order_event as order;
+pub use sluice_order_event::OrderEvent;
+
+/// The bindings generated from the contract (`wit/handler.wit`).
+#[allow(clippy::too_many_arguments)] // generated code
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "wit",
+        world: "checked-handler",
+        additional_derives: [PartialEq],
+        pub_export_macro: true,
+        export_macro_name: "__export_checked_handler",
+        default_bindings_module: "sluice_plugin::bindings",
+        runtime_path: "sluice_plugin::__private::wit_bindgen::rt",
+    });
+}
+
+pub use bindings::sluice::handler::host::Level;
+pub use bindings::sluice::handler::types::{Header, StockAdjustment};
+pub use bindings::{HandlerError, Message, Mutation};
+
+/// What a handler returns: the mutations to apply, or why not.
+pub type Outcome = Result<Vec<Mutation>, HandlerError>;
+
+/// Everything a handler usually needs.
+pub mod prelude {
+    pub use crate::{
+        HandlerError, Level, Message, MessageExt as _, Mutation, OrderEvent, Outcome, config,
+        config_or, debug, error, info, invalid, log, rejected, stock, warn,
+    };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use wit_bindgen;
+
+    pub fn no_self_test() -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Export `handle` (a `fn(&Message) -> Outcome`) as the plugin, optionally with a self-test
+/// (a `fn() -> Result<(), String>`) the host runs before activating a version.
+#[macro_export]
+macro_rules! export {
+    ($handle:path) => {
+        $crate::export!($handle, self_test = $crate::__private::no_self_test);
+    };
+    ($handle:path, self_test = $self_test:path) => {
+        struct __SluicePlugin;
+
+        impl $crate::bindings::Guest for __SluicePlugin {
+            fn handle(message: $crate::Message) -> $crate::Outcome {
+                $handle(&message)
+            }
+
+            fn self_test() -> ::core::result::Result<(), ::std::string::String> {
+                $self_test()
+            }
+        }
+
+        $crate::bindings::__export_checked_handler!(__SluicePlugin);
+    };
+}
+
+/// Change `product_id`'s stock by `delta` (negative takes stock out).
+pub fn stock(product_id: impl Into<String>, delta: i64) -> Mutation {
+    Mutation::StockAdjustment(StockAdjustment {
+        product_id: product_id.into(),
+        delta,
+    })
+}
+
+/// The message cannot be used (the reason should name the field): a dead letter.
+pub fn invalid(reason: impl Into<String>) -> HandlerError {
+    HandlerError::InvalidMessage(reason.into())
+}
+
+/// The message is well formed but refused on business grounds: `REJECTED`.
+pub fn rejected(reason: impl Into<String>) -> HandlerError {
+    HandlerError::Rejected(reason.into())
+}
+
+/// Reading a message.
+pub trait MessageExt {
+    /// The payload as UTF-8 text.
+    fn text(&self) -> Result<&str, HandlerError>;
+    /// The payload as JSON of type `T` (an `invalid` error says what is wrong).
+    fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, HandlerError>;
+    /// The payload as the order service's event, parsed strictly (every field present and
+    /// well typed, keys unique, quantity in range).
+    fn order(&self) -> Result<OrderEvent, HandlerError>;
+    /// The first header named `key`.
+    fn header(&self, key: &str) -> Option<&[u8]>;
+    /// The first header named `key`, as text.
+    fn header_str(&self, key: &str) -> Option<&str>;
+    /// The record key as text.
+    fn key_str(&self) -> Option<&str>;
+}
+
+impl MessageExt for Message {
+    fn text(&self) -> Result<&str, HandlerError> {
+        std::str::from_utf8(&self.payload)
+            .map_err(|e| invalid(format!("payload is not UTF-8: {e}")))
+    }
+
+    fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, HandlerError> {
+        serde_json::from_slice(&self.payload).map_err(|e| invalid(format!("payload: {e}")))
+    }
+
+    fn order(&self) -> Result<OrderEvent, HandlerError> {
+        order::parse_order(&self.payload).map_err(invalid)
+    }
+
+    fn header(&self, key: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|h| h.key == key)
+            .and_then(|h| h.value.as_deref())
+    }
+
+    fn header_str(&self, key: &str) -> Option<&str> {
+        self.header(key).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    fn key_str(&self) -> Option<&str> {
+        self.key
+            .as_deref()
+            .and_then(|k| std::str::from_utf8(k).ok())
+    }
+}
+
+/// The log lines of this instance (tests read them), and configuration set by tests.
+struct Local {
+    logs: Vec<(Level, String)>,
+    config: HashMap<String, String>,
+}
+
+thread_local! {
+    static LOCAL: RefCell<Local> = RefCell::new(Local { logs: Vec::new(), config: HashMap::new() });
+}
+
+/// The most log lines kept for [`testing::logs`].
+const KEPT_LOG_LINES: usize = 1000;
+
+/// Write a line to the host's log (tagged with the plugin's name and version there).
+pub fn log(level: Level, message: impl AsRef<str>) {
+    let message = message.as_ref();
+    LOCAL.with_borrow_mut(|local| {
+        if local.logs.len() < KEPT_LOG_LINES {
+            local.logs.push((level, message.to_string()));
+        }
+    });
+    #[cfg(target_arch = "wasm32")]
+    bindings::sluice::handler::host::log(level, message);
+}
+
+pub fn debug(message: impl AsRef<str>) {
+    log(Level::Debug, message)
+}
+
+pub fn info(message: impl AsRef<str>) {
+    log(Level::Info, message)
+}
+
+pub fn warn(message: impl AsRef<str>) {
+    log(Level::Warn, message)
+}
+
+pub fn error(message: impl AsRef<str>) {
+    log(Level::Error, message)
+}
+
+/// This plugin's configuration value for `key` (set by the operator), if any.
+pub fn config(key: &str) -> Option<String> {
+    if let Some(value) = LOCAL.with_borrow(|local| local.config.get(key).cloned()) {
+        return Some(value);
+    }
+    #[cfg(target_arch = "wasm32")]
+    return bindings::sluice::handler::host::get_config(key);
+    #[cfg(not(target_arch = "wasm32"))]
+    None
+}
+
+/// `key`'s value parsed as `T`, or `default` when it is not set. A value that does not parse
+/// is an `invalid` error naming the key (the record becomes a dead letter with the reason).
+pub fn config_or<T: std::str::FromStr>(key: &str, default: T) -> Result<T, HandlerError>
+where
+    T::Err: std::fmt::Display,
+{
+    match config(key) {
+        None => Ok(default),
+        Some(raw) => raw
+            .trim()
+            .parse()
+            .map_err(|e| invalid(format!("configuration `{key}` = `{raw}`: {e}"))),
+    }
+}
+
+/// For tests, natively and on wasm32-wasip2 alike: messages, configuration, log lines.
+pub mod testing {
+    use super::*;
+
+    /// A message with this payload (topic `test`, partition 0, offset 0, no key or headers).
+    pub fn message(payload: impl Into<Vec<u8>>) -> Message {
+        Message {
+            topic: "test".into(),
+            partition: 0,
+            offset: 0,
+            key: None,
+            payload: payload.into(),
+            headers: Vec::new(),
+            timestamp_ms: None,
+        }
+    }
+
+    /// An order event as the order service publishes it.
+    pub fn order(order_id: &str, product_id: &str, quantity: i64) -> Message {
+        let payload = serde_json::json!({
+            "orderId": order_id, "userId": "test", "productId": product_id, "quantity": quantity,
+            "unitPrice": 100, "totalPrice": 100 * quantity, "createdAt": "2026-01-01T00:00:00Z"
+        });
+        let mut message = message(payload.to_string());
+        message.key = Some(product_id.as_bytes().to_vec());
+        message.headers.push(Header {
+            key: "event-id".into(),
+            value: Some(order_id.as_bytes().to_vec()),
+        });
+        message
+    }
+
+    /// Set a configuration value, as an operator would (until [`clear_config`]).
+    pub fn set_config(key: &str, value: &str) {
+        LOCAL.with_borrow_mut(|local| {
+            local.config.insert(key.to_string(), value.to_string());
+        });
+    }
+
+    pub fn clear_config() {
+        LOCAL.with_borrow_mut(|local| local.config.clear());
+    }
+
+    /// The lines logged so far (on this thread), oldest first.
+    pub fn logs() -> Vec<(Level, String)> {
+        LOCAL.with_borrow(|local| local.logs.clone())
+    }
+
+    /// Forget the lines logged so far.
+    pub fn clear_logs() {
+        LOCAL.with_borrow_mut(|local| local.logs.clear());
+    }
+
+    /// The stock adjustments of an outcome, as (product, delta) pairs.
+    pub fn adjustments(outcome: &Outcome) -> Option<Vec<(String, i64)>> {
+        outcome.as_ref().ok().map(|mutations| {
+            mutations
+                .iter()
+                .map(|Mutation::StockAdjustment(a)| (a.product_id.clone(), a.delta))
+                .collect()
+        })
+    }
+}

@@ -182,7 +182,28 @@ async fn uploads_that_break_the_limits_are_refused_with_the_reason() {
         health.1
     );
 
-    refused(&app, "big", vec![0u8; 9 << 20], 413, "limit").await;
+    // Over the size limit: refused before the body is read, so the answer closes the
+    // connection (a pooling client must not send its next request into it).
+    let response = app
+        .http
+        .put(app.url("/plugins/big"))
+        .body(vec![0u8; 9 << 20])
+        .send()
+        .await
+        .expect("PUT /plugins/big");
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        response.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..])
+    );
+    let answer: Value = response.json().await.unwrap_or(Value::Null);
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("limit"),
+        "{answer}"
+    );
     let padded = with_custom_section(&stock, "pad", 2 << 20);
     refused(&app, "padded", padded, 422, "custom sections").await;
     let core = wat::parse_str("(module)").unwrap();

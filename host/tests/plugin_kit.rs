@@ -222,7 +222,7 @@ async fn a_scaffolded_plugin_tests_builds_and_goes_live_through_a_shadow_run() {
     // runs (its dependencies compile once).
     let work = tempfile::tempdir().unwrap();
     let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/kit-scaffold");
-    let run = |dir: &Path, args: &[&str]| {
+    let kit = |dir: &Path, args: &[&str]| {
         let output = Command::new(SLUICE)
             .arg("plugin")
             .args(args)
@@ -235,7 +235,11 @@ async fn a_scaffolded_plugin_tests_builds_and_goes_live_through_a_shadow_run() {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
-        assert!(output.status.success(), "sluice plugin {args:?}:\n{text}");
+        (output.status.success(), text)
+    };
+    let run = |dir: &Path, args: &[&str]| {
+        let (ok, text) = kit(dir, args);
+        assert!(ok, "sluice plugin {args:?}:\n{text}");
         text
     };
     run(work.path(), &["new", "my-limits"]);
@@ -259,12 +263,33 @@ async fn a_scaffolded_plugin_tests_builds_and_goes_live_through_a_shadow_run() {
         "{tested}"
     );
     assert!(checked.contains("self-test passed"), "{checked}");
+
+    // A production failure, replayed as a fixture for the new plugin: it reproduces.
     let app = TestApp::spawn().await;
+    let producer = app.broker.producer();
+    common::produce(&producer, &app.topic, "k", b"not an order", Some("bad-1")).await;
+    app.wait_processed(1, Duration::from_secs(20)).await;
+    run(
+        &crate_dir,
+        &[
+            "replay",
+            "--all-dead-letters",
+            "--database-url",
+            &app.db_url,
+            "--out",
+            "dead.jsonl",
+        ],
+    );
+    let (ok, replayed) = kit(&crate_dir, &["test", &wasm, "--fixtures", "dead.jsonl"]);
+    assert!(!ok && replayed.contains("FAILED dead letter"), "{replayed}");
+    assert!(replayed.contains("not JSON"), "{replayed}");
+
+    // A shadow run on live traffic agrees with the stock plugin; promoted, it is listed.
     let component = std::fs::read(&wasm).unwrap();
     let (status, body) = put(&app, "/plugins/stock?mode=shadow", component.clone()).await;
     assert_eq!(status, 200, "{body}");
     order(&app, 4).await;
-    app.wait_processed(1, Duration::from_secs(20)).await;
+    app.wait_processed(2, Duration::from_secs(20)).await;
     let (_, report) = app.get_json("/plugins/stock/shadow").await;
     assert_eq!(
         (report["compared"].as_i64(), report["agreements"].as_i64()),
@@ -273,6 +298,16 @@ async fn a_scaffolded_plugin_tests_builds_and_goes_live_through_a_shadow_run() {
     );
     let (status, promoted) = post(&app, "/plugins/stock/shadow/promote").await;
     assert_eq!(status, 200, "{promoted}");
-    assert_eq!(promoted["version"], version_of(&component).as_str());
+    let version = version_of(&component);
+    assert_eq!(promoted["version"], version.as_str());
+    let (_, listed) = app.get_json("/plugins").await;
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "stock" && p["version"] == version.as_str()),
+        "{listed}"
+    );
     app.stop().await;
 }

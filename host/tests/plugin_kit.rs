@@ -18,13 +18,19 @@ fn read(stem: &str) -> Vec<u8> {
     std::fs::read(fixture(stem)).expect("fixture built by host/build.rs")
 }
 
-/// `sluice plugin ARGS` in `dir`; its output, with stdout and stderr as text for messages.
+/// Where crates scaffolded by the tests build: kept between runs (dependencies compile once).
+fn scaffold_target() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/kit-scaffold")
+}
+
+/// `sluice plugin ARGS` in `dir`: whether it succeeded, and its stdout and stderr as text.
 fn plugin(dir: &Path, args: &[&str]) -> (Output, String) {
     let output = Command::new(SLUICE)
         .arg("plugin")
         .args(args)
         .current_dir(dir)
         .env_remove("DATABASE_URL")
+        .env("CARGO_TARGET_DIR", scaffold_target())
         .output()
         .expect("running sluice plugin");
     let text = format!(
@@ -33,6 +39,17 @@ fn plugin(dir: &Path, args: &[&str]) -> (Output, String) {
         String::from_utf8_lossy(&output.stderr)
     );
     (output, text)
+}
+
+/// `sluice plugin replay` of `app`'s dead letters into `dir/dead.jsonl`.
+fn replay_dead_letters(dir: &Path, app: &TestApp) -> (Output, String) {
+    let args = [
+        "replay",
+        "--all-dead-letters",
+        "--database-url",
+        &app.db_url,
+    ];
+    plugin(dir, &[&args[..], &["--out", "dead.jsonl"]].concat())
 }
 
 async fn put(app: &TestApp, path: &str, body: Vec<u8>) -> (u16, Value) {
@@ -128,17 +145,7 @@ async fn a_production_failure_becomes_a_failing_fixture_in_one_command() {
     let stock = fixture("sluice_plugin_stock");
 
     // Act: replay the dead letters, then the topic, as fixtures.
-    let (output, text) = plugin(
-        work.path(),
-        &[
-            "replay",
-            "--all-dead-letters",
-            "--database-url",
-            &app.db_url,
-            "--out",
-            "dead.jsonl",
-        ],
-    );
+    let (output, text) = replay_dead_letters(work.path(), &app);
     assert!(output.status.success(), "{text}");
     let replayed = std::fs::read_to_string(work.path().join("dead.jsonl")).unwrap();
     let recorded: Value = serde_json::from_str(replayed.trim()).unwrap();
@@ -218,23 +225,10 @@ fn check_explains_what_does_not_fit() {
 /// nothing but `sluice` and cargo.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scaffolded_plugin_tests_builds_and_goes_live_through_a_shadow_run() {
-    // Arrange: a new crate outside the repository, building into a target dir kept between
-    // runs (its dependencies compile once).
+    // Arrange: a new crate outside the repository.
     let work = tempfile::tempdir().unwrap();
-    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/kit-scaffold");
     let kit = |dir: &Path, args: &[&str]| {
-        let output = Command::new(SLUICE)
-            .arg("plugin")
-            .args(args)
-            .current_dir(dir)
-            .env("CARGO_TARGET_DIR", &target)
-            .output()
-            .expect("running sluice plugin");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let (output, text) = plugin(dir, args);
         (output.status.success(), text)
     };
     let run = |dir: &Path, args: &[&str]| {
@@ -269,17 +263,8 @@ async fn a_scaffolded_plugin_tests_builds_and_goes_live_through_a_shadow_run() {
     let producer = app.broker.producer();
     common::produce(&producer, &app.topic, "k", b"not an order", Some("bad-1")).await;
     app.wait_processed(1, Duration::from_secs(20)).await;
-    run(
-        &crate_dir,
-        &[
-            "replay",
-            "--all-dead-letters",
-            "--database-url",
-            &app.db_url,
-            "--out",
-            "dead.jsonl",
-        ],
-    );
+    let (output, text) = replay_dead_letters(&crate_dir, &app);
+    assert!(output.status.success(), "{text}");
     let (ok, replayed) = kit(&crate_dir, &["test", &wasm, "--fixtures", "dead.jsonl"]);
     assert!(!ok && replayed.contains("FAILED dead letter"), "{replayed}");
     assert!(replayed.contains("not JSON"), "{replayed}");

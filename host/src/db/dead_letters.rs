@@ -30,6 +30,21 @@ pub struct DeadLetter {
     pub resolved_at: Option<DateTime<Utc>>,
 }
 
+impl DeadLetter {
+    /// The record as it was consumed.
+    pub fn record(&self) -> crate::kafka::Consumed {
+        crate::kafka::Consumed {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offset: self.offset,
+            key: self.key.clone(),
+            payload: self.payload.clone(),
+            headers: self.headers.0.clone(),
+            timestamp_ms: None,
+        }
+    }
+}
+
 const COLUMNS: &str = "id, group_id, topic, partition, \"offset\", key, payload, headers, event_id, \
     error_kind, error, plugin, plugin_version, created_at, redrive_count, last_redrive_at, \
     last_redrive_outcome, last_redrive_reason, resolved_at";

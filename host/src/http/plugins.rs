@@ -182,8 +182,7 @@ pub async fn rollback(
     name: Result<Path<String>, PathRejection>,
 ) -> Result<Json<InstallView>, ApiError> {
     let Path(name) = name?;
-    let installed = state.control.rollback(&name).await.map_err(install_error)?;
-    Ok(Json(InstallView::new(installed, "active", &state.routes)))
+    activated(&state, state.control.rollback(&name).await)
 }
 
 /// `DELETE /plugins/{name}`: a plugin no route uses, fleet-wide.
@@ -192,12 +191,7 @@ pub async fn delete(
     name: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
     let Path(name) = name?;
-    state
-        .control
-        .delete(&name, &state.routes)
-        .await
-        .map_err(install_error)?;
-    Ok(StatusCode::NO_CONTENT)
+    done(state.control.delete(&name, &state.routes).await)
 }
 
 #[derive(Debug, Serialize)]
@@ -263,12 +257,7 @@ pub async fn promote(
     name: Result<Path<String>, PathRejection>,
 ) -> Result<Json<InstallView>, ApiError> {
     let Path(name) = name?;
-    let installed = state
-        .control
-        .promote_shadow(&name)
-        .await
-        .map_err(install_error)?;
-    Ok(Json(InstallView::new(installed, "active", &state.routes)))
+    activated(&state, state.control.promote_shadow(&name).await)
 }
 
 /// `DELETE /plugins/{name}/shadow`: stop the shadow run.
@@ -277,11 +266,21 @@ pub async fn discard(
     name: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
     let Path(name) = name?;
-    state
-        .control
-        .discard_shadow(&name)
-        .await
-        .map_err(install_error)?;
+    done(state.control.discard_shadow(&name).await)
+}
+
+/// The answer to a change that made a version active.
+fn activated(
+    state: &AppState,
+    installed: Result<Installed, InstallError>,
+) -> Result<Json<InstallView>, ApiError> {
+    let installed = installed.map_err(install_error)?;
+    Ok(Json(InstallView::new(installed, "active", &state.routes)))
+}
+
+/// The answer to a change with nothing to show.
+fn done(result: Result<(), InstallError>) -> Result<StatusCode, ApiError> {
+    result.map_err(install_error)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

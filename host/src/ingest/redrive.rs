@@ -8,7 +8,6 @@ use sqlx::PgPool;
 use super::apply;
 use super::plan::{BatchContext, Decision, Handled, Mode};
 use crate::db;
-use crate::kafka::Consumed;
 use crate::runtime::Plugin;
 
 #[derive(Debug, thiserror::Error)]
@@ -49,15 +48,7 @@ pub async fn redrive(
     }
     let plugin =
         plugin_for(&letter.topic).ok_or_else(|| RedriveError::NoPlugin(letter.topic.clone()))?;
-    let record = Consumed {
-        topic: letter.topic.clone(),
-        partition: letter.partition,
-        offset: letter.offset,
-        key: letter.key.clone(),
-        payload: letter.payload.clone(),
-        headers: letter.headers.0.clone(),
-        timestamp_ms: None,
-    };
+    let record = letter.record();
     let runner = Arc::clone(&plugin);
     // Plugin calls are CPU work bounded by the sandbox deadline: off the async workers.
     let handled = tokio::task::spawn_blocking(move || {

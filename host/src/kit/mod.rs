@@ -190,7 +190,8 @@ async fn check(file: &Path, config: Vec<(String, String)>) -> anyhow::Result<Exi
         file.display(),
         explain::CONTRACT
     );
-    println!("  version   {}", &plugin.version()[..12]);
+    let version = plugin.version();
+    println!("  version   {}", version.get(..12).unwrap_or(version));
     println!("  size      {} KiB", bytes.len().div_ceil(1024));
     println!("  imports   {}", imports.join(", "));
     println!("  exports   {}", exports.join(", "));

@@ -138,17 +138,8 @@ async fn from_dead_letters(args: &ReplayArgs) -> anyhow::Result<Vec<Fixture>> {
     Ok(letters
         .into_iter()
         .map(|letter| {
-            let record = Consumed {
-                topic: letter.topic.clone(),
-                partition: letter.partition,
-                offset: letter.offset,
-                key: letter.key.clone(),
-                payload: letter.payload.clone(),
-                headers: letter.headers.0.clone(),
-                timestamp_ms: None,
-            };
             fixture(
-                &record,
+                &letter.record(),
                 format!("dead letter {}", letter.id),
                 serde_json::json!({
                     "deadLetter": letter.id,

@@ -34,10 +34,11 @@ pub fn new(name: &str, parent: &Path) -> anyhow::Result<PathBuf> {
     };
     write(
         &dir.join("Cargo.toml"),
-        &MANIFEST
-            .replace("{crate}", &crate_name)
-            .replace("{sdk}", &sdk)
-            .replace("{workspace}", workspace),
+        &manifest(
+            &crate_name,
+            true,
+            &format!("sluice-plugin = {{ path = \"{sdk}\" }}\n{workspace}"),
+        ),
     )?;
     write(&dir.join("src/lib.rs"), &LIB.replace("{name}", name))?;
     write(&dir.join("fixtures/sample.jsonl"), FIXTURES)?;
@@ -72,11 +73,20 @@ fn vendor_sdk(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(sluice.join("order-event/src"))?;
     write(&sluice.join("sdk/src/lib.rs"), SDK_LIB)?;
     write(&sluice.join("sdk/wit/handler.wit"), CONTRACT)?;
-    write(&sluice.join("sdk/Cargo.toml"), VENDORED_SDK_MANIFEST)?;
+    write(
+        &sluice.join("sdk/Cargo.toml"),
+        &manifest(
+            "sluice-plugin",
+            false,
+            &format!(
+                "{SERDE}sluice-order-event = {{ path = \"../order-event\" }}\nwit-bindgen = \"0.63\"\n"
+            ),
+        ),
+    )?;
     write(&sluice.join("order-event/src/lib.rs"), ORDER_EVENT_LIB)?;
     write(
         &sluice.join("order-event/Cargo.toml"),
-        VENDORED_ORDER_MANIFEST,
+        &manifest("sluice-order-event", false, SERDE),
     )?;
     write(
         &sluice.join("README.md"),
@@ -101,49 +111,20 @@ strip = true
 panic = \"abort\"
 ";
 
-const MANIFEST: &str = r#"[package]
-name = "{crate}"
-version = "0.1.0"
-edition = "2024"
-publish = false
+/// A crate manifest: the package, a library (a component too when `cdylib`), dependencies.
+fn manifest(name: &str, cdylib: bool, dependencies: &str) -> String {
+    let crate_type = if cdylib {
+        "crate-type = [\"cdylib\", \"rlib\"]\n"
+    } else {
+        ""
+    };
+    format!(
+        "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n\
+         [lib]\n{crate_type}doctest = false\n\n[dependencies]\n{dependencies}"
+    )
+}
 
-[lib]
-crate-type = ["cdylib", "rlib"]
-doctest = false
-
-[dependencies]
-sluice-plugin = { path = "{sdk}" }
-{workspace}"#;
-
-const VENDORED_SDK_MANIFEST: &str = r#"[package]
-name = "sluice-plugin"
-version = "0.1.0"
-edition = "2024"
-publish = false
-
-[lib]
-doctest = false
-
-[dependencies]
-serde = { version = "1", features = ["derive"] }
-serde_json = "1"
-sluice-order-event = { path = "../order-event" }
-wit-bindgen = "0.63"
-"#;
-
-const VENDORED_ORDER_MANIFEST: &str = r#"[package]
-name = "sluice-order-event"
-version = "0.1.0"
-edition = "2024"
-publish = false
-
-[lib]
-doctest = false
-
-[dependencies]
-serde = { version = "1", features = ["derive"] }
-serde_json = "1"
-"#;
+const SERDE: &str = "serde = { version = \"1\", features = [\"derive\"] }\nserde_json = \"1\"\n";
 
 const LIB: &str = r#"//! Plugin `{name}`: an order event takes its quantity out of the product's stock, unless it
 //! is larger than the `max-quantity` configured for this plugin (then it is rejected).

@@ -290,3 +290,65 @@ pub mod testing {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+
+    #[test]
+    fn configuration_set_by_a_test_is_read_and_a_bad_value_is_named() {
+        clear_config();
+        assert_eq!(config_or("max", 7), Ok(7));
+        set_config("max", " 12 ");
+        assert_eq!(config_or("max", 7), Ok(12));
+        set_config("max", "lots");
+        let Err(HandlerError::InvalidMessage(reason)) = config_or::<i64>("max", 7) else {
+            panic!("a value that does not parse is invalid");
+        };
+        assert!(reason.contains("`max` = `lots`"), "{reason}");
+        clear_config();
+        assert_eq!(config("max"), None);
+    }
+
+    #[test]
+    fn log_lines_are_kept_for_tests_with_their_level() {
+        clear_logs();
+        info("one");
+        warn(format!("two {}", 2));
+        assert_eq!(
+            logs(),
+            vec![
+                (Level::Info, "one".to_string()),
+                (Level::Warn, "two 2".to_string())
+            ]
+        );
+        clear_logs();
+        assert!(logs().is_empty());
+    }
+
+    #[test]
+    fn messages_read_as_orders_json_and_headers() {
+        let message = order("o-1", "P-1", 3);
+        assert_eq!(message.order().map(|o| o.quantity), Ok(3));
+        assert_eq!(message.header_str("event-id"), Some("o-1"));
+        assert_eq!(message.key_str(), Some("P-1"));
+        let value: serde_json::Value = message.json().unwrap();
+        assert_eq!(value["productId"], "P-1");
+
+        let bad = testing::message(vec![0xff]);
+        assert!(matches!(bad.text(), Err(HandlerError::InvalidMessage(r)) if r.contains("UTF-8")));
+        assert!(matches!(bad.order(), Err(HandlerError::InvalidMessage(_))));
+        assert_eq!(bad.header("event-id"), None);
+    }
+
+    #[test]
+    fn helpers_build_mutations_and_errors() {
+        assert_eq!(
+            adjustments(&Ok(vec![stock("A", -2)])),
+            Some(vec![("A".to_string(), -2)])
+        );
+        assert_eq!(adjustments(&Err(rejected("no"))), None);
+        assert_eq!(invalid("x"), HandlerError::InvalidMessage("x".into()));
+    }
+}

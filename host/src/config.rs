@@ -152,32 +152,8 @@ pub struct CommonArgs {
     #[arg(long = "plugin", env = "SLUICE_PLUGINS", value_delimiter = ',')]
     pub plugins: Vec<PathBuf>,
 
-    /// Values plugins read with `host.get-config`: `key=value` for every plugin, or
-    /// `plugin:key=value` for one (which wins); repeatable or comma separated.
-    #[arg(long, env = "SLUICE_PLUGIN_CONFIG", value_name = "KEY=VALUE,...",
-          value_delimiter = ',', value_parser = parse_key_value)]
-    pub plugin_config: Vec<(String, String)>,
-
-    /// Linear memory one plugin call may use, MiB.
-    #[arg(long, env = "SLUICE_PLUGIN_MEMORY_MIB", default_value_t = 64)]
-    pub plugin_memory_mib: usize,
-
-    /// Wall-clock deadline of one plugin call, milliseconds.
-    #[arg(long, env = "SLUICE_PLUGIN_TIMEOUT_MS", default_value_t = 100)]
-    pub plugin_timeout_ms: u64,
-
-    /// Largest plugin component accepted (upload or file), MiB.
-    #[arg(long, env = "SLUICE_PLUGIN_MAX_MIB", default_value_t = 8)]
-    pub plugin_max_mib: usize,
-
-    /// Longest a plugin may take to compile, seconds (compiled in a child process, which is
-    /// killed then).
-    #[arg(long, env = "SLUICE_PLUGIN_COMPILE_TIMEOUT_S", default_value_t = 30)]
-    pub plugin_compile_timeout_s: u64,
-
-    /// Address space the plugin compiler process may use, MiB.
-    #[arg(long, env = "SLUICE_PLUGIN_COMPILE_MEMORY_MIB", default_value_t = 2048)]
-    pub plugin_compile_memory_mib: u64,
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
 
     /// Versions of each plugin kept in the database, besides the active and previous ones.
     #[arg(long, env = "SLUICE_PLUGIN_VERSIONS_KEPT", default_value_t = 10)]
@@ -215,6 +191,61 @@ pub struct CommonArgs {
     /// Size of the PostgreSQL connection pool.
     #[arg(long, env = "SLUICE_DB_MAX_CONNECTIONS", default_value_t = 10)]
     pub db_max_connections: u32,
+}
+
+/// The sandbox's limits and the plugins' configuration: `serve`, `dev` and the plugin kit
+/// (`sluice plugin check|test`) read the same flags.
+#[derive(Debug, Clone, Args)]
+pub struct SandboxArgs {
+    /// Values plugins read with `host.get-config`: `key=value` for every plugin, or
+    /// `plugin:key=value` for one (which wins); repeatable or comma separated.
+    #[arg(long, env = "SLUICE_PLUGIN_CONFIG", value_name = "KEY=VALUE,...",
+          value_delimiter = ',', value_parser = parse_key_value)]
+    pub plugin_config: Vec<(String, String)>,
+
+    /// Linear memory one plugin call may use, MiB.
+    #[arg(long, env = "SLUICE_PLUGIN_MEMORY_MIB", default_value_t = 64)]
+    pub plugin_memory_mib: usize,
+
+    /// Wall-clock deadline of one plugin call, milliseconds.
+    #[arg(long, env = "SLUICE_PLUGIN_TIMEOUT_MS", default_value_t = 100)]
+    pub plugin_timeout_ms: u64,
+
+    /// Largest plugin component accepted (upload or file), MiB.
+    #[arg(long, env = "SLUICE_PLUGIN_MAX_MIB", default_value_t = 8)]
+    pub plugin_max_mib: usize,
+
+    /// Longest a plugin may take to compile, seconds (compiled in a child process, which is
+    /// killed then).
+    #[arg(long, env = "SLUICE_PLUGIN_COMPILE_TIMEOUT_S", default_value_t = 30)]
+    pub plugin_compile_timeout_s: u64,
+
+    /// Address space the plugin compiler process may use, MiB.
+    #[arg(long, env = "SLUICE_PLUGIN_COMPILE_MEMORY_MIB", default_value_t = 2048)]
+    pub plugin_compile_memory_mib: u64,
+}
+
+impl SandboxArgs {
+    pub fn sandbox_config(&self) -> SandboxConfig {
+        SandboxConfig {
+            limits: Limits {
+                memory_bytes: self.plugin_memory_mib.saturating_mul(1 << 20),
+                ..Limits::default()
+            },
+            timeout: Duration::from_millis(self.plugin_timeout_ms),
+            plugin_config: PluginConfig::from_pairs(self.plugin_config.clone()),
+            ..SandboxConfig::default()
+        }
+    }
+
+    pub fn compile_limits(&self) -> CompileLimits {
+        CompileLimits {
+            max_component_bytes: self.plugin_max_mib.saturating_mul(1 << 20),
+            timeout: Duration::from_secs(self.plugin_compile_timeout_s.max(1)),
+            memory_bytes: self.plugin_compile_memory_mib.saturating_mul(1 << 20),
+            ..CompileLimits::default()
+        }
+    }
 }
 
 pub(crate) fn parse_key_value(raw: &str) -> Result<(String, String), String> {
@@ -445,25 +476,12 @@ impl Settings {
                 dedupe_sweep_interval: DEDUPE_SWEEP_INTERVAL,
                 plugin_threads: common.plugin_threads.unwrap_or_else(default_plugin_threads),
             },
-            sandbox: SandboxConfig {
-                limits: Limits {
-                    memory_bytes: common.plugin_memory_mib.saturating_mul(1 << 20),
-                    ..Limits::default()
-                },
-                timeout: Duration::from_millis(common.plugin_timeout_ms),
-                plugin_config: PluginConfig::from_pairs(common.plugin_config),
-                ..SandboxConfig::default()
-            },
+            sandbox: common.sandbox.sandbox_config(),
             plugins: PluginSettings {
                 paths: common.plugins,
                 dir: common.plugin_dir,
                 compiler: Compiler::this_binary(),
-                compile_limits: CompileLimits {
-                    max_component_bytes: common.plugin_max_mib.saturating_mul(1 << 20),
-                    timeout: Duration::from_secs(common.plugin_compile_timeout_s.max(1)),
-                    memory_bytes: common.plugin_compile_memory_mib.saturating_mul(1 << 20),
-                    ..CompileLimits::default()
-                },
+                compile_limits: common.sandbox.compile_limits(),
                 versions_kept: common.plugin_versions_kept,
                 native: Vec::new(),
             },

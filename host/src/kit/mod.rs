@@ -14,9 +14,8 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 
-use crate::runtime::{
-    CompileLimits, Compiler, Plugin, PluginConfig, Registry, Sandbox, SandboxConfig, explain,
-};
+use crate::config::SandboxArgs;
+use crate::runtime::{Compiler, Plugin, Registry, Sandbox, explain};
 
 pub use replay::ReplayArgs;
 
@@ -46,9 +45,9 @@ pub enum PluginCommand {
     /// memory limits, and its self-test.
     Check {
         file: PathBuf,
-        /// Configuration values its self-test reads, `key=value` (repeatable).
-        #[arg(long = "config", value_name = "KEY=VALUE", value_parser = crate::config::parse_key_value)]
-        config: Vec<(String, String)>,
+        /// The limits and configuration it will run with (as `sluice serve` takes them).
+        #[command(flatten)]
+        sandbox: SandboxArgs,
     },
     /// Without FILE: the crate's unit tests on wasm32-wasip2 under wasmtime (this binary is the
     /// runner), then its fixtures when --fixtures is given. With FILE: run recorded messages (a
@@ -61,9 +60,10 @@ pub enum PluginCommand {
         /// The plugin crate (without FILE).
         #[arg(long, default_value = ".")]
         dir: PathBuf,
-        /// Configuration values, `key=value` (repeatable); a fixture's own `config` wins.
-        #[arg(long = "config", value_name = "KEY=VALUE", value_parser = crate::config::parse_key_value)]
-        config: Vec<(String, String)>,
+        /// The limits and configuration it will run with (as `sluice serve` takes them); a
+        /// fixture's own `config` wins.
+        #[command(flatten)]
+        sandbox: SandboxArgs,
     },
     /// Write real messages as fixtures: dead letters (by id, or all unresolved ones) or a range
     /// of a topic partition.
@@ -95,12 +95,12 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
             println!("{} ({} KiB)", wasm.display(), size.div_ceil(1024));
             Ok(ExitCode::SUCCESS)
         }
-        PluginCommand::Check { file, config } => check(&file, config).await,
+        PluginCommand::Check { file, sandbox } => check(&file, &sandbox).await,
         PluginCommand::Test {
             file,
             fixtures,
             dir,
-            config,
+            sandbox,
         } => {
             let file = match file {
                 Some(file) => file,
@@ -124,7 +124,7 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
                 cases.len(),
                 file.display()
             );
-            let plugin = load(&file, &sandbox(config)?).await?;
+            let plugin = load(&file, &sandbox).await?;
             let failed = tokio::task::spawn_blocking(move || fixtures::run(&plugin, &cases))
                 .await
                 .context("the fixture run failed")?;
@@ -149,42 +149,31 @@ fn name_of(file: &Path) -> String {
         .unwrap_or_else(|| "plugin".into())
 }
 
-/// `file` compiled, linked and checked as a running `sluice` would (compiled in a child under
-/// the compile limits, the default sandbox limits, its self-test run).
-async fn load(file: &Path, sandbox: &Arc<Sandbox>) -> anyhow::Result<Arc<Plugin>> {
+/// `file` compiled, linked and checked as a running `sluice` would: compiled in a child
+/// under the compile limits, loaded into the sandbox with its limits, its self-test run.
+async fn load(file: &Path, args: &SandboxArgs) -> anyhow::Result<Arc<Plugin>> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let name = name_of(file);
     let registry = Registry::new(
-        Arc::clone(sandbox),
+        Sandbox::new(args.sandbox_config())?,
         Compiler::this_binary(),
-        CompileLimits::default(),
+        args.compile_limits(),
     );
     registry
-        .prepare(&name, bytes.into())
+        .prepare(&name_of(file), bytes.into())
         .await
         .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
 }
 
-/// The sandbox `sluice serve` runs with its default limits, and `config` for the plugin.
-fn sandbox(config: Vec<(String, String)>) -> anyhow::Result<Arc<Sandbox>> {
-    Sandbox::new(SandboxConfig {
-        plugin_config: PluginConfig::from_pairs(config),
-        ..SandboxConfig::default()
-    })
-}
-
-async fn check(file: &Path, config: Vec<(String, String)>) -> anyhow::Result<ExitCode> {
-    let sandbox = sandbox(config)?;
-    let plugin = match load(file, &sandbox).await {
+async fn check(file: &Path, args: &SandboxArgs) -> anyhow::Result<ExitCode> {
+    let plugin = match load(file, args).await {
         Ok(plugin) => plugin,
         Err(e) => {
             println!("FAILED {e:#}");
             return Ok(ExitCode::FAILURE);
         }
     };
-    let bytes = std::fs::read(file)?;
-    let component = crate::runtime::compile::compile_here(sandbox.engine(), &bytes)?;
-    let (imports, exports) = explain::describe(sandbox.engine(), &component);
+    let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+    let (imports, exports) = plugin.describe();
     println!(
         "ok     {} fits this host ({})",
         file.display(),
@@ -192,7 +181,7 @@ async fn check(file: &Path, config: Vec<(String, String)>) -> anyhow::Result<Exi
     );
     let version = plugin.version();
     println!("  version   {}", version.get(..12).unwrap_or(version));
-    println!("  size      {} KiB", bytes.len().div_ceil(1024));
+    println!("  size      {} KiB", size.div_ceil(1024));
     println!("  imports   {}", imports.join(", "));
     println!("  exports   {}", exports.join(", "));
     println!(

@@ -147,6 +147,17 @@ impl Plugin {
         }
     }
 
+    /// The component's imports and exports (none for a native handler).
+    pub fn describe(&self) -> (Vec<String>, Vec<String>) {
+        match self.linked() {
+            Some(linked) => super::explain::describe(
+                self.sandbox.engine(),
+                linked.handler.instance_pre().component(),
+            ),
+            None => (Vec::new(), Vec::new()),
+        }
+    }
+
     fn linked(&self) -> Option<&Linked> {
         match &self.code {
             Code::Wasm(linked) => Some(linked),

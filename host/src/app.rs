@@ -15,6 +15,7 @@ use crate::control::PluginControl;
 use crate::db;
 use crate::http::{self, AppState};
 use crate::ingest::{self, Ingest, IngestHealth};
+use crate::metrics::Metrics;
 use crate::order_status;
 use crate::outbox::{self, Relay};
 use crate::runtime::{Plugin, Registry, Sandbox};
@@ -40,6 +41,7 @@ impl Application {
             db::connect_and_migrate(&settings.database_url, settings.db_max_connections).await?;
 
         let sandbox = Sandbox::new(settings.sandbox.clone())?;
+        let metrics = Arc::new(Metrics::new(sandbox.call_durations().clone()));
         let registry = Arc::new(Registry::new(
             sandbox,
             settings.plugins.compiler.clone(),
@@ -49,6 +51,7 @@ impl Application {
             pool.clone(),
             Arc::clone(&registry),
             settings.plugins.versions_kept,
+            Arc::clone(&metrics),
         ));
         control.load_defaults(&settings.plugins.paths).await?;
         for (name, handler) in &settings.plugins.native {
@@ -67,6 +70,7 @@ impl Application {
             pool.clone(),
             tokio::runtime::Handle::current(),
             Arc::clone(&fence),
+            Arc::clone(&metrics),
         )?;
         let workers = rayon::ThreadPoolBuilder::new()
             .num_threads(settings.ingest.plugin_threads.max(1))
@@ -92,6 +96,7 @@ impl Application {
             ingest_health: Arc::clone(&ingest_health),
             admin: settings.admin.clone(),
             public_dead_letters: settings.public_dead_letters,
+            metrics: Arc::clone(&metrics),
         };
         Ok(Self {
             listener,
@@ -108,11 +113,13 @@ impl Application {
                 relay_wake: Arc::clone(&relay_wake),
                 workers: Arc::new(workers),
                 fence,
+                metrics: Arc::clone(&metrics),
             },
             relay: Relay {
                 pool,
                 producer,
                 wake: relay_wake,
+                metrics,
             },
             status_consumer,
             dedupe_retention: settings.ingest.dedupe_retention,

@@ -12,6 +12,7 @@ use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::db;
+use crate::metrics::Metrics;
 use crate::runtime::{LoadError, Plugin, Registry, version_of};
 
 /// How often the watched directory is scanned. Polling works on every filesystem (bind
@@ -57,16 +58,39 @@ pub struct PluginControl {
     versions_kept: u32,
     /// One install at a time, on this instance.
     installing: tokio::sync::Mutex<()>,
+    metrics: Arc<Metrics>,
 }
 
 impl PluginControl {
-    pub fn new(pool: PgPool, registry: Arc<Registry>, versions_kept: u32) -> Self {
+    pub fn new(
+        pool: PgPool,
+        registry: Arc<Registry>,
+        versions_kept: u32,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             pool,
             registry,
             versions_kept,
             installing: tokio::sync::Mutex::new(()),
+            metrics,
         }
+    }
+
+    /// Make `plugin` this instance's active version of its name.
+    fn activate(&self, plugin: Arc<Plugin>) {
+        let name = plugin.name().to_string();
+        if self.registry.activate(plugin) {
+            self.metrics.plugin_swapped(&name);
+        }
+    }
+
+    /// Compile, link and check an uploaded component; a refusal is counted.
+    async fn prepare(&self, name: &str, bytes: Bytes) -> Result<Arc<Plugin>, InstallError> {
+        self.registry.prepare(name, bytes).await.map_err(|e| {
+            self.metrics.plugin_refused(name, e.kind());
+            InstallError::Invalid(e)
+        })
     }
 
     pub fn registry(&self) -> &Arc<Registry> {
@@ -83,7 +107,7 @@ impl PluginControl {
     ) -> Result<Installed, InstallError> {
         validate_name(name)?;
         let _one_at_a_time = self.installing.lock().await;
-        let plugin = self.registry.prepare(name, bytes.clone()).await?;
+        let plugin = self.prepare(name, bytes.clone()).await?;
         let mut tx = self.pool.begin().await?;
         db::plugins::save_version(&mut tx, name, plugin.version(), &bytes, source).await?;
         let current = db::plugins::lock_active(&mut tx, name).await?;
@@ -109,7 +133,9 @@ impl PluginControl {
                 "old plugin versions removed"
             );
         }
-        self.registry.activate(Arc::clone(&plugin));
+        self.activate(Arc::clone(&plugin));
+        self.metrics
+            .plugin_installed(name, if changed { "installed" } else { "unchanged" });
         tracing::info!(
             plugin = name,
             version = plugin.version(),
@@ -138,7 +164,7 @@ impl PluginControl {
             .prepare_bundled("stock", crate::runtime::STOCK_PLUGIN)
             .await
             .context("loading the bundled stock plugin")?;
-        self.registry.activate(stock);
+        self.activate(stock);
         let mut defaults = vec![(
             "stock".to_string(),
             Bytes::from_static(crate::runtime::STOCK_PLUGIN),
@@ -160,7 +186,7 @@ impl PluginControl {
                 .prepare(&name, bytes.clone())
                 .await
                 .with_context(|| format!("loading plugin {}", path.display()))?;
-            self.registry.activate(plugin);
+            self.activate(plugin);
             defaults.push((name, bytes));
         }
         for (name, bytes) in &defaults {
@@ -218,7 +244,7 @@ impl PluginControl {
             if running.as_deref().map(Plugin::version) != Some(active.version.as_str()) {
                 let started = Instant::now();
                 if let Some(plugin) = self.fleet_version(&active.name, &active.version).await? {
-                    self.registry.activate(plugin);
+                    self.activate(plugin);
                     tracing::info!(plugin = %active.name, version = %active.version,
                                    took = ?started.elapsed(), "following the fleet's active version");
                 }
@@ -279,7 +305,7 @@ impl PluginControl {
     ) -> Result<Installed, InstallError> {
         validate_name(name)?;
         let _one_at_a_time = self.installing.lock().await;
-        let candidate = self.registry.prepare(name, bytes.clone()).await?;
+        let candidate = self.prepare(name, bytes.clone()).await?;
         let mut tx = self.pool.begin().await?;
         let current = db::plugins::lock_active(&mut tx, name)
             .await?

@@ -16,7 +16,7 @@
 //! SQL; [`domain`] the vocabulary both flows share (no I/O); [`kafka`] the Kafka client
 //! configuration and records; [`config`] the settings; `backoff` the one retry schedule;
 //! [`dev`] the embedded broker and throwaway PostgreSQL of `sluice dev`; [`bench`]
-//! `sluice bench`; [`kit`] the plugin author's `sluice plugin …` commands; [`shutdown`] and [`telemetry`] signals and logging.
+//! `sluice bench`; [`kit`] the plugin author's `sluice plugin …` commands; [`metrics`] what `GET /metrics` serves; [`shutdown`] and [`telemetry`] signals and logging; [`trace`] the trace context an order carries.
 
 mod app;
 mod backoff;
@@ -30,10 +30,12 @@ pub mod http;
 pub mod ingest;
 pub mod kafka;
 pub mod kit;
+pub mod metrics;
 mod order_status;
 mod outbox;
 pub mod runtime;
 pub mod shutdown;
 pub mod telemetry;
+pub mod trace;
 
 pub use app::Application;

@@ -2,13 +2,12 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use sluice::config::{Cli, Command, Settings};
+use sluice::config::{self, Cli, Command, Settings};
 use sluice::kit::{self, PluginCommand};
 use sluice::{Application, bench, dev, runtime, shutdown, telemetry};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_layered();
     // Child processes of sluice itself: no runtime, no logging.
     match &cli.command {
         Command::CompilePlugin(args) => return runtime::compile::child_main(args.memory_mib),
@@ -24,7 +23,7 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)
-        .and_then(|runtime| runtime.block_on(run(cli.command)));
+        .and_then(|runtime| runtime.block_on(run(cli)));
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -34,7 +33,12 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<ExitCode> {
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let command = cli.command;
+    if let Command::Config(_) = command {
+        print!("{}", config::render_effective(&cli.provenance, "config"));
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Command::Plugin(plugin) = command {
         // Plugin tools print their own results; no service logging.
         return kit::run(plugin.command).await;
@@ -49,7 +53,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Dev(args) => dev::run(args, shutdown).await?,
         Command::Bench(args) => bench::run(args).await?,
-        Command::CompilePlugin(_) | Command::BenchBroker(_) | Command::Plugin(_) => {}
+        Command::CompilePlugin(_)
+        | Command::BenchBroker(_)
+        | Command::Plugin(_)
+        | Command::Config(_) => {}
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -15,6 +15,7 @@ use crate::config::KafkaSettings;
 use crate::db;
 use crate::domain::StatusEvent;
 use crate::kafka;
+use crate::trace::TraceParent;
 
 const BATCH: usize = 1000;
 
@@ -79,6 +80,18 @@ async fn apply_with_retry(
     shutdown: &CancellationToken,
 ) -> bool {
     let events: Vec<StatusEvent> = batch.iter().filter_map(parse).collect();
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        for message in batch {
+            let headers = kafka::headers_of(message);
+            let trace_id = TraceParent::from_headers(&headers).map(|t| t.trace_id());
+            tracing::debug!(
+                trace_id = trace_id.unwrap_or_default(),
+                partition = message.partition(),
+                offset = message.offset(),
+                "order verdict received"
+            );
+        }
+    }
     let mut backoff = Backoff::new();
     loop {
         match apply(pool, &events).await {

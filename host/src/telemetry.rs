@@ -1,4 +1,6 @@
-//! Logging: `tracing` to stderr, filtered by `RUST_LOG` (default `info`).
+//! Logging: `tracing` to stderr, filtered by `RUST_LOG` (default `info`); text, or one JSON
+//! object per line with `SLUICE_LOG_FORMAT=json` (for log collectors; spans' fields such as
+//! `trace_id` and `order_id` included).
 
 use std::io::IsTerminal as _;
 
@@ -8,10 +10,20 @@ pub fn init() {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,librdkafka=warn"));
     // A second init (tests) keeps the first subscriber.
-    // Colours only for a terminal: log files and collectors get plain text.
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let json = std::env::var("SLUICE_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let _ = if json {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init()
+    } else {
+        // Colours only for a terminal: log files and collectors get plain text.
+        builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init()
+    };
 }

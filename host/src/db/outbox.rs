@@ -21,6 +21,7 @@ pub async fn enqueue_batch(tx: &mut Tx<'_>, records: &[Record]) -> sqlx::Result<
 #[derive(sqlx::FromRow)]
 struct Row {
     id: i64,
+    created_at: chrono::DateTime<chrono::Utc>,
     topic: Option<String>,
     key: Option<Vec<u8>>,
     payload: Option<Vec<u8>>,
@@ -28,14 +29,19 @@ struct Row {
     records: Option<Vec<u8>>,
 }
 
-/// Take the oldest unpublished rows, skipping rows another relay holds. A row whose records
-/// cannot be decoded (written by a different build) is returned as an error for that row.
-pub async fn claim(
-    tx: &mut Tx<'_>,
-    limit: i64,
-) -> sqlx::Result<Vec<(i64, Result<Vec<Record>, String>)>> {
+/// An outbox row taken for publishing.
+pub struct Claimed {
+    pub id: i64,
+    /// When the change that queued it committed.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// Its records, or why they cannot be decoded (a row written by a different build).
+    pub records: Result<Vec<Record>, String>,
+}
+
+/// Take the oldest unpublished rows, skipping rows another relay holds.
+pub async fn claim(tx: &mut Tx<'_>, limit: i64) -> sqlx::Result<Vec<Claimed>> {
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT id, topic, key, payload, headers, records FROM outbox
+        "SELECT id, created_at, topic, key, payload, headers, records FROM outbox
          ORDER BY id
          LIMIT $1
          FOR UPDATE SKIP LOCKED",
@@ -56,9 +62,20 @@ pub async fn claim(
                 }]),
                 (None, None) => Err("an outbox row with neither a topic nor records".into()),
             };
-            (row.id, records)
+            Claimed {
+                id: row.id,
+                created_at: row.created_at,
+                records,
+            }
         })
         .collect())
+}
+
+/// Rows waiting to be published.
+pub async fn backlog(pool: &sqlx::PgPool) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(pool)
+        .await
 }
 
 pub async fn delete(tx: &mut Tx<'_>, ids: &[i64]) -> sqlx::Result<()> {

@@ -70,6 +70,12 @@ fn supervise(command: impl Fn() -> std::io::Result<Command>, requests: mpsc::Rec
 impl EmbeddedPostgres {
     /// initdb + start on a free loopback port. Blocks until the server accepts connections.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with_tls(None)
+    }
+
+    /// The same, serving TLS with this PEM certificate and key (`ssl=on`; clients may still
+    /// connect without TLS unless they ask for it with `sslmode`).
+    pub fn start_with_tls(tls: Option<(&Path, &Path)>) -> anyhow::Result<Self> {
         let bin = find_bin_dir()?;
         remove_stale_dirs();
         let dir = tempfile::Builder::new()
@@ -134,6 +140,26 @@ impl EmbeddedPostgres {
             .context("handing the log to the postgres user")?;
         }
         let log_path = dir.path().join("postgres.log");
+        let mut tls_settings = Vec::new();
+        if let Some((cert, key)) = tls {
+            for (from, name) in [(cert, "server.crt"), (key, "server.key")] {
+                let to = dir.path().join(name);
+                std::fs::copy(from, &to)
+                    .with_context(|| format!("copying {} for PostgreSQL", from.display()))?;
+                // The server refuses a key others can read.
+                std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                    .context("restricting the TLS key")?;
+                if let Some(user) = &run_as {
+                    std::os::unix::fs::chown(&to, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
+                        .context("handing the TLS files to the postgres user")?;
+                }
+            }
+            tls_settings = vec![
+                "ssl=on".to_string(),
+                format!("ssl_cert_file={}", dir.path().join("server.crt").display()),
+                format!("ssl_key_file={}", dir.path().join("server.key").display()),
+            ];
+        }
         let server_command = {
             let (bin, data, sockets) = (bin.clone(), data.clone(), dir.path().to_path_buf());
             move || -> std::io::Result<Command> {
@@ -154,6 +180,7 @@ impl EmbeddedPostgres {
                     .args(["-c", "shared_buffers=1GB", "-c", "wal_level=minimal"])
                     .args(["-c", "max_wal_senders=0", "-c", "max_wal_size=4GB"])
                     .args(["-c", "unix_socket_permissions=0700"])
+                    .args(tls_settings.iter().flat_map(|s| ["-c", s.as_str()]))
                     .stdout(Stdio::null())
                     .stderr(Stdio::from(log));
                 as_user(&mut postgres, run_as.as_ref(), &sockets);

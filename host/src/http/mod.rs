@@ -4,6 +4,7 @@ mod admin;
 mod catalogs;
 mod dead_letters;
 mod error;
+mod metrics;
 mod orders;
 mod plugins;
 mod server;
@@ -40,6 +41,7 @@ pub struct AppState {
     pub admin: crate::config::AdminAccess,
     /// Dead letters readable without admin access.
     pub public_dead_letters: bool,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -82,6 +84,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::render))
         .route("/orders", post(orders::create))
         .route("/orders/{order_id}", get(orders::get))
         .route("/users/{user_id}/orders", get(orders::list_for_user))
@@ -90,6 +93,10 @@ pub fn router(state: AppState) -> Router {
         .merge(public_dead_letters)
         .merge(admin)
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .with_state(state)
 }
 

@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderName, StatusCode};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -16,6 +16,7 @@ use crate::domain::{
     EVENT_ID_HEADER, NewOrder, OrderEvent, OrderStatus, format_time, parse_user_id,
 };
 use crate::kafka::{Header, Record};
+use crate::trace::{TRACEPARENT, TraceParent};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -69,11 +70,23 @@ impl From<OrderRow> for OrderResponse {
     }
 }
 
-#[tracing::instrument(skip_all, fields(order_id))]
+/// The response's `traceparent`.
+type TraceHeader = [(HeaderName, String); 1];
+
+/// The order's trace continues the caller's `traceparent` (or starts one): it travels with the
+/// event, and the response's `traceparent` names the order's span.
+#[tracing::instrument(skip_all, fields(order_id, trace_id))]
 pub async fn create(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Json<CreateOrder>, JsonRejection>,
-) -> Result<(StatusCode, Json<OrderResponse>), ApiError> {
+) -> Result<(StatusCode, TraceHeader, Json<OrderResponse>), ApiError> {
+    let trace = headers
+        .get(TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceParent::parse)
+        .map_or_else(TraceParent::root, |caller| caller.child());
+    tracing::Span::current().record("trace_id", trace.trace_id());
     let Json(body) = body?;
     let order = NewOrder::parse(
         &body.user_id,
@@ -113,12 +126,20 @@ pub async fn create(
         topic: state.topic.to_string(),
         key: Some(row.product_id.clone().into_bytes()),
         payload: Some(payload),
-        headers: vec![Header::text(EVENT_ID_HEADER, order_id.to_string())],
+        headers: vec![
+            Header::text(EVENT_ID_HEADER, order_id.to_string()),
+            trace.child_header(),
+        ],
     };
     db::orders::insert_with_event(&state.pool, &row, &record).await?;
     state.relay_wake.notify_one();
+    tracing::debug!("order created");
 
-    Ok((StatusCode::CREATED, Json(row.into())))
+    Ok((
+        StatusCode::CREATED,
+        [(HeaderName::from_static(TRACEPARENT), trace.to_string())],
+        Json(row.into()),
+    ))
 }
 
 pub async fn get(

@@ -9,6 +9,7 @@ use sqlx::PgPool;
 
 use super::plan::{self, BatchContext, BatchReport, Handled, Mode, Plan};
 use crate::db::{self, Tx};
+use crate::trace::TraceParent;
 
 /// Apply a batch of one topic's records, in per-partition offset order.
 #[tracing::instrument(skip_all, fields(topic = %cx.topic, records = batch.len()))]
@@ -31,12 +32,29 @@ pub async fn apply_batch(
     db::ingest::set_positions(&mut tx, &cx.group_id, &cx.topic, &parts, &offsets).await?;
     tx.commit().await?;
 
+    // Each record's line carries its order's trace id; applied ones only at debug level.
+    let every_record = tracing::enabled!(tracing::Level::DEBUG);
     for (handled, decision) in fresh.iter().zip(&plan.decisions) {
-        if let plan::Decision::Rejected { kind, reason }
-        | plan::Decision::DeadLetter { kind, reason } = decision
-        {
-            tracing::info!(partition = handled.record.partition, offset = handled.record.offset,
-                           outcome = decision.outcome(), kind, %reason, "record not applied");
+        let refusal = match decision {
+            plan::Decision::Rejected { kind, reason }
+            | plan::Decision::DeadLetter { kind, reason } => Some((kind, reason)),
+            _ => None,
+        };
+        if refusal.is_none() && !every_record {
+            continue;
+        }
+        let trace = TraceParent::from_headers(&handled.record.headers);
+        let trace_id = trace.map(|t| t.trace_id()).unwrap_or_default();
+        let (partition, offset) = (handled.record.partition, handled.record.offset);
+        match refusal {
+            Some((kind, reason)) => {
+                tracing::info!(partition, offset, trace_id, outcome = decision.outcome(), kind,
+                               %reason, "record not applied");
+            }
+            None => {
+                tracing::debug!(partition, offset, trace_id, outcome = decision.outcome(),
+                                plugin = %cx.plugin_version, "record decided");
+            }
         }
     }
     Ok(BatchReport {

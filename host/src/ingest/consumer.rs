@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaResult;
+use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use sqlx::PgPool;
@@ -18,6 +19,7 @@ use tokio::runtime::Handle;
 use crate::config::{IngestSettings, KafkaSettings};
 use crate::db;
 use crate::kafka::{self, Consumed};
+use crate::metrics::Metrics;
 
 pub type IngestConsumer = BaseConsumer<IngestContext>;
 
@@ -28,17 +30,23 @@ pub fn create(
     pool: PgPool,
     runtime: Handle,
     fence: Arc<tokio::sync::Mutex<()>>,
+    metrics: Arc<Metrics>,
 ) -> anyhow::Result<IngestConsumer> {
     let context = IngestContext {
         pool,
         runtime,
         group_id: settings.group_id.clone(),
         fence,
+        metrics,
     };
-    let consumer: IngestConsumer =
-        kafka::consumer_config(settings, &settings.group_id, "sluice-ingest")
-            .create_with_context(context)
-            .context("creating the Kafka consumer")?;
+    let mut config = kafka::consumer_config(settings, &settings.group_id, "sluice-ingest");
+    if config.get("statistics.interval.ms").is_none() {
+        // The consumer lag of `/metrics` comes from librdkafka's statistics.
+        config.set("statistics.interval.ms", "5000");
+    }
+    let consumer: IngestConsumer = config
+        .create_with_context(context)
+        .context("creating the Kafka consumer")?;
     let topics: Vec<&str> = settings.routes.topics().collect();
     consumer
         .subscribe(&topics)
@@ -53,9 +61,37 @@ pub struct IngestContext {
     group_id: String,
     /// Held by the batch commit in flight: positions are read after it, not before.
     fence: Arc<tokio::sync::Mutex<()>>,
+    metrics: Arc<Metrics>,
 }
 
-impl ClientContext for IngestContext {}
+impl ClientContext for IngestContext {
+    /// librdkafka's periodic statistics: the lag of each assigned partition.
+    fn stats(&self, statistics: Statistics) {
+        let lag = &self.metrics.consumer_lag;
+        lag.clear();
+        for (topic, stats) in &statistics.topics {
+            for (partition, p) in &stats.partitions {
+                // -1 is librdkafka's unassigned-partition queue.
+                if *partition < 0 || !p.desired {
+                    continue;
+                }
+                let behind = if p.consumer_lag >= 0 {
+                    p.consumer_lag
+                } else if p.committed_offset < 0 && p.hi_offset >= 0 && p.lo_offset >= 0 {
+                    // Nothing committed yet: every record the broker keeps is still to come.
+                    p.hi_offset - p.lo_offset
+                } else {
+                    continue; // not known yet
+                };
+                lag.get_or_create(&[
+                    ("topic", topic.clone()),
+                    ("partition", partition.to_string()),
+                ])
+                .set(behind);
+            }
+        }
+    }
+}
 
 impl ConsumerContext for IngestContext {
     fn rebalance(

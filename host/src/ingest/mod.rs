@@ -26,6 +26,7 @@ use crate::backoff::Backoff;
 use crate::config::{IngestSettings, KafkaSettings, Routes};
 use crate::db;
 use crate::kafka::Consumed;
+use crate::metrics::Metrics;
 use crate::runtime::{Plugin, Registry};
 use consumer::IngestConsumer;
 use plan::{BatchContext, BatchReport, Handled};
@@ -89,6 +90,7 @@ pub struct Ingest {
     pub workers: Arc<rayon::ThreadPool>,
     /// Held by the commit in flight (see `consumer`).
     pub fence: Arc<tokio::sync::Mutex<()>>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// A batch being committed: one transaction per topic, in order.
@@ -170,10 +172,11 @@ impl Ingest {
         batches: Vec<(BatchContext, Vec<Handled>)>,
         shutdown: &CancellationToken,
     ) -> Commit {
-        let (pool, health, fence) = (
+        let (pool, health, fence, metrics) = (
             self.pool.clone(),
             Arc::clone(&self.health),
             Arc::clone(&self.fence),
+            Arc::clone(&self.metrics),
         );
         let shutdown = shutdown.clone();
         let task = self.runtime.spawn(async move {
@@ -182,8 +185,12 @@ impl Ingest {
             for (cx, handled) in &batches {
                 let mut backoff = Backoff::new();
                 let report = loop {
+                    let started = Instant::now();
                     match apply::apply_batch(&pool, cx, handled).await {
-                        Ok(report) => break report,
+                        Ok(report) => {
+                            metrics.observe_batch(&cx.topic, handled.len(), started.elapsed());
+                            break report;
+                        }
                         Err(e) => {
                             let delay = backoff.next_delay();
                             tracing::warn!(error = %e, retry_in = ?delay, "committing batch failed; will retry");
@@ -196,6 +203,7 @@ impl Ingest {
                     }
                 };
                 health.committed(&report);
+                count_outcomes(&metrics, cx, &report);
                 tracing::debug!(topic = %cx.topic, plugin = %cx.plugin_version, applied = report.applied,
                                 rejected = report.rejected, dead_lettered = report.dead_lettered,
                                 duplicates = report.duplicates, stale = report.stale, "batch committed");
@@ -296,6 +304,18 @@ impl Ingest {
         if let Err(e) = result {
             tracing::warn!(error = %e, pause, "changing partition pause state failed");
         }
+    }
+}
+
+fn count_outcomes(metrics: &Metrics, cx: &BatchContext, report: &BatchReport) {
+    for (outcome, n) in [
+        ("applied", report.applied),
+        ("rejected", report.rejected),
+        ("dead-lettered", report.dead_lettered),
+        ("duplicate", report.duplicates),
+        ("stale", report.stale),
+    ] {
+        metrics.observe_records(&cx.plugin, &cx.plugin_version, outcome, n);
     }
 }
 

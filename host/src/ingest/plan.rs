@@ -10,6 +10,7 @@ use crate::db::plugins::ShadowTally;
 use crate::domain::{EVENT_ID_HEADER, Mutation, OrderStatus, StatusEvent};
 use crate::kafka::{Consumed, Header, Record};
 use crate::runtime::HandleError;
+use crate::trace::TraceParent;
 
 /// What a plugin made of a record.
 pub type Output = Result<Vec<Mutation>, HandleError>;
@@ -314,7 +315,9 @@ pub fn plan(
                     format!("{event_id}/redrive/{attempt}"),
                 ),
             };
-            plan.outbox.push(status_record(topic, &event, dedupe_id));
+            let trace = TraceParent::from_headers(&handled.record.headers);
+            plan.outbox
+                .push(status_record(topic, &event, dedupe_id, trace));
         }
         if mode == Mode::Ingest {
             plan.outcomes.push(handled, &decision);
@@ -459,13 +462,20 @@ fn status_event(
 }
 
 /// The status topic's record for a verdict, keyed by order id. `dedupe_id` is its own
-/// `event-id`, distinct per verdict.
-fn status_record(topic: &str, event: &StatusEvent, dedupe_id: String) -> Record {
+/// `event-id`, distinct per verdict; the order's trace goes on.
+fn status_record(
+    topic: &str,
+    event: &StatusEvent,
+    dedupe_id: String,
+    trace: Option<TraceParent>,
+) -> Record {
+    let mut headers = vec![Header::text(EVENT_ID_HEADER, dedupe_id)];
+    headers.extend(trace.map(|t| t.child_header()));
     Record {
         topic: topic.to_string(),
         key: Some(event.order_id.as_bytes().to_vec()),
         payload: serde_json::to_vec(event).ok(),
-        headers: vec![Header::text(EVENT_ID_HEADER, dedupe_id)],
+        headers,
     }
 }
 

@@ -195,13 +195,14 @@ async fn check(file: &Path, args: &SandboxArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `cargo test --target wasm32-wasip2` in `dir`, with this binary as the runner (no
-/// `.cargo/config.toml` needed). Whether every test passed.
+/// `cargo test --release --target wasm32-wasip2` in `dir`, with this binary as the runner (no
+/// `.cargo/config.toml` needed). Whether every test passed. In the release profile, as `build`:
+/// the bindings generator is compiled once for both, and the tests run the code that ships.
 fn unit_tests(dir: &Path) -> anyhow::Result<bool> {
     let exe = std::env::current_exe().context("finding this binary")?;
     let runner = serde_json::to_string(&[exe.to_string_lossy().as_ref(), "plugin", "test-runner"])?;
     let status = cargo()
-        .args(["test", "--target", "wasm32-wasip2", "--config"])
+        .args(["test", "--release", "--target", "wasm32-wasip2", "--config"])
         .arg(format!("target.wasm32-wasip2.runner={runner}"))
         .current_dir(dir)
         .stdin(Stdio::null())

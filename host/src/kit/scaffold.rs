@@ -109,6 +109,8 @@ lto = true
 codegen-units = 1
 strip = true
 panic = \"abort\"
+# Arithmetic overflow traps (the record becomes a dead letter) instead of wrapping silently.
+overflow-checks = true
 ";
 
 /// A crate manifest: the package, a library (a component too when `cdylib`), dependencies.

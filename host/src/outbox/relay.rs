@@ -17,6 +17,7 @@ use crate::backoff::Backoff;
 use crate::config::KafkaSettings;
 use crate::db;
 use crate::kafka::{self, Record};
+use crate::metrics::Metrics;
 
 /// Rows claimed per transaction: an order's row holds one record, an ingest batch's row up
 /// to a batch of them.
@@ -36,6 +37,7 @@ pub struct Relay {
     pub producer: FutureProducer,
     /// Notified after each commit that queued records, so they go out at once.
     pub wake: Arc<Notify>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Relay {
@@ -88,10 +90,10 @@ impl Relay {
         }
         // Every record of every row in flight at once; the producer keeps their order.
         let mut sends = Vec::new();
-        for (row, (_, records)) in rows.iter().enumerate() {
-            match records {
+        for (row, claimed) in rows.iter().enumerate() {
+            match &claimed.records {
                 Ok(records) => sends.extend(records.iter().map(|record| (row, self.send(record)))),
-                Err(e) => tracing::error!(outbox_id = rows[row].0, error = %e,
+                Err(e) => tracing::error!(outbox_id = claimed.id, error = %e,
                                           "dropping an outbox row that cannot be decoded"),
             }
         }
@@ -104,7 +106,7 @@ impl Relay {
                 Ok(_) => {}
                 Err(e) if is_permanent(&e) => {
                     // It can never be published; retrying would only block the log.
-                    tracing::error!(outbox_id = rows[row].0, error = %e,
+                    tracing::error!(outbox_id = rows[row].id, error = %e,
                                     "dropping an outbox record the broker can never accept");
                 }
                 Err(e) => {
@@ -115,12 +117,18 @@ impl Relay {
         }
         // A row goes when all its records were acknowledged; a row with a failure stays and
         // is republished whole (consumers dedupe).
-        let acked: Vec<i64> = rows
+        let acked: Vec<&db::outbox::Claimed> = rows
             .iter()
             .zip(&failed)
             .filter(|(_, failed)| !**failed)
-            .map(|((id, _), _)| *id)
+            .map(|(claimed, _)| claimed)
             .collect();
+        let now = chrono::Utc::now();
+        for claimed in &acked {
+            let latency = (now - claimed.created_at).to_std().unwrap_or_default();
+            self.metrics.outbox_publish.observe(latency.as_secs_f64());
+        }
+        let acked: Vec<i64> = acked.iter().map(|claimed| claimed.id).collect();
         db::outbox::delete(&mut tx, &acked)
             .await
             .context("deleting published rows")?;

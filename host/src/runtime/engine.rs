@@ -141,6 +141,8 @@ pub struct Sandbox {
     linker: Linker<PluginState>,
     config: SandboxConfig,
     calls: InFlight,
+    /// How long each plugin version's calls take (served at `/metrics`).
+    call_durations: crate::metrics::HistogramFamily<2>,
 }
 
 /// A component linked against the host: every plugin has `handle`; `checked` is there when it
@@ -169,7 +171,13 @@ impl Sandbox {
             linker,
             config,
             calls: InFlight::default(),
+            call_durations: crate::metrics::seconds_family(),
         }))
+    }
+
+    /// Plugin call durations by plugin and version.
+    pub fn call_durations(&self) -> &crate::metrics::HistogramFamily<2> {
+        &self.call_durations
     }
 
     pub fn engine(&self) -> &Engine {

@@ -68,6 +68,20 @@ pub enum LoadError {
     SelfTest(String),
 }
 
+impl LoadError {
+    /// A stable name for the reason (the `reason` label of `sluice_plugin_refusals_total`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::TooLarge(_) => "too-large",
+            Self::Compile(_) => "compile",
+            Self::CompileLimit(_) => "compile-limit",
+            Self::Link(_) => "link",
+            Self::Limits(_) => "limits",
+            Self::SelfTest(_) => "self-test",
+        }
+    }
+}
+
 /// What a plugin version has done since it was loaded here.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -96,6 +110,8 @@ pub struct Plugin {
     failed: AtomicU64,
     /// Records the plugin refused on business grounds.
     rejected: AtomicU64,
+    /// This version's call durations (`sluice_plugin_call_duration_seconds`).
+    durations: prometheus_client::metrics::histogram::Histogram,
 }
 
 enum Code {
@@ -132,7 +148,10 @@ impl Plugin {
     }
 
     fn new(sandbox: &Arc<Sandbox>, name: &str, version: String, code: Code) -> Self {
-        let label = format!("{name}@{}", &version[..12.min(version.len())]);
+        let label = format!("{name}@{}", crate::metrics::short_version(&version));
+        let durations = sandbox
+            .call_durations()
+            .get_or_create_owned(&crate::metrics::plugin_labels(name, &version));
         Self {
             name: name.into(),
             version,
@@ -144,6 +163,7 @@ impl Plugin {
             handled: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            durations,
         }
     }
 
@@ -236,7 +256,9 @@ impl Plugin {
         message: &bindings::Message,
         config: &Arc<HashMap<String, String>>,
     ) -> Result<Vec<Mutation>, HandleError> {
+        let started = std::time::Instant::now();
         let result = self.call(message, config);
+        self.durations.observe(started.elapsed().as_secs_f64());
         self.handled.fetch_add(1, Ordering::Relaxed);
         match &result {
             Ok(_) => {}

@@ -1,7 +1,7 @@
 //! A crash between an order's commit and its publication loses nothing: the outbox row is
 //! published after restart and the order is applied exactly once.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Hot swap: validated installs, rollback, admin auth, fleet-wide convergence, and swapping
 //! v1 <-> v2 twenty times under load with every record handled once, by the version recorded.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! failure replayed as one) → a shadow run on live traffic → promote; and a disagreeing
 //! candidate that is reported and discarded.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};

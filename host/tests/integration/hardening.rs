@@ -2,7 +2,7 @@
 //! the reason within the deadline, a 4xx naming the problem, a refusal in the log. The
 //! process stays responsive and stops within seconds.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,4 +1,9 @@
-//! Settings, from flags and environment: the one place configuration is read.
+//! Settings, from flags, environment and the `--config` file: the one place configuration is
+//! read.
+
+mod file;
+
+pub use file::{Provenance, render as render_effective};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,12 +19,16 @@ use crate::runtime::{CompileLimits, Compiler, Limits, PluginConfig, SandboxConfi
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Where each setting came from (`sluice config`).
+    #[arg(skip)]
+    pub provenance: Provenance,
 }
 
 const LONG_ABOUT: &str = "Sluice consumes order events from Kafka, hands each one to a sandboxed \
 WebAssembly plugin, and applies the stock mutations it returns to PostgreSQL. Its HTTP API \
 creates orders and publishes their events through a transactional outbox.\n\n\
-Every flag can also be set through the environment variable shown with it.";
+Every flag can also be set through the environment variable shown with it, or in the TOML \
+file of --config under its long name (flag > environment > file > default).";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -31,6 +40,9 @@ pub enum Command {
     /// Measure ingest throughput and plugin call cost on this machine, with an embedded broker
     /// and a throwaway PostgreSQL (build with --release for figures that mean something).
     Bench(crate::bench::BenchArgs),
+    /// Print the effective configuration of `sluice serve` with these flags (environment and
+    /// --config file included), each setting with its source, secrets hidden.
+    Config(ServeArgs),
     /// Write, build, check and test plugins: `new`, `build`, `check`, `test`, `replay`.
     Plugin(crate::kit::PluginArgs),
     /// Compile a plugin component read on stdin (run by sluice itself, under limits).
@@ -50,9 +62,9 @@ pub struct CompilePluginArgs {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// PostgreSQL connection URL.
+    /// PostgreSQL connection URL (required). `?sslmode=verify-full&sslrootcert=ca.pem` for TLS.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: SecretString,
+    pub database_url: Option<SecretString>,
 
     /// Kafka bootstrap servers, comma separated.
     #[arg(long, env = "SLUICE_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
@@ -83,6 +95,11 @@ pub struct DevArgs {
 
 #[derive(Debug, Args)]
 pub struct CommonArgs {
+    /// A TOML file of settings, keyed by long flag name (`http-addr = "0.0.0.0:8080"`);
+    /// flags and environment win over it.
+    #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// Address the HTTP API listens on (port 0 picks a free one).
     #[arg(long, env = "SLUICE_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
@@ -500,7 +517,13 @@ impl Settings {
     /// The settings of `sluice serve`: as `from_args`, and an admin token unless the operator
     /// opened the admin endpoints on loopback explicitly.
     pub fn for_serve(args: ServeArgs) -> anyhow::Result<Self> {
-        let settings = Self::from_args(args.common, args.database_url, args.kafka_brokers);
+        let database_url = args.database_url.ok_or_else(|| {
+            anyhow::anyhow!(
+                "sluice serve needs a PostgreSQL URL: set DATABASE_URL, --database-url or \
+                 `database-url` in the --config file"
+            )
+        })?;
+        let settings = Self::from_args(args.common, database_url, args.kafka_brokers);
         if let AdminAccess::Loopback = settings.admin {
             if !args.admin_open_on_loopback {
                 anyhow::bail!(
@@ -549,7 +572,11 @@ mod tests {
         let Command::Serve(args) = cli.command else {
             panic!("expected serve")
         };
-        let settings = Settings::from_args(args.common, args.database_url, args.kafka_brokers);
+        let settings = Settings::for_serve(ServeArgs {
+            admin_open_on_loopback: true,
+            ..args
+        })
+        .unwrap();
         assert_eq!(
             settings.kafka.options,
             vec![

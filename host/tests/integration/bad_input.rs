@@ -1,7 +1,7 @@
 //! Bad input costs only itself: a clear error, a recorded rejection or a dead letter;
 //! nothing valid is lost.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

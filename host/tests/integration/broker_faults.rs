@@ -2,7 +2,7 @@
 //! broker down and up) cost time, never records: every order is decided exactly once.
 //! Faults can only be injected into the embedded broker, so this test always runs on one.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -4,7 +4,7 @@
 //!
 //! Sizes: `SLUICE_CRASH_ORDERS` (default 10,000) and `SLUICE_CRASH_KILLS` (default 20).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,6 @@
 //! The same event delivered more than once changes stock once.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! overflow, a panic, an abort, absurd output. The host keeps running and the other messages
 //! keep flowing.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! A corpus of poison records: each ends as a dead letter (table, `<topic>.DLT`, API) or a
 //! rejection, with a reason; the host keeps running and valid records keep flowing.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! PostgreSQL going away mid-stream skips nothing and dead-letters nothing: ingest pauses,
 //! reports not-ready, and resumes when the database is back.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

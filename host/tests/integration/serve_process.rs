@@ -1,7 +1,7 @@
 //! `sluice serve` as a separate process against a broker and a database this test owns,
 //! the way an operator runs it.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

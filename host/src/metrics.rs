@@ -1,0 +1,252 @@
+//! Operability: the Prometheus metrics both flows update, served at `GET /metrics`.
+//!
+//! One [`Metrics`] per application (tests run several in one process). Every name starts
+//! with `sluice_`; counters end in `_total`, durations are in seconds. The README lists them.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+/// `[(label, value); N]`: label sets without a derive.
+pub type Labels<const N: usize> = [(&'static str, String); N];
+
+pub type HistogramFamily<const N: usize> = Family<Labels<N>, Histogram, fn() -> Histogram>;
+
+/// A family of durations: 10 µs … ~5 s (a plugin call takes tens of µs, a batch
+/// transaction tens of ms).
+pub fn seconds_family<const N: usize>() -> HistogramFamily<N> {
+    Family::new_with_constructor(seconds_histogram)
+}
+
+pub struct Metrics {
+    registry: Registry,
+    /// Records decided, by plugin, version and outcome (applied, rejected, dead-lettered,
+    /// duplicate, stale).
+    pub records: Family<Labels<3>, Counter>,
+    /// Plugin calls by plugin and version: how long each took (the sandbox's own family:
+    /// every plugin keeps its version's histogram).
+    pub plugin_calls: HistogramFamily<2>,
+    /// Records per committed batch, by topic.
+    pub batch_records: HistogramFamily<1>,
+    /// How long a batch's transaction took, by topic.
+    pub batch_commit: HistogramFamily<1>,
+    /// End offset − committed position, by topic and partition (librdkafka statistics).
+    pub consumer_lag: Family<Labels<2>, Gauge>,
+    /// Outbox rows waiting to be published (read at scrape time).
+    pub outbox_backlog: Gauge,
+    /// From an outbox row's commit to the broker's acknowledgement of its last record.
+    pub outbox_publish: Histogram,
+    /// HTTP requests by route (the matched path pattern), method and status.
+    pub http_requests: Family<Labels<3>, Counter>,
+    /// HTTP request durations by route and method.
+    pub http_request_duration: HistogramFamily<2>,
+    /// Install attempts by plugin and result (installed, unchanged, refused).
+    pub plugin_installs: Family<Labels<2>, Counter>,
+    /// Refused components by plugin and reason (too-large, compile, compile-limit, link,
+    /// limits, self-test).
+    pub plugin_refusals: Family<Labels<2>, Counter>,
+    /// Changes of the active version on this instance, by plugin (installs, rollbacks,
+    /// promotions, and versions followed from the fleet).
+    pub plugin_swaps: Family<Labels<1>, Counter>,
+}
+
+fn seconds_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_01, 2.5, 15))
+}
+
+fn size_histogram() -> Histogram {
+    // 1 … 4096 records.
+    Histogram::new(exponential_buckets(1.0, 2.0, 13))
+}
+
+impl Metrics {
+    /// `plugin_calls` is the sandbox's family (`Sandbox::call_durations`).
+    pub fn new(plugin_calls: HistogramFamily<2>) -> Self {
+        let sizes: fn() -> Histogram = size_histogram;
+        let mut metrics = Self {
+            registry: Registry::with_prefix("sluice"),
+            records: Family::default(),
+            plugin_calls,
+            batch_records: Family::new_with_constructor(sizes),
+            batch_commit: seconds_family(),
+            consumer_lag: Family::default(),
+            outbox_backlog: Gauge::default(),
+            outbox_publish: seconds_histogram(),
+            http_requests: Family::default(),
+            http_request_duration: seconds_family(),
+            plugin_installs: Family::default(),
+            plugin_refusals: Family::default(),
+            plugin_swaps: Family::default(),
+        };
+        let r = &mut metrics.registry;
+        r.register(
+            "records",
+            "Records decided, by plugin, version and outcome",
+            metrics.records.clone(),
+        );
+        r.register_with_unit(
+            "plugin_call_duration",
+            "Plugin calls (one record each), by plugin and version",
+            Unit::Seconds,
+            metrics.plugin_calls.clone(),
+        );
+        r.register(
+            "batch_records",
+            "Records per committed ingest batch, by topic",
+            metrics.batch_records.clone(),
+        );
+        r.register_with_unit(
+            "batch_commit_duration",
+            "Time to commit an ingest batch's transaction, by topic",
+            Unit::Seconds,
+            metrics.batch_commit.clone(),
+        );
+        r.register(
+            "consumer_lag_records",
+            "End offset minus committed position, by topic and partition",
+            metrics.consumer_lag.clone(),
+        );
+        r.register(
+            "outbox_backlog_rows",
+            "Outbox rows waiting to be published",
+            metrics.outbox_backlog.clone(),
+        );
+        r.register_with_unit(
+            "outbox_publish_latency",
+            "From an outbox row's commit to the broker's acknowledgement",
+            Unit::Seconds,
+            metrics.outbox_publish.clone(),
+        );
+        r.register(
+            "http_requests",
+            "HTTP requests, by route, method and status",
+            metrics.http_requests.clone(),
+        );
+        r.register_with_unit(
+            "http_request_duration",
+            "HTTP request durations, by route and method",
+            Unit::Seconds,
+            metrics.http_request_duration.clone(),
+        );
+        r.register(
+            "plugin_installs",
+            "Plugin install attempts, by plugin and result",
+            metrics.plugin_installs.clone(),
+        );
+        r.register(
+            "plugin_refusals",
+            "Components refused, by plugin and reason",
+            metrics.plugin_refusals.clone(),
+        );
+        r.register(
+            "plugin_swaps",
+            "Changes of the active plugin version on this instance, by plugin",
+            metrics.plugin_swaps.clone(),
+        );
+        metrics
+    }
+
+    /// The exposition, in the OpenMetrics text format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+
+    pub fn observe_records(&self, plugin: &str, version: &str, outcome: &str, n: usize) {
+        if n > 0 {
+            let [plugin, version] = plugin_labels(plugin, version);
+            self.records
+                .get_or_create(&[plugin, version, ("outcome", outcome.to_string())])
+                .inc_by(n as u64);
+        }
+    }
+
+    pub fn observe_batch(&self, topic: &str, records: usize, took: Duration) {
+        let labels = [("topic", topic.to_string())];
+        self.batch_records
+            .get_or_create(&labels)
+            .observe(records as f64);
+        self.batch_commit
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn plugin_installed(&self, plugin: &str, result: &'static str) {
+        self.plugin_installs
+            .get_or_create(&[
+                ("plugin", plugin.to_string()),
+                ("result", result.to_string()),
+            ])
+            .inc();
+    }
+
+    pub fn plugin_refused(&self, plugin: &str, reason: &'static str) {
+        self.plugin_installed(plugin, "refused");
+        self.plugin_refusals
+            .get_or_create(&[
+                ("plugin", plugin.to_string()),
+                ("reason", reason.to_string()),
+            ])
+            .inc();
+    }
+
+    pub fn plugin_swapped(&self, plugin: &str) {
+        self.plugin_swaps
+            .get_or_create(&[("plugin", plugin.to_string())])
+            .inc();
+    }
+}
+
+/// The labels of one plugin version.
+pub fn plugin_labels(plugin: &str, version: &str) -> Labels<2> {
+    [
+        ("plugin", plugin.to_string()),
+        ("version", short_version(version).to_string()),
+    ]
+}
+
+/// The version label: the first 12 hex digits of the sha256, as in the logs.
+pub fn short_version(version: &str) -> &str {
+    version.get(..12).unwrap_or(version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_names_every_family_with_the_prefix_and_units() {
+        let metrics = Metrics::new(seconds_family());
+        metrics.observe_records("stock", &"ab".repeat(32), "applied", 3);
+        metrics.observe_batch("orders", 3, Duration::from_millis(4));
+        metrics.plugin_refused("stock", "link");
+        metrics
+            .plugin_calls
+            .get_or_create(&plugin_labels("stock", "native"))
+            .observe(0.000_04);
+        let text = metrics.render();
+        assert!(
+            text.contains(
+                r#"sluice_records_total{plugin="stock",version="abababababab",outcome="applied"} 3"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"sluice_plugin_installs_total{plugin="stock",result="refused"} 1"#)
+        );
+        assert!(text.contains(r#"sluice_plugin_refusals_total{plugin="stock",reason="link"} 1"#));
+        assert!(text.contains(
+            r#"sluice_plugin_call_duration_seconds_count{plugin="stock",version="native"} 1"#
+        ));
+        assert!(text.contains(r#"sluice_batch_records_count{topic="orders"} 1"#));
+        assert!(text.contains("# TYPE sluice_batch_commit_duration_seconds histogram"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

@@ -214,22 +214,37 @@ impl PluginControl {
 
     /// Make the previous version active again, fleet-wide.
     pub async fn rollback(&self, name: &str) -> Result<Installed, InstallError> {
+        let installed = self
+            .switch(name, "rollback", |current| {
+                current
+                    .previous_version
+                    .clone()
+                    .ok_or_else(|| InstallError::NoPrevious(name.to_string()))
+            })
+            .await?;
+        tracing::info!(plugin = name, version = %installed.version, "plugin rolled back");
+        Ok(installed)
+    }
+
+    /// Make the version `pick` chooses from the active row the fleet's active version, then
+    /// follow it here. `source` is recorded with the change.
+    async fn switch(
+        &self,
+        name: &str,
+        source: &str,
+        pick: impl FnOnce(&db::plugins::Active) -> Result<String, InstallError>,
+    ) -> Result<Installed, InstallError> {
         let mut tx = self.pool.begin().await?;
         let current = db::plugins::lock_active(&mut tx, name)
             .await?
             .ok_or_else(|| InstallError::Unknown(name.to_string()))?;
-        let previous = current
-            .previous_version
-            .clone()
-            .ok_or_else(|| InstallError::NoPrevious(name.to_string()))?;
-        db::plugins::set_active(&mut tx, name, &previous, Some(&current.version), "rollback")
-            .await?;
+        let version = pick(&current)?;
+        db::plugins::set_active(&mut tx, name, &version, Some(&current.version), source).await?;
         tx.commit().await?;
         self.sync_all().await?;
-        tracing::info!(plugin = name, version = %previous, "plugin rolled back");
         Ok(Installed {
             name: name.to_string(),
-            version: previous,
+            version,
             previous_version: Some(current.version),
             changed: true,
         })
@@ -329,25 +344,16 @@ impl PluginControl {
 
     /// Make the shadow candidate the active version, fleet-wide.
     pub async fn promote_shadow(&self, name: &str) -> Result<Installed, InstallError> {
-        let mut tx = self.pool.begin().await?;
-        let current = db::plugins::lock_active(&mut tx, name)
-            .await?
-            .ok_or_else(|| InstallError::Unknown(name.to_string()))?;
-        let candidate = current
-            .shadow_version
-            .clone()
-            .ok_or_else(|| InstallError::NoShadow(name.to_string()))?;
-        db::plugins::set_active(&mut tx, name, &candidate, Some(&current.version), "shadow")
+        let installed = self
+            .switch(name, "shadow", |current| {
+                current
+                    .shadow_version
+                    .clone()
+                    .ok_or_else(|| InstallError::NoShadow(name.to_string()))
+            })
             .await?;
-        tx.commit().await?;
-        self.sync_all().await?;
-        tracing::info!(plugin = name, version = %candidate, "shadow candidate promoted");
-        Ok(Installed {
-            name: name.to_string(),
-            version: candidate,
-            previous_version: Some(current.version),
-            changed: true,
-        })
+        tracing::info!(plugin = name, version = %installed.version, "shadow candidate promoted");
+        Ok(installed)
     }
 
     /// Stop the shadow run of `name`, fleet-wide.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::process::{Serve, ServeConfig};
 use common::{
-    Broker, Stack, create_topics_with, eventually, fixture, fresh_database, get_json,
+    Broker, Stack, create_topics_with, eventually, fixture, fresh_database, get_json, metric,
     wait_for_order, workload,
 };
 use reqwest::Client;
@@ -118,6 +118,38 @@ async fn installs_are_validated_authorized_rolled_back_and_followed_by_the_fleet
     })
     .await;
     let converged_in = started.elapsed();
+
+    // The metrics of each instance say what happened on it.
+    let exposition = |app: &Serve| {
+        let url = app.url("/metrics");
+        let client = client.clone();
+        async move { client.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    let on_a = exposition(&a).await;
+    for reason in ["compile", "link", "self-test"] {
+        let labels = [("plugin", "stock"), ("reason", reason)];
+        assert_eq!(
+            metric(&on_a, "sluice_plugin_refusals_total", &labels),
+            Some(1.0),
+            "{reason}"
+        );
+    }
+    let refused = [("plugin", "stock"), ("result", "refused")];
+    assert_eq!(
+        metric(&on_a, "sluice_plugin_installs_total", &refused),
+        Some(3.0)
+    );
+    let installed = [("plugin", "stock"), ("result", "installed")];
+    assert_eq!(
+        metric(&on_a, "sluice_plugin_installs_total", &installed),
+        Some(1.0)
+    );
+    // B loaded v1 at start and followed A to v2.
+    let swaps = [("plugin", "stock")];
+    assert_eq!(
+        metric(&exposition(&b).await, "sluice_plugin_swaps_total", &swaps),
+        Some(2.0)
+    );
 
     // Provenance: an order is handled by v2 (twice the quantity) and says so.
     let order: Value = client

@@ -4,7 +4,7 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::{TestApp, eventually, read_topic, wait_for_order};
+use common::{TestApp, eventually, metric, read_topic, wait_for_order};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,21 +157,6 @@ async fn catalog_upsert_creates_and_replaces_products() {
     app.stop().await;
 }
 
-/// The value of the sample `name{labels…}` whose labels include every pair of `labels`.
-fn sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    exposition.lines().find_map(|line| {
-        let rest = line.strip_prefix(name)?;
-        let (label_part, value) = match rest.strip_prefix('{') {
-            Some(rest) => rest.split_once("} ")?,
-            None => ("", rest.strip_prefix(' ')?),
-        };
-        labels
-            .iter()
-            .all(|(k, v)| label_part.contains(&format!("{k}=\"{v}\"")))
-            .then(|| value.trim().parse().ok())?
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_metrics_and_the_trace_show_what_an_order_went_through() {
     let app = TestApp::spawn_with(|settings| {
@@ -218,7 +203,7 @@ async fn the_metrics_and_the_trace_show_what_an_order_went_through() {
 
     let topic = app.topic.clone();
     let labels_ok = |exposition: &str| {
-        let applied = sample(
+        let applied = metric(
             exposition,
             "sluice_records_total",
             &[("plugin", "stock"), ("outcome", "applied")],
@@ -227,9 +212,9 @@ async fn the_metrics_and_the_trace_show_what_an_order_went_through() {
         let caught_up = (0..common::PARTITIONS).all(|partition| {
             let partition = partition.to_string();
             let labels = [("topic", topic.as_str()), ("partition", partition.as_str())];
-            sample(exposition, "sluice_consumer_lag_records", &labels) == Some(0.0)
+            metric(exposition, "sluice_consumer_lag_records", &labels) == Some(0.0)
         });
-        let published = sample(
+        let published = metric(
             exposition,
             "sluice_outbox_publish_latency_seconds_count",
             &[],
@@ -262,40 +247,40 @@ async fn the_metrics_and_the_trace_show_what_an_order_went_through() {
         ("status", "200"),
     ];
     assert_eq!(
-        sample(&exposition, "sluice_http_requests_total", &get_order),
+        metric(&exposition, "sluice_http_requests_total", &get_order),
         Some(1.0)
     );
     let created = [("route", "/orders"), ("method", "POST"), ("status", "201")];
     assert_eq!(
-        sample(&exposition, "sluice_http_requests_total", &created),
+        metric(&exposition, "sluice_http_requests_total", &created),
         Some(1.0)
     );
     let refused = [("route", "/orders"), ("method", "POST"), ("status", "422")];
     assert_eq!(
-        sample(&exposition, "sluice_http_requests_total", &refused),
+        metric(&exposition, "sluice_http_requests_total", &refused),
         Some(1.0)
     );
-    let calls = sample(
+    let calls = metric(
         &exposition,
         "sluice_plugin_call_duration_seconds_count",
         &[("plugin", "stock")],
     );
     assert!(calls >= Some(1.0), "{exposition}");
     let batch = [("topic", app.topic.as_str())];
-    assert!(sample(&exposition, "sluice_batch_records_sum", &batch) >= Some(1.0));
+    assert!(metric(&exposition, "sluice_batch_records_sum", &batch) >= Some(1.0));
     assert!(
-        sample(
+        metric(
             &exposition,
             "sluice_batch_commit_duration_seconds_count",
             &batch
         ) >= Some(1.0)
     );
     assert_eq!(
-        sample(&exposition, "sluice_outbox_backlog_rows", &[]),
+        metric(&exposition, "sluice_outbox_backlog_rows", &[]),
         Some(0.0)
     );
     assert_eq!(
-        sample(
+        metric(
             &exposition,
             "sluice_plugin_swaps_total",
             &[("plugin", "stock")]

@@ -464,6 +464,21 @@ pub async fn read_topic(bootstrap: &str, topic: &str, n: usize) -> Vec<sluice::k
     .expect("reading the topic")
 }
 
+/// In a `/metrics` exposition, the value of the sample `name{labels…}` whose labels include every pair of `labels`.
+pub fn metric(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        let (label_part, value) = match rest.strip_prefix('{') {
+            Some(rest) => rest.split_once("} ")?,
+            None => ("", rest.strip_prefix(' ')?),
+        };
+        labels
+            .iter()
+            .all(|(k, v)| label_part.contains(&format!("{k}=\"{v}\"")))
+            .then(|| value.trim().parse().ok())?
+    })
+}
+
 /// Poll `check` until it returns `Some`, or panic after `timeout`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
 where

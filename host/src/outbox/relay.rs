@@ -117,18 +117,13 @@ impl Relay {
         }
         // A row goes when all its records were acknowledged; a row with a failure stays and
         // is republished whole (consumers dedupe).
-        let acked: Vec<&db::outbox::Claimed> = rows
-            .iter()
-            .zip(&failed)
-            .filter(|(_, failed)| !**failed)
-            .map(|(claimed, _)| claimed)
-            .collect();
         let now = chrono::Utc::now();
-        for claimed in &acked {
+        let mut acked = Vec::with_capacity(rows.len());
+        for (claimed, _) in rows.iter().zip(&failed).filter(|(_, failed)| !**failed) {
             let latency = (now - claimed.created_at).to_std().unwrap_or_default();
             self.metrics.outbox_publish.observe(latency.as_secs_f64());
+            acked.push(claimed.id);
         }
-        let acked: Vec<i64> = acked.iter().map(|claimed| claimed.id).collect();
         db::outbox::delete(&mut tx, &acked)
             .await
             .context("deleting published rows")?;

@@ -12,6 +12,7 @@ const PLUGINS: &[(&str, &str)] = &[
     ("sluice-fixture-hostile", "sluice_fixture_hostile"),
     ("sluice-fixture-wrong-world", "sluice_fixture_wrong_world"),
     ("sluice-fixture-stock-v2", "sluice_fixture_stock_v2"),
+    ("sluice-fixture-stock-broken", "sluice_fixture_stock_broken"),
     (
         "sluice-fixture-failing-self-test",
         "sluice_fixture_failing_self_test",

@@ -17,6 +17,24 @@ pub const MAX_ID_LEN: usize = 255;
 /// The largest quantity one order may ask for.
 pub const MAX_QUANTITY: i64 = 1_000_000;
 
+/// The largest unit price (in minor units): with [`MAX_QUANTITY`], every order's total fits.
+pub const MAX_UNIT_PRICE: i64 = i64::MAX / MAX_QUANTITY;
+
+/// A unit price: 0 to [`MAX_UNIT_PRICE`].
+pub fn check_unit_price(unit_price: i64) -> Result<i64, ValidationError> {
+    if unit_price < 0 {
+        return Err(ValidationError(format!(
+            "`unitPrice` must not be negative, got {unit_price}"
+        )));
+    }
+    if unit_price > MAX_UNIT_PRICE {
+        return Err(ValidationError(format!(
+            "`unitPrice` must be at most {MAX_UNIT_PRICE}, got {unit_price}"
+        )));
+    }
+    Ok(unit_price)
+}
+
 /// A catalog product's id, e.g. `CATALOG-0001`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -76,13 +94,36 @@ pub fn parse_name(field: &str, raw: &str) -> Result<String, ValidationError> {
     Ok(raw.to_string())
 }
 
-/// Unicode general category Cf (format characters), Unicode 16.
+/// Unicode general category Cf (format characters), Unicode 16, as inclusive ranges.
+pub const FORMAT_CHARS: &[(u32, u32)] = &[
+    (0x00AD, 0x00AD),
+    (0x0600, 0x0605),
+    (0x061C, 0x061C),
+    (0x06DD, 0x06DD),
+    (0x070F, 0x070F),
+    (0x0890, 0x0891),
+    (0x08E2, 0x08E2),
+    (0x180E, 0x180E),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x2064),
+    (0x2066, 0x206F),
+    (0xFEFF, 0xFEFF),
+    (0xFFF9, 0xFFFB),
+    (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD),
+    (0x13430, 0x1343F),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0001, 0xE0001),
+    (0xE0020, 0xE007F),
+];
+
 fn is_format_char(c: char) -> bool {
-    matches!(u32::from(c),
-        0x00AD | 0x0600..=0x0605 | 0x061C | 0x06DD | 0x070F | 0x0890..=0x0891 | 0x08E2
-        | 0x180E | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F
-        | 0xFEFF | 0xFFF9..=0xFFFB | 0x110BD | 0x110CD | 0x13430..=0x1343F
-        | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A | 0xE0001 | 0xE0020..=0xE007F)
+    let c = u32::from(c);
+    FORMAT_CHARS
+        .iter()
+        .any(|&(low, high)| (low..=high).contains(&c))
 }
 
 /// A change a plugin asked for, already checked for shape (not yet against the catalog).
@@ -121,11 +162,7 @@ impl NewOrder {
                 "`quantity` must be at most {MAX_QUANTITY}, got {quantity}"
             )));
         }
-        if unit_price < 0 {
-            return Err(ValidationError(format!(
-                "`unitPrice` must not be negative, got {unit_price}"
-            )));
-        }
+        let unit_price = check_unit_price(unit_price)?;
         let quantity = i32::try_from(quantity)
             .map_err(|_| ValidationError(format!("`quantity` out of range: {quantity}")))?;
         let order = Self {
@@ -146,7 +183,7 @@ impl NewOrder {
 }
 
 /// Where an order stands, as the catalog side reported it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OrderStatus {
     Pending,
@@ -228,7 +265,9 @@ mod tests {
         assert!(err("u", "CATALOG-0001", 0, 1).contains("quantity"));
         assert!(err("u", "CATALOG-0001", 2_000_000, 1).contains("quantity"));
         assert!(err("u", "CATALOG-0001", 1, -1).contains("unitPrice"));
-        assert!(err("u", "CATALOG-0001", 1_000_000, i64::MAX).contains("overflows"));
+        assert!(err("u", "CATALOG-0001", 1, MAX_UNIT_PRICE + 1).contains("unitPrice"));
+        let most = NewOrder::parse("u", "CATALOG-0001", MAX_QUANTITY, MAX_UNIT_PRICE).unwrap();
+        assert!(most.total_price().is_ok(), "the largest order's total fits");
         assert!(err("u", &"x".repeat(300), 1, 1).contains("at most"));
     }
 

@@ -76,6 +76,16 @@ pub async fn list_by_user(pool: &PgPool, user_id: &str, limit: i64) -> sqlx::Res
     .await
 }
 
+/// The newest orders of all users.
+pub async fn list_recent(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<OrderRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM orders ORDER BY created_at DESC, order_id LIMIT $1"
+    )))
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
 /// Verdicts from the catalog side, at most one per order. The first verdict wins; a redrive
 /// may turn a rejection into an application. Returns how many orders changed.
 pub async fn record_statuses(

@@ -5,18 +5,23 @@ use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
+use super::error::ErrorBody;
+use super::openapi::{Identifier, Name};
 use super::{ApiError, AppState};
 use crate::db;
 use crate::db::catalog::Product;
-use crate::domain::{ProductId, ValidationError, parse_name};
+use crate::domain::{ProductId, ValidationError, check_unit_price, parse_name};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProductResponse {
     product_id: String,
     product_name: String,
+    /// Units in stock now.
     stock: i64,
+    /// In minor units (cents).
     unit_price: i64,
 }
 
@@ -31,19 +36,48 @@ impl From<Product> for ProductResponse {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// A product to create or replace.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"productName": "Fountain pen", "stock": 100, "unitPrice": 1500}))]
 pub struct PutProduct {
+    #[schema(value_type = Name)]
     product_name: String,
+    #[schema(minimum = 0)]
+    #[serde(deserialize_with = "super::json_integer")]
     stock: i64,
+    /// In minor units (cents); at most `MAX_UNIT_PRICE`.
+    #[schema(minimum = 0, maximum = 9_223_372_036_854_i64)]
+    #[serde(deserialize_with = "super::json_integer")]
     unit_price: i64,
 }
 
+/// Every product with its stock.
+#[utoipa::path(
+    get,
+    path = "/catalogs",
+    tag = "catalog",
+    operation_id = "listProducts",
+    responses((status = 200, description = "Products by id", body = Vec<ProductResponse>))
+)]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<ProductResponse>>, ApiError> {
     let products = db::catalog::list(&state.pool).await?;
     Ok(Json(products.into_iter().map(Into::into).collect()))
 }
 
+/// One product with its stock.
+#[utoipa::path(
+    get,
+    path = "/catalogs/{product_id}",
+    tag = "catalog",
+    operation_id = "getProduct",
+    params(("product_id" = inline(Identifier), Path, description = "The product's id")),
+    responses(
+        (status = 200, description = "The product", body = ProductResponse),
+        (status = 404, description = "No such product", body = ErrorBody),
+        (status = 422, description = "`product_id` is not an acceptable id", body = ErrorBody),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     product_id: Result<Path<String>, PathRejection>,
@@ -56,6 +90,29 @@ pub async fn get(
     Ok(Json(product.into()))
 }
 
+/// Create or replace a product (setting products up; admin).
+#[utoipa::path(
+    put,
+    path = "/catalogs/{product_id}",
+    tag = "catalog",
+    operation_id = "putProduct",
+    params(("product_id" = inline(Identifier), Path, description = "The product's id")),
+    request_body = PutProduct,
+    responses(
+        (status = 200, description = "Replaced", body = ProductResponse,
+            links(("GetPutProduct" = (operation_id = "getProduct",
+                parameters(("product_id" = "$request.path.product_id")),
+                description = "The product as stored")))),
+        (status = 201, description = "Created", body = ProductResponse,
+            links(("GetPutProduct" = (operation_id = "getProduct",
+                parameters(("product_id" = "$request.path.product_id")),
+                description = "The product as stored")))),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = ErrorBody),
+        (status = 422, description = "A field is missing or not acceptable", body = ErrorBody),
+    )
+)]
 pub async fn put(
     State(state): State<AppState>,
     product_id: Result<Path<String>, PathRejection>,
@@ -70,13 +127,7 @@ pub async fn put(
             ValidationError(format!("`stock` must not be negative, got {}", body.stock)).into(),
         );
     }
-    if body.unit_price < 0 {
-        return Err(ValidationError(format!(
-            "`unitPrice` must not be negative, got {}",
-            body.unit_price
-        ))
-        .into());
-    }
+    check_unit_price(body.unit_price)?;
     let (product, created) = db::catalog::upsert(
         &state.pool,
         product_id.as_str(),

@@ -6,21 +6,29 @@ use axum::extract::{Path, Query, State};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
+use super::error::ErrorBody;
 use super::{ApiError, AppState};
 use crate::db;
 use crate::db::dead_letters::DeadLetter;
 use crate::domain::format_time;
 use crate::ingest::redrive::{self, RedriveError};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// How many, newest first (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
+    /// Only dead letters older than this id: the previous page's `nextBefore`.
     before: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+/// A page of dead letters, newest first (without payloads: open one to see it).
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = DeadLetterPage)]
 pub struct Page {
     items: Vec<DeadLetterView>,
     /// Pass as `before` for the next (older) page; absent on the last page.
@@ -29,8 +37,9 @@ pub struct Page {
 }
 
 /// Bytes as text when they are UTF-8, else base64.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Data)]
 pub struct Bytes {
     #[serde(skip_serializing_if = "Option::is_none")]
     text: Option<String>,
@@ -53,15 +62,18 @@ impl Bytes {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = RecordHeader)]
 pub struct HeaderView {
     key: String,
     value: Option<Bytes>,
 }
 
-#[derive(Debug, Serialize)]
+/// A record no plugin could handle, where it came from, why, and its redrives.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = DeadLetter)]
 pub struct DeadLetterView {
     id: i64,
     group_id: String,
@@ -80,8 +92,11 @@ pub struct DeadLetterView {
     last_redrive_outcome: Option<String>,
     last_redrive_reason: Option<String>,
     resolved_at: Option<String>,
+    /// The record's value (`null` for a tombstone); only when one dead letter is read.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Bytes>)]
     payload: Option<Option<Bytes>>,
+    /// Only when one dead letter is read.
     #[serde(skip_serializing_if = "Option::is_none")]
     headers: Option<Vec<HeaderView>>,
 }
@@ -126,6 +141,26 @@ impl DeadLetterView {
     }
 }
 
+/// Dead letters, newest first.
+#[utoipa::path(
+    get,
+    path = "/dead-letters",
+    tag = "dead letters",
+    operation_id = "listDeadLetters",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of dead letters", body = Page,
+            links(
+                ("GetNewestDeadLetter" = (operation_id = "getDeadLetter",
+                    parameters(("id" = "$response.body#/items/0/id")),
+                    description = "The newest dead letter of the page, with its payload")),
+                ("RedriveNewestDeadLetter" = (operation_id = "redriveDeadLetter",
+                    parameters(("id" = "$response.body#/items/0/id")),
+                    description = "Redrive the newest dead letter of the page")),
+            )),
+        (status = 400, description = "`limit` or `before` not acceptable", body = ErrorBody),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     params: Result<Query<ListParams>, QueryRejection>,
@@ -150,6 +185,19 @@ pub async fn list(
     }))
 }
 
+/// One dead letter with its payload and headers.
+#[utoipa::path(
+    get,
+    path = "/dead-letters/{id}",
+    tag = "dead letters",
+    operation_id = "getDeadLetter",
+    params(("id" = i64, Path, description = "The dead letter's id")),
+    responses(
+        (status = 200, description = "The dead letter", body = DeadLetterView),
+        (status = 400, description = "`id` is not an integer", body = ErrorBody),
+        (status = 404, description = "No such dead letter", body = ErrorBody),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     id: Result<Path<i64>, PathRejection>,
@@ -161,16 +209,33 @@ pub async fn get(
     Ok(Json(DeadLetterView::new(row, true)))
 }
 
-#[derive(Debug, Serialize)]
+/// What the redrive made of the record.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RedriveResponse {
     id: i64,
+    /// `APPLIED`, `REJECTED`, `DEAD_LETTER` (failed again) or `DUPLICATE`.
+    #[schema(value_type = String, example = "APPLIED")]
     outcome: &'static str,
     reason: Option<String>,
     plugin: String,
     plugin_version: String,
 }
 
+/// Run a dead letter through the plugin active now; applied if it succeeds this time.
+#[utoipa::path(
+    post,
+    path = "/dead-letters/{id}/redrive",
+    tag = "dead letters",
+    operation_id = "redriveDeadLetter",
+    params(("id" = i64, Path, description = "The dead letter's id")),
+    responses(
+        (status = 200, description = "The outcome", body = RedriveResponse),
+        (status = 400, description = "`id` is not an integer", body = ErrorBody),
+        (status = 404, description = "No such dead letter", body = ErrorBody),
+        (status = 409, description = "Already resolved, or no plugin handles its topic now", body = ErrorBody),
+    )
+)]
 pub async fn redrive(
     State(state): State<AppState>,
     id: Result<Path<i64>, PathRejection>,

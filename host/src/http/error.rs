@@ -7,6 +7,13 @@ use axum::response::{IntoResponse, Response};
 
 use crate::domain::ValidationError;
 
+/// The body of every error answer.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, in one line for people; never internals.
+    pub error: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// The request is malformed (not JSON, a bad path parameter).
@@ -113,7 +120,7 @@ impl IntoResponse for ApiError {
                 )
             }
         };
-        let mut response = (status, Json(serde_json::json!({ "error": message }))).into_response();
+        let mut response = (status, Json(ErrorBody { error: message })).into_response();
         if matches!(
             status,
             StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT

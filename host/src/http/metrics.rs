@@ -13,8 +13,18 @@ use crate::db;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// The exposition. The outbox backlog is read now; a database that does not answer leaves
-/// the last value (and `/readyz` says why).
+/// Metrics in the OpenMetrics text format, for Prometheus.
+///
+/// The outbox backlog is read now; a database that does not answer leaves the last value
+/// (and `/readyz` says why).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    operation_id = "metrics",
+    responses((status = 200, description = "The exposition", body = String,
+        content_type = "application/openmetrics-text"))
+)]
 pub async fn render(State(state): State<AppState>) -> Response {
     match db::outbox::backlog(&state.pool).await {
         Ok(rows) => {

@@ -1,10 +1,13 @@
-//! Orders flow, first half, and the read side: the HTTP API (axum, JSON, camelCase).
+//! Orders flow, first half, and the read side: the HTTP API (axum, JSON, camelCase), its
+//! OpenAPI description and the web console.
 
 mod admin;
 mod catalogs;
+mod console;
 mod dead_letters;
 mod error;
 mod metrics;
+mod openapi;
 mod orders;
 mod plugins;
 mod server;
@@ -12,10 +15,13 @@ mod server;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use axum::http::header::CONTENT_TYPE;
+use axum::routing::get;
 use axum::{Router, middleware};
 use sqlx::PgPool;
 use tokio::sync::Notify;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::control::PluginControl;
 use crate::ingest::IngestHealth;
@@ -44,54 +50,24 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
+/// The API, described as it is routed: each operation's OpenAPI entry comes from its
+/// handler's annotation, and admin ones are marked by the admin router they sit in.
 pub fn router(state: AppState) -> Router {
-    let dead_letters = Router::new()
-        .route("/dead-letters", get(dead_letters::list))
-        .route("/dead-letters/{id}", get(dead_letters::get));
-    let (public_dead_letters, admin_dead_letters) = if state.public_dead_letters {
-        (dead_letters, Router::new())
-    } else {
-        (Router::new(), dead_letters)
-    };
-    let admin = Router::new()
-        .merge(admin_dead_letters)
-        .route("/plugins", get(plugins::list))
+    let (router, doc) = api(&state).split_for_parts();
+    let mut doc = doc;
+    openapi::add_common_responses(&mut doc);
+    // Rendered once: the routes are fixed for the router's life.
+    let document = bytes::Bytes::from(
+        doc.to_pretty_json()
+            .expect("the OpenAPI document serialises"),
+    );
+    router
         .route(
-            "/plugins/{name}",
-            get(plugins::get)
-                .put(plugins::put)
-                .delete(plugins::delete)
-                .layer(DefaultBodyLimit::max(
-                    state
-                        .control
-                        .registry()
-                        .compile_limits()
-                        .max_component_bytes,
-                )),
+            "/openapi.json",
+            get(move || async move { ([(CONTENT_TYPE, "application/json")], document) }),
         )
-        .route("/plugins/{name}/rollback", post(plugins::rollback))
-        .route(
-            "/plugins/{name}/shadow",
-            get(plugins::shadow).delete(plugins::discard),
-        )
-        .route("/plugins/{name}/shadow/promote", post(plugins::promote))
-        .route("/catalogs/{product_id}", put(catalogs::put))
-        .route("/dead-letters/{id}/redrive", post(dead_letters::redrive))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            admin::require_admin,
-        ));
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics::render))
-        .route("/orders", post(orders::create))
-        .route("/orders/{order_id}", get(orders::get))
-        .route("/users/{user_id}/orders", get(orders::list_for_user))
-        .route("/catalogs", get(catalogs::list))
-        .route("/catalogs/{product_id}", get(catalogs::get))
-        .merge(public_dead_letters)
-        .merge(admin)
+        .route("/api", get(openapi::browser))
+        .merge(console::routes())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -100,10 +76,82 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Ready to take traffic: the database answers and ingest is not stuck.
+fn api(state: &AppState) -> OpenApiRouter<AppState> {
+    let dead_letters = OpenApiRouter::new()
+        .routes(routes!(dead_letters::list))
+        .routes(routes!(dead_letters::get));
+    let (public_dead_letters, admin_dead_letters) = if state.public_dead_letters {
+        (dead_letters, OpenApiRouter::new())
+    } else {
+        (OpenApiRouter::new(), dead_letters)
+    };
+    let body_limit = DefaultBodyLimit::max(
+        state
+            .control
+            .registry()
+            .compile_limits()
+            .max_component_bytes,
+    );
+    let (schemas, paths, plugin) = routes!(plugins::get, plugins::put, plugins::delete);
+    let mut admin = OpenApiRouter::new()
+        .merge(admin_dead_letters)
+        .routes(routes!(plugins::list))
+        .routes((schemas, paths, plugin.layer(body_limit)))
+        .routes(routes!(plugins::rollback))
+        .routes(routes!(plugins::shadow, plugins::discard))
+        .routes(routes!(plugins::promote))
+        .routes(routes!(catalogs::put))
+        .routes(routes!(dead_letters::redrive))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            admin::require_admin,
+        ));
+    openapi::require_admin(admin.get_openapi_mut());
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics::render))
+        .routes(routes!(orders::create, orders::list))
+        .routes(routes!(orders::get))
+        .routes(routes!(orders::list_for_user))
+        .routes(routes!(catalogs::list))
+        .routes(routes!(catalogs::get))
+        .merge(public_dead_letters)
+        .merge(admin)
+}
+
+/// A JSON integer as JSON Schema defines one: `3` or `3.0` (a number with no fraction), within
+/// `i64`. serde alone refuses `3.0`, which a client's JSON library may well write.
+fn json_integer<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    let number = <serde_json::Number as serde::Deserialize>::deserialize(deserializer)?;
+    if let Some(n) = number.as_i64() {
+        return Ok(n);
+    }
+    number
+        .as_f64()
+        .filter(|f| f.fract() == 0.0 && *f >= i64::MIN as f64 && *f < i64::MAX as f64)
+        .map(|f| f as i64)
+        .ok_or_else(|| serde::de::Error::custom(format!("expected an integer (i64), got {number}")))
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok`.
+    status: &'static str,
+}
+
+/// Ready to take traffic: the database answers, ingest is not stuck and no plugin call is
+/// past its deadline.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    operation_id = "ready",
+    responses((status = 200, description = "Ready", body = Health))
+)]
 async fn readyz(
     axum::extract::State(state): axum::extract::State<AppState>,
-) -> Result<axum::Json<serde_json::Value>, ApiError> {
+) -> Result<axum::Json<Health>, ApiError> {
     if let Some(stuck) = state.ingest_health.stuck() {
         return Err(ApiError::Unavailable(stuck));
     }
@@ -117,12 +165,46 @@ async fn readyz(
 }
 
 /// Alive: the database answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    operation_id = "health",
+    responses((status = 200, description = "Alive", body = Health))
+)]
 async fn healthz(
     axum::extract::State(state): axum::extract::State<AppState>,
-) -> Result<axum::Json<serde_json::Value>, ApiError> {
+) -> Result<axum::Json<Health>, ApiError> {
     sqlx::query("SELECT 1")
         .execute(&state.pool)
         .await
         .map_err(|e| ApiError::Unavailable(format!("database unreachable: {e}")))?;
-    Ok(axum::Json(serde_json::json!({ "status": "ok" })))
+    Ok(axum::Json(Health { status: "ok" }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Integer(#[serde(deserialize_with = "json_integer")] i64);
+
+    fn integer(json: &str) -> Result<i64, String> {
+        serde_json::from_str::<Integer>(json)
+            .map(|i| i.0)
+            .map_err(|e| e.to_string())
+    }
+
+    /// JSON Schema's integers: a number without a fraction, however it is written.
+    #[test]
+    fn integers_may_be_written_with_a_zero_fraction() {
+        assert_eq!(integer("3"), Ok(3));
+        assert_eq!(integer("-3"), Ok(-3));
+        assert_eq!(integer("3.0"), Ok(3));
+        assert_eq!(integer("3e2"), Ok(300));
+        assert_eq!(integer("9223372036854775807"), Ok(i64::MAX));
+        for refused in ["3.5", "1e300", "18446744073709551615", "\"3\"", "null"] {
+            assert!(integer(refused).is_err(), "{refused}");
+        }
+    }
 }

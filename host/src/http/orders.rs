@@ -7,8 +7,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, StatusCode};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::error::ErrorBody;
+use super::openapi::Identifier;
 use super::{ApiError, AppState};
 use crate::db;
 use crate::db::orders::OrderRow;
@@ -18,16 +21,27 @@ use crate::domain::{
 use crate::kafka::{Header, Record};
 use crate::trace::{TRACEPARENT, TraceParent};
 
-#[derive(Debug, Deserialize)]
+/// An order to place.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"userId": "user-1", "productId": "CATALOG-0001", "quantity": 2, "unitPrice": 1500}))]
 pub struct CreateOrder {
+    #[schema(value_type = Identifier)]
     user_id: String,
+    #[schema(value_type = Identifier)]
     product_id: String,
+    /// At most `MAX_QUANTITY`.
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    #[serde(deserialize_with = "super::json_integer")]
     quantity: i64,
+    /// In minor units (cents); at most `MAX_UNIT_PRICE`, so that every total fits.
+    #[schema(minimum = 0, maximum = 9_223_372_036_854_i64)]
+    #[serde(deserialize_with = "super::json_integer")]
     unit_price: i64,
 }
 
-#[derive(Debug, Serialize)]
+/// An order and where it stands.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderResponse {
     order_id: Uuid,
@@ -36,17 +50,23 @@ pub struct OrderResponse {
     quantity: i32,
     unit_price: i64,
     total_price: i64,
+    /// RFC 3339, UTC.
+    #[schema(format = DateTime)]
     created_at: String,
+    /// `PENDING` until the catalog side decides, then `APPLIED` or `REJECTED`.
+    #[schema(value_type = OrderStatus)]
     status: String,
+    /// Why it was rejected, when it was.
     status_reason: Option<String>,
     /// The plugin and version that decided the order (provenance), once known.
     handled_by: Option<HandledBy>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HandledBy {
     plugin: String,
+    /// sha256 of the plugin component, hex.
     version: String,
 }
 
@@ -73,8 +93,33 @@ impl From<OrderRow> for OrderResponse {
 /// The response's `traceparent`.
 type TraceHeader = [(HeaderName, String); 1];
 
-/// The order's trace continues the caller's `traceparent` (or starts one): it travels with the
-/// event, and the response's `traceparent` names the order's span.
+/// Place an order.
+///
+/// The order and its event are written in one transaction; the event is published to Kafka
+/// and the order's status follows the plugin's verdict. The order's trace continues the
+/// caller's `traceparent` (or starts one): it travels with the event, and the response's
+/// `traceparent` names the order's span.
+#[utoipa::path(
+    post,
+    path = "/orders",
+    tag = "orders",
+    operation_id = "createOrder",
+    request_body = CreateOrder,
+    params(("traceparent" = Option<String>, Header, description = "W3C trace context to continue")),
+    responses(
+        (status = 201, description = "The order, `PENDING`", body = OrderResponse,
+            headers(("traceparent" = String, description = "W3C trace context naming the order's span")),
+            links(("GetOrderByOrderId" = (
+                operation_id = "getOrder",
+                parameters(("order_id" = "$response.body#/orderId")),
+                description = "The order just placed, with its status",
+            )))),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = ErrorBody),
+        (status = 422, description = "A field is missing or not acceptable", body = ErrorBody),
+    )
+)]
 #[tracing::instrument(skip_all, fields(order_id, trace_id))]
 pub async fn create(
     State(state): State<AppState>,
@@ -142,6 +187,19 @@ pub async fn create(
     ))
 }
 
+/// One order, with its status and the plugin version that decided it.
+#[utoipa::path(
+    get,
+    path = "/orders/{order_id}",
+    tag = "orders",
+    operation_id = "getOrder",
+    params(("order_id" = Uuid, Path, description = "The order's id")),
+    responses(
+        (status = 200, description = "The order", body = OrderResponse),
+        (status = 400, description = "`order_id` is not a UUID", body = ErrorBody),
+        (status = 404, description = "No such order", body = ErrorBody),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     order_id: Result<Path<String>, PathRejection>,
@@ -155,11 +213,60 @@ pub async fn get(
     Ok(Json(row.into()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// How many orders, newest first (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
+impl ListParams {
+    fn limit(&self) -> Result<i64, ApiError> {
+        let limit = self.limit.unwrap_or(100);
+        if !(1..=1000).contains(&limit) {
+            return Err(ApiError::BadRequest(format!(
+                "limit must be between 1 and 1000, got {limit}"
+            )));
+        }
+        Ok(limit)
+    }
+}
+
+/// The newest orders of all users.
+#[utoipa::path(
+    get,
+    path = "/orders",
+    tag = "orders",
+    operation_id = "listOrders",
+    params(ListParams),
+    responses(
+        (status = 200, description = "Orders, newest first", body = Vec<OrderResponse>),
+        (status = 400, description = "`limit` out of range", body = ErrorBody),
+    )
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<Vec<OrderResponse>>, ApiError> {
+    let Query(params) = params?;
+    let rows = db::orders::list_recent(&state.pool, params.limit()?).await?;
+    Ok(Json(rows.into_iter().map(Into::into).collect()))
+}
+
+/// One user's orders.
+#[utoipa::path(
+    get,
+    path = "/users/{user_id}/orders",
+    tag = "orders",
+    operation_id = "listUserOrders",
+    params(("user_id" = inline(Identifier), Path, description = "The user's id"), ListParams),
+    responses(
+        (status = 200, description = "The user's orders, newest first", body = Vec<OrderResponse>),
+        (status = 400, description = "`limit` out of range", body = ErrorBody),
+        (status = 422, description = "`user_id` is not an acceptable id", body = ErrorBody),
+    )
+)]
 pub async fn list_for_user(
     State(state): State<AppState>,
     user_id: Result<Path<String>, PathRejection>,
@@ -168,13 +275,7 @@ pub async fn list_for_user(
     let Path(user_id) = user_id?;
     let user_id = parse_user_id(&user_id)?;
     let Query(params) = params?;
-    let limit = params.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::BadRequest(format!(
-            "limit must be between 1 and 1000, got {limit}"
-        )));
-    }
-    let rows = db::orders::list_by_user(&state.pool, &user_id, limit).await?;
+    let rows = db::orders::list_by_user(&state.pool, &user_id, params.limit()?).await?;
     Ok(Json(rows.into_iter().map(Into::into).collect()))
 }
 

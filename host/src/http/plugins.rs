@@ -10,7 +10,10 @@ use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
+use super::error::ErrorBody;
+use super::openapi::PluginName;
 use super::{ApiError, AppState};
 use crate::config::Routes;
 use crate::control::{InstallError, Installed};
@@ -18,12 +21,16 @@ use crate::db;
 use crate::domain::format_time;
 use crate::runtime::{Plugin, Slot};
 
-#[derive(Debug, Serialize)]
+/// A plugin as this instance runs it.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Plugin)]
 pub struct PluginView {
     name: String,
     /// sha256 of the component, hex.
     version: String,
+    /// `active`.
+    #[schema(value_type = String)]
     state: &'static str,
     loaded_at: String,
     activated_at: String,
@@ -61,8 +68,10 @@ impl PluginView {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// What an install, promotion or rollback made active.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Installed)]
 pub struct InstallView {
     name: String,
     version: String,
@@ -70,6 +79,7 @@ pub struct InstallView {
     /// `false` when this exact version was already active.
     changed: bool,
     /// `active` or `shadow`.
+    #[schema(value_type = String)]
     mode: &'static str,
     /// Topics routed to the plugin: none means it handles nothing until a route names it.
     topics: Vec<String>,
@@ -99,6 +109,14 @@ impl InstallView {
     }
 }
 
+/// The plugins this instance runs, with their versions and counts.
+#[utoipa::path(
+    get,
+    path = "/plugins",
+    tag = "plugins",
+    operation_id = "listPlugins",
+    responses((status = 200, description = "Plugins by name", body = Vec<PluginView>))
+)]
 pub async fn list(State(state): State<AppState>) -> Json<Vec<PluginView>> {
     let views = state
         .control
@@ -118,6 +136,18 @@ fn slot_of(state: &AppState, name: &str) -> Result<Slot, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("no plugin {name}")))
 }
 
+/// One plugin.
+#[utoipa::path(
+    get,
+    path = "/plugins/{name}",
+    tag = "plugins",
+    operation_id = "getPlugin",
+    params(("name" = inline(PluginName), Path, description = "The plugin's name")),
+    responses(
+        (status = 200, description = "The plugin", body = PluginView),
+        (status = 404, description = "No plugin of that name", body = ErrorBody),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     name: Result<Path<String>, PathRejection>,
@@ -127,13 +157,42 @@ pub async fn get(
     Ok(Json(PluginView::new(&name, &slot, &state.routes)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct InstallParams {
-    /// `active` (default) or `shadow`.
+    /// `active` (default): validate and activate fleet-wide; `shadow`: run it beside the
+    /// active version on live traffic, compared and never applied.
+    #[param(pattern = "^(active|shadow)$")]
     mode: Option<String>,
 }
 
-/// `PUT /plugins/{name}[?mode=shadow]` with the component bytes as the body.
+/// Install a plugin version, fleet-wide: the component is validated first, and a refused one
+/// leaves the running version active.
+#[utoipa::path(
+    put,
+    path = "/plugins/{name}",
+    tag = "plugins",
+    operation_id = "installPlugin",
+    params(("name" = inline(PluginName), Path, description = "The plugin's name"), InstallParams),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream",
+        description = "The WebAssembly component (`.wasm`), at most `SLUICE_PLUGIN_MAX_MIB`"),
+    responses(
+        (status = 200, description = "Installed (or already active)", body = InstallView,
+            links(
+                ("GetInstalledPlugin" = (operation_id = "getPlugin",
+                    parameters(("name" = "$request.path.name")),
+                    description = "The plugin as it runs now")),
+                ("GetShadowRun" = (operation_id = "getShadowRun",
+                    parameters(("name" = "$request.path.name")),
+                    description = "With `mode=shadow`: how the candidate compares")),
+            )),
+        (status = 400, description = "No body, or `mode` is neither `active` nor `shadow`", body = ErrorBody),
+        (status = 404, description = "`mode=shadow` with no active plugin of that name", body = ErrorBody),
+        (status = 408, description = "The component did not arrive in time", body = ErrorBody),
+        (status = 413, description = "The component is larger than the limit", body = ErrorBody),
+        (status = 422, description = "Refused: not a valid plugin component, or a bad name; says what is wrong", body = ErrorBody),
+    )
+)]
 pub async fn put(
     State(state): State<AppState>,
     name: Result<Path<String>, PathRejection>,
@@ -177,6 +236,19 @@ pub async fn put(
     ))
 }
 
+/// Make the previous version active again, fleet-wide.
+#[utoipa::path(
+    post,
+    path = "/plugins/{name}/rollback",
+    tag = "plugins",
+    operation_id = "rollbackPlugin",
+    params(("name" = inline(PluginName), Path, description = "The plugin's name")),
+    responses(
+        (status = 200, description = "The version now active", body = InstallView),
+        (status = 404, description = "No plugin of that name", body = ErrorBody),
+        (status = 409, description = "No previous version", body = ErrorBody),
+    )
+)]
 pub async fn rollback(
     State(state): State<AppState>,
     name: Result<Path<String>, PathRejection>,
@@ -185,7 +257,20 @@ pub async fn rollback(
     activated(&state, state.control.rollback(&name).await)
 }
 
-/// `DELETE /plugins/{name}`: a plugin no route uses, fleet-wide.
+/// Remove a plugin no route uses, fleet-wide.
+#[utoipa::path(
+    delete,
+    path = "/plugins/{name}",
+    tag = "plugins",
+    operation_id = "deletePlugin",
+    params(("name" = inline(PluginName), Path, description = "The plugin's name")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, description = "No plugin of that name", body = ErrorBody),
+        (status = 409, description = "A route uses it", body = ErrorBody),
+        (status = 422, description = "Not a plugin name", body = ErrorBody),
+    )
+)]
 pub async fn delete(
     State(state): State<AppState>,
     name: Result<Path<String>, PathRejection>,
@@ -194,8 +279,10 @@ pub async fn delete(
     done(state.control.delete(&name, &state.routes).await)
 }
 
-#[derive(Debug, Serialize)]
+/// How a shadow candidate compares with the active version, fleet-wide.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = ShadowRun)]
 pub struct ShadowView {
     name: String,
     active_version: String,
@@ -208,8 +295,10 @@ pub struct ShadowView {
     differences: Vec<DifferenceView>,
 }
 
-#[derive(Debug, Serialize)]
+/// A record on which the two versions disagreed.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = ShadowDifference)]
 pub struct DifferenceView {
     topic: String,
     partition: i32,
@@ -219,7 +308,18 @@ pub struct DifferenceView {
     noted_at: String,
 }
 
-/// `GET /plugins/{name}/shadow`: how the shadow candidate compares.
+/// How the shadow candidate compares with the active version.
+#[utoipa::path(
+    get,
+    path = "/plugins/{name}/shadow",
+    tag = "plugins",
+    operation_id = "getShadowRun",
+    params(("name" = inline(PluginName), Path, description = "The plugin's name")),
+    responses(
+        (status = 200, description = "The comparison so far", body = ShadowView),
+        (status = 404, description = "No plugin of that name, or no shadow run", body = ErrorBody),
+    )
+)]
 pub async fn shadow(
     State(state): State<AppState>,
     name: Result<Path<String>, PathRejection>,
@@ -251,7 +351,19 @@ pub async fn shadow(
     }))
 }
 
-/// `POST /plugins/{name}/shadow/promote`: the candidate becomes the active version.
+/// The shadow candidate becomes the active version, fleet-wide.
+#[utoipa::path(
+    post,
+    path = "/plugins/{name}/shadow/promote",
+    tag = "plugins",
+    operation_id = "promoteShadow",
+    params(("name" = inline(PluginName), Path, description = "The plugin's name")),
+    responses(
+        (status = 200, description = "The version now active", body = InstallView),
+        (status = 404, description = "No plugin of that name", body = ErrorBody),
+        (status = 409, description = "No shadow run", body = ErrorBody),
+    )
+)]
 pub async fn promote(
     State(state): State<AppState>,
     name: Result<Path<String>, PathRejection>,
@@ -260,7 +372,19 @@ pub async fn promote(
     activated(&state, state.control.promote_shadow(&name).await)
 }
 
-/// `DELETE /plugins/{name}/shadow`: stop the shadow run.
+/// Stop the shadow run, fleet-wide.
+#[utoipa::path(
+    delete,
+    path = "/plugins/{name}/shadow",
+    tag = "plugins",
+    operation_id = "discardShadow",
+    params(("name" = inline(PluginName), Path, description = "The plugin's name")),
+    responses(
+        (status = 204, description = "Stopped"),
+        (status = 404, description = "No plugin of that name", body = ErrorBody),
+        (status = 409, description = "No shadow run", body = ErrorBody),
+    )
+)]
 pub async fn discard(
     State(state): State<AppState>,
     name: Result<Path<String>, PathRejection>,

@@ -121,6 +121,31 @@ async fn an_order_takes_its_quantity_out_of_stock() {
         .unwrap();
     assert_eq!(outbox, 0, "published events leave the outbox");
 
+    // The recent orders of all users, newest first; `3.0` is an integer as JSON Schema has it.
+    let response = app
+        .post_order(json!({"userId": "user-2", "productId": "CATALOG-0002", "quantity": 3.0, "unitPrice": 1000}))
+        .await;
+    assert_eq!(response.status(), 201);
+    let second: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(second["quantity"], 3);
+    let (status, recent) = app.get_json("/orders?limit=2").await;
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = recent
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["orderId"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            second["orderId"].as_str().unwrap(),
+            too_many["orderId"].as_str().unwrap()
+        ]
+    );
+    let (_, newest) = app.get_json("/orders?limit=1").await;
+    assert_eq!(newest.as_array().unwrap().len(), 1);
+
     app.stop().await;
 }
 

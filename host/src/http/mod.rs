@@ -53,8 +53,7 @@ pub struct AppState {
 /// The API, described as it is routed: each operation's OpenAPI entry comes from its
 /// handler's annotation, and admin ones are marked by the admin router they sit in.
 pub fn router(state: AppState) -> Router {
-    let (router, doc) = api(&state).split_for_parts();
-    let mut doc = doc;
+    let (router, mut doc) = api(&state).split_for_parts();
     openapi::add_common_responses(&mut doc);
     // Rendered once: the routes are fixed for the router's life.
     let document = bytes::Bytes::from(

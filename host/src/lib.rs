@@ -16,7 +16,7 @@
 //! SQL; [`domain`] the vocabulary both flows share (no I/O); [`kafka`] the Kafka client
 //! configuration and records; [`config`] the settings; `backoff` the one retry schedule;
 //! [`dev`] the embedded broker and throwaway PostgreSQL of `sluice dev`; [`bench`]
-//! `sluice bench`; [`kit`] the plugin author's `sluice plugin …` commands; [`metrics`] what `GET /metrics` serves; [`shutdown`] and [`telemetry`] signals and logging; [`trace`] the trace context an order carries.
+//! `sluice bench`; [`kit`] the plugin author's `sluice plugin …` commands; [`metrics`] what `GET /metrics` serves; [`shutdown`] and [`telemetry`] signals and logging; [`trace`] the trace context an order carries, and [`otlp`] its spans' export.
 
 mod app;
 mod backoff;
@@ -32,6 +32,7 @@ pub mod kafka;
 pub mod kit;
 pub mod metrics;
 mod order_status;
+pub mod otlp;
 mod outbox;
 pub mod runtime;
 pub mod shutdown;

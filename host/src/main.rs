@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use sluice::config::{self, Cli, Command, Settings};
 use sluice::kit::{self, PluginCommand};
+use sluice::otlp::{self, OtlpConfig};
 use sluice::{Application, bench, dev, runtime, shutdown, telemetry};
 
 fn main() -> ExitCode {
@@ -44,6 +45,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return kit::run(plugin.command).await;
     }
     let shutdown = shutdown::on_signal();
+    if matches!(command, Command::Serve(_) | Command::Dev(_))
+        && let Some(otlp) = OtlpConfig::from_env()?
+    {
+        otlp::init(otlp)?;
+    }
     match command {
         Command::Serve(args) => {
             let settings = Settings::for_serve(args)?;

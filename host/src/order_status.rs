@@ -1,7 +1,7 @@
 //! Orders flow, last step: the catalog side's verdicts come back on the status topic and
 //! update the orders. The two sides share no tables, only Kafka, as the original services did.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
@@ -15,6 +15,7 @@ use crate::config::KafkaSettings;
 use crate::db;
 use crate::domain::StatusEvent;
 use crate::kafka;
+use crate::otlp;
 use crate::trace::TraceParent;
 
 const BATCH: usize = 1000;
@@ -73,12 +74,51 @@ pub async fn run(
     Ok(())
 }
 
+/// One span per verdict that carries a trace context (the processing span of its record):
+/// from its arrival to the order's update.
+fn export_spans(batch: &[BorrowedMessage<'_>], received: SystemTime) {
+    let updated = SystemTime::now();
+    for message in batch {
+        let Some(parent) = TraceParent::from_headers(&kafka::headers_of(message)) else {
+            continue;
+        };
+        let key = message
+            .key()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .unwrap_or_default();
+        otlp::export(otlp::Span {
+            context: parent.child(),
+            parent: Some(parent),
+            name: format!("{} process", message.topic()),
+            kind: otlp::Kind::Consumer,
+            start: received,
+            end: updated,
+            attributes: vec![
+                ("messaging.system", "kafka".into()),
+                ("messaging.operation.type", "process".into()),
+                (
+                    "messaging.destination.name",
+                    message.topic().to_string().into(),
+                ),
+                (
+                    "messaging.destination.partition.id",
+                    message.partition().to_string().into(),
+                ),
+                ("messaging.kafka.offset", message.offset().into()),
+                ("sluice.order_id", key.into()),
+            ],
+            error: None,
+        });
+    }
+}
+
 /// `false` if shutdown came first.
 async fn apply_with_retry(
     pool: &PgPool,
     batch: &[BorrowedMessage<'_>],
     shutdown: &CancellationToken,
 ) -> bool {
+    let received = SystemTime::now();
     let events: Vec<StatusEvent> = batch.iter().filter_map(parse).collect();
     if tracing::enabled!(tracing::Level::DEBUG) {
         for message in batch {
@@ -97,6 +137,9 @@ async fn apply_with_retry(
         match apply(pool, &events).await {
             Ok(updated) => {
                 tracing::debug!(events = events.len(), updated, "order statuses updated");
+                if otlp::enabled() {
+                    export_spans(batch, received);
+                }
                 return true;
             }
             Err(e) => {

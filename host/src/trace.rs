@@ -73,14 +73,37 @@ impl TraceParent {
             .find_map(|h| Self::parse(std::str::from_utf8(h.value.as_deref()?).ok()?))
     }
 
-    /// The header carrying a child of this context.
-    pub fn child_header(&self) -> Header {
-        Header::text(TRACEPARENT, self.child().to_string())
+    /// A child whose span id is derived from this context and `key`: every process that
+    /// derives it for the same hop gets the same span (the ingest writes it on the status
+    /// event before commit and exports the span after).
+    pub fn hop(&self, key: &str) -> Self {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::new()
+            .chain_update(self.trace_id.to_be_bytes())
+            .chain_update(self.span_id.to_be_bytes())
+            .chain_update(key.as_bytes())
+            .finalize();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        Self {
+            span_id: u64::from_be_bytes(first).max(1),
+            ..*self
+        }
+    }
+
+    /// The header carrying this context: the receiver's spans become this span's children.
+    pub fn header(&self) -> Header {
+        Header::text(TRACEPARENT, self.to_string())
     }
 
     /// The trace id, 32 hex digits: what the logs carry as `trace_id`.
     pub fn trace_id(&self) -> String {
         format!("{:032x}", self.trace_id)
+    }
+
+    /// The span id, 16 hex digits.
+    pub fn span_id(&self) -> String {
+        format!("{:016x}", self.span_id)
     }
 }
 
@@ -117,6 +140,12 @@ mod tests {
         assert!(TraceParent::parse(&format!("{}-extra", raw.replacen("00", "01", 1))).is_some());
         let root = TraceParent::root();
         assert_eq!(TraceParent::parse(&root.to_string()), Some(root));
+        // A hop is a child, the same for the same key, another for another key.
+        let hop = parent.hop("3/17");
+        assert_eq!(hop.trace_id(), parent.trace_id());
+        assert_ne!(hop.span_id(), parent.span_id());
+        assert_eq!(hop, parent.hop("3/17"));
+        assert_ne!(hop, parent.hop("3/18"));
     }
 
     #[test]

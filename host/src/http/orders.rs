@@ -1,6 +1,8 @@
 //! `POST /orders` writes the order and its event in one transaction (the outbox);
 //! the relay publishes it. Reads serve the order's current status.
 
+use std::time::SystemTime;
+
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -19,6 +21,7 @@ use crate::domain::{
     EVENT_ID_HEADER, NewOrder, OrderEvent, OrderStatus, format_time, parse_user_id,
 };
 use crate::kafka::{Header, Record};
+use crate::otlp;
 use crate::trace::{TRACEPARENT, TraceParent};
 
 /// An order to place.
@@ -126,11 +129,12 @@ pub async fn create(
     headers: HeaderMap,
     body: Result<Json<CreateOrder>, JsonRejection>,
 ) -> Result<(StatusCode, TraceHeader, Json<OrderResponse>), ApiError> {
-    let trace = headers
+    let started = SystemTime::now();
+    let caller = headers
         .get(TRACEPARENT)
         .and_then(|v| v.to_str().ok())
-        .and_then(TraceParent::parse)
-        .map_or_else(TraceParent::root, |caller| caller.child());
+        .and_then(TraceParent::parse);
+    let trace = caller.map_or_else(TraceParent::root, |caller| caller.child());
     tracing::Span::current().record("trace_id", trace.trace_id());
     let Json(body) = body?;
     let order = NewOrder::parse(
@@ -173,12 +177,30 @@ pub async fn create(
         payload: Some(payload),
         headers: vec![
             Header::text(EVENT_ID_HEADER, order_id.to_string()),
-            trace.child_header(),
+            trace.header(),
         ],
     };
     db::orders::insert_with_event(&state.pool, &row, &record).await?;
     state.relay_wake.notify_one();
     tracing::debug!("order created");
+    if otlp::enabled() {
+        otlp::export(otlp::Span {
+            context: trace,
+            parent: caller,
+            name: "POST /orders".into(),
+            kind: otlp::Kind::Server,
+            start: started,
+            end: SystemTime::now(),
+            attributes: vec![
+                ("http.request.method", "POST".into()),
+                ("http.route", "/orders".into()),
+                ("http.response.status_code", 201.into()),
+                ("sluice.order_id", order_id.to_string().into()),
+                ("sluice.product_id", row.product_id.clone().into()),
+            ],
+            error: None,
+        });
+    }
 
     Ok((
         StatusCode::CREATED,

@@ -4,11 +4,13 @@
 //! Redrive goes through the same read, decision and write.
 
 use std::collections::{HashMap, HashSet};
+use std::time::SystemTime;
 
 use sqlx::PgPool;
 
 use super::plan::{self, BatchContext, BatchReport, Handled, Mode, Plan};
 use crate::db::{self, Tx};
+use crate::otlp;
 use crate::trace::TraceParent;
 
 /// Apply a batch of one topic's records, in per-partition offset order.
@@ -18,6 +20,7 @@ pub async fn apply_batch(
     cx: &BatchContext,
     batch: &[Handled],
 ) -> sqlx::Result<BatchReport> {
+    let started = SystemTime::now();
     let mut tx = pool.begin().await?;
     let mut partitions: Vec<i32> = batch.iter().map(|h| h.record.partition).collect();
     partitions.sort_unstable();
@@ -32,6 +35,9 @@ pub async fn apply_batch(
     db::ingest::set_positions(&mut tx, &cx.group_id, &cx.topic, &parts, &offsets).await?;
     tx.commit().await?;
 
+    if otlp::enabled() {
+        export_spans(cx, &fresh, &plan.decisions, started);
+    }
     // Each record's line carries its order's trace id; applied ones only at debug level.
     let every_record = tracing::enabled!(tracing::Level::DEBUG);
     for (handled, decision) in fresh.iter().zip(&plan.decisions) {
@@ -62,6 +68,50 @@ pub async fn apply_batch(
         positions: next.into_iter().collect(),
         ..plan.report
     })
+}
+
+/// One span per record that carries a trace context: from the batch's start to its commit,
+/// under the record's context, named as the status event names it.
+fn export_spans(
+    cx: &BatchContext,
+    fresh: &[&Handled],
+    decisions: &[plan::Decision],
+    started: SystemTime,
+) {
+    let ended = SystemTime::now();
+    for (handled, decision) in fresh.iter().zip(decisions) {
+        let Some(context) = plan::processing_context(handled, Mode::Ingest) else {
+            continue;
+        };
+        let record = &handled.record;
+        let error = match decision {
+            plan::Decision::DeadLetter { kind, reason } => Some(format!("{kind}: {reason}")),
+            _ => None,
+        };
+        otlp::export(otlp::Span {
+            context,
+            parent: TraceParent::from_headers(&record.headers),
+            name: format!("{} process", record.topic),
+            kind: otlp::Kind::Consumer,
+            start: started,
+            end: ended,
+            attributes: vec![
+                ("messaging.system", "kafka".into()),
+                ("messaging.operation.type", "process".into()),
+                ("messaging.destination.name", record.topic.clone().into()),
+                (
+                    "messaging.destination.partition.id",
+                    record.partition.to_string().into(),
+                ),
+                ("messaging.kafka.offset", record.offset.into()),
+                ("messaging.consumer.group.name", cx.group_id.clone().into()),
+                ("sluice.plugin", cx.plugin.clone().into()),
+                ("sluice.plugin.version", cx.plugin_version.clone().into()),
+                ("sluice.outcome", decision.outcome().into()),
+            ],
+            error,
+        });
+    }
 }
 
 /// Read, decide and write `records` in the caller's transaction (ingest: the fresh records of

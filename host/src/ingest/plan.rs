@@ -315,7 +315,7 @@ pub fn plan(
                     format!("{event_id}/redrive/{attempt}"),
                 ),
             };
-            let trace = TraceParent::from_headers(&handled.record.headers);
+            let trace = processing_context(handled, mode);
             plan.outbox
                 .push(status_record(topic, &event, dedupe_id, trace));
         }
@@ -461,8 +461,21 @@ fn status_event(
     }
 }
 
+/// The context of a record's processing span, a child of the context the record carries:
+/// derived from it and the record's place, so the status event (written in the plan) and the
+/// span exported after commit name the same span. `None` for a record without one.
+pub fn processing_context(handled: &Handled, mode: Mode) -> Option<TraceParent> {
+    let trace = TraceParent::from_headers(&handled.record.headers)?;
+    let place = format!("{}/{}", handled.record.partition, handled.record.offset);
+    Some(match mode {
+        Mode::Ingest => trace.hop(&place),
+        Mode::Redrive { attempt } => trace.hop(&format!("{place}/redrive/{attempt}")),
+    })
+}
+
 /// The status topic's record for a verdict, keyed by order id. `dedupe_id` is its own
-/// `event-id`, distinct per verdict; the order's trace goes on.
+/// `event-id`, distinct per verdict; the order's trace goes on, under the record's
+/// processing span.
 fn status_record(
     topic: &str,
     event: &StatusEvent,
@@ -470,7 +483,7 @@ fn status_record(
     trace: Option<TraceParent>,
 ) -> Record {
     let mut headers = vec![Header::text(EVENT_ID_HEADER, dedupe_id)];
-    headers.extend(trace.map(|t| t.child_header()));
+    headers.extend(trace.map(|t| t.header()));
     Record {
         topic: topic.to_string(),
         key: Some(event.order_id.as_bytes().to_vec()),

@@ -325,3 +325,120 @@ async fn the_metrics_and_the_trace_show_what_an_order_went_through() {
     assert_eq!(traceparent(&verdict[0]).as_deref(), Some(trace_id));
     app.stop().await;
 }
+
+/// With an OTLP endpoint configured, one order's path is one trace at the collector: the
+/// `POST /orders` span under the caller's, the record's processing under it, the verdict's
+/// arrival under that, each with its parent in the trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_orders_spans_reach_an_otlp_collector_as_one_trace() {
+    use std::sync::{Arc, Mutex};
+
+    // A collector: the OTLP/HTTP JSON traces endpoint, keeping what it receives.
+    /// Each request's `x-api-key` header and body.
+    type Requests = Arc<Mutex<Vec<(Option<String>, serde_json::Value)>>>;
+    let received: Requests = Arc::default();
+    let store = Arc::clone(&received);
+    let collector = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::Json<serde_json::Value>| {
+                let store = Arc::clone(&store);
+                async move {
+                    let key = headers
+                        .get("x-api-key")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
+                    store.lock().unwrap().push((key, body.0));
+                    "{}"
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let collector_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, collector).await });
+    sluice::otlp::init(sluice::otlp::OtlpConfig {
+        traces_url: format!("http://{collector_addr}/v1/traces"),
+        headers: vec![("x-api-key".into(), "k3y".into())],
+        timeout: Duration::from_secs(5),
+        service_name: "sluice-test".into(),
+    })
+    .unwrap();
+
+    let app = TestApp::spawn().await;
+    let caller_span = "00f067aa0ba902b7";
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let response = app
+        .http
+        .post(app.url("/orders"))
+        .header("traceparent", format!("00-{trace_id}-{caller_span}-01"))
+        .json(&json!({"userId": "user-1", "productId": "CATALOG-0001",
+                      "quantity": 1, "unitPrice": 1500}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let order_span = response.headers()["traceparent"].to_str().unwrap()[36..52].to_string();
+    let order: serde_json::Value = response.json().await.unwrap();
+    let order_id = order["orderId"].as_str().unwrap().to_string();
+    wait_for_order(
+        &app.http,
+        &app.url(&format!("/orders/{order_id}")),
+        "APPLIED",
+    )
+    .await;
+
+    // span name → (span id, parent span id), for this trace.
+    let spans = eventually(
+        Duration::from_secs(20),
+        "three spans at the collector",
+        || {
+            let received = received.lock().unwrap().clone();
+            async move {
+                let mut spans = std::collections::HashMap::new();
+                for (key, body) in &received {
+                    assert_eq!(
+                        key.as_deref(),
+                        Some("k3y"),
+                        "OTEL_EXPORTER_OTLP_HEADERS sent"
+                    );
+                    let resource = &body["resourceSpans"][0];
+                    assert_eq!(
+                        resource["resource"]["attributes"][0]["value"]["stringValue"],
+                        "sluice-test"
+                    );
+                    for span in resource["scopeSpans"][0]["spans"].as_array().unwrap() {
+                        if span["traceId"] == trace_id {
+                            spans.insert(
+                                span["name"].as_str().unwrap().to_string(),
+                                (
+                                    span["spanId"].as_str().unwrap().to_string(),
+                                    span["parentSpanId"].as_str().unwrap_or("").to_string(),
+                                ),
+                            );
+                        }
+                    }
+                }
+                (spans.len() >= 3).then_some(spans)
+            }
+        },
+    )
+    .await;
+    let post = &spans["POST /orders"];
+    assert_eq!(
+        post,
+        &(order_span.clone(), caller_span.to_string()),
+        "{spans:?}"
+    );
+    let process = &spans[&format!("{} process", app.topic)];
+    assert_eq!(
+        process.1, order_span,
+        "the record's processing under the order: {spans:?}"
+    );
+    let verdict = spans
+        .iter()
+        .find(|(name, (_, parent))| name.ends_with(" process") && parent == &process.0)
+        .unwrap_or_else(|| panic!("the verdict's span under the processing: {spans:?}"));
+    assert_ne!(verdict.1.0, process.0);
+    app.stop().await;
+}

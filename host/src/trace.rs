@@ -76,12 +76,12 @@ impl TraceParent {
     /// A child whose span id is derived from this context and `key`: every process that
     /// derives it for the same hop gets the same span (the ingest writes it on the status
     /// event before commit and exports the span after).
-    pub fn hop(&self, key: &str) -> Self {
+    pub fn hop(&self, key: &[u8]) -> Self {
         use sha2::{Digest, Sha256};
         let digest = Sha256::new()
             .chain_update(self.trace_id.to_be_bytes())
             .chain_update(self.span_id.to_be_bytes())
-            .chain_update(key.as_bytes())
+            .chain_update(key)
             .finalize();
         let mut first = [0u8; 8];
         first.copy_from_slice(&digest[..8]);
@@ -141,11 +141,11 @@ mod tests {
         let root = TraceParent::root();
         assert_eq!(TraceParent::parse(&root.to_string()), Some(root));
         // A hop is a child, the same for the same key, another for another key.
-        let hop = parent.hop("3/17");
+        let hop = parent.hop(b"3/17");
         assert_eq!(hop.trace_id(), parent.trace_id());
         assert_ne!(hop.span_id(), parent.span_id());
-        assert_eq!(hop, parent.hop("3/17"));
-        assert_ne!(hop, parent.hop("3/18"));
+        assert_eq!(hop, parent.hop(b"3/17"));
+        assert_ne!(hop, parent.hop(b"3/18"));
     }
 
     #[test]

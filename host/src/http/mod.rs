@@ -55,7 +55,9 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let (router, mut doc) = api(&state).split_for_parts();
     openapi::add_common_responses(&mut doc);
-    // Rendered once: the routes are fixed for the router's life.
+    // Rendered once, at start (not on a request path): the routes are fixed for the router's
+    // life. Cannot fail: the document is plain structs and string-keyed maps, which
+    // serde_json always serialises.
     let document = bytes::Bytes::from(
         doc.to_pretty_json()
             .expect("the OpenAPI document serialises"),

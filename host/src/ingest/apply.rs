@@ -80,7 +80,7 @@ fn export_spans(
 ) {
     let ended = SystemTime::now();
     for (handled, decision) in fresh.iter().zip(decisions) {
-        let Some(context) = plan::processing_context(handled, Mode::Ingest) else {
+        let Some((carried, context)) = plan::processing_context(handled, Mode::Ingest) else {
             continue;
         };
         let record = &handled.record;
@@ -90,7 +90,7 @@ fn export_spans(
         };
         otlp::export(otlp::Span {
             context,
-            parent: TraceParent::from_headers(&record.headers),
+            parent: Some(carried),
             name: format!("{} process", record.topic),
             kind: otlp::Kind::Consumer,
             start: started,

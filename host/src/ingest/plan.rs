@@ -315,7 +315,7 @@ pub fn plan(
                     format!("{event_id}/redrive/{attempt}"),
                 ),
             };
-            let trace = processing_context(handled, mode);
+            let trace = processing_context(handled, mode).map(|(_, processing)| processing);
             plan.outbox
                 .push(status_record(topic, &event, dedupe_id, trace));
         }
@@ -461,16 +461,23 @@ fn status_event(
     }
 }
 
-/// The context of a record's processing span, a child of the context the record carries:
-/// derived from it and the record's place, so the status event (written in the plan) and the
-/// span exported after commit name the same span. `None` for a record without one.
-pub fn processing_context(handled: &Handled, mode: Mode) -> Option<TraceParent> {
-    let trace = TraceParent::from_headers(&handled.record.headers)?;
-    let place = format!("{}/{}", handled.record.partition, handled.record.offset);
-    Some(match mode {
-        Mode::Ingest => trace.hop(&place),
-        Mode::Redrive { attempt } => trace.hop(&format!("{place}/redrive/{attempt}")),
-    })
+/// The context of a record's processing span, a child of the context the record carries
+/// (returned first): derived from it and the record's place, so the status event (written in
+/// the plan) and the span exported after commit name the same span. `None` for a record
+/// without one.
+pub fn processing_context(handled: &Handled, mode: Mode) -> Option<(TraceParent, TraceParent)> {
+    let carried = TraceParent::from_headers(&handled.record.headers)?;
+    let mut place = [0u8; 16];
+    place[..4].copy_from_slice(&handled.record.partition.to_be_bytes());
+    place[4..12].copy_from_slice(&handled.record.offset.to_be_bytes());
+    let len = match mode {
+        Mode::Ingest => 12,
+        Mode::Redrive { attempt } => {
+            place[12..].copy_from_slice(&attempt.to_be_bytes());
+            16
+        }
+    };
+    Some((carried, carried.hop(&place[..len])))
 }
 
 /// The status topic's record for a verdict, keyed by order id. `dedupe_id` is its own

@@ -16,8 +16,7 @@ use crate::db;
 use crate::http::{self, AppState};
 use crate::ingest::{self, Ingest, IngestHealth};
 use crate::metrics::Metrics;
-use crate::order_status;
-use crate::outbox::{self, Relay};
+use crate::outbox::{self, Relay, status};
 use crate::runtime::{Plugin, Registry, Sandbox};
 
 pub struct Application {
@@ -78,7 +77,7 @@ impl Application {
             .build()
             .context("starting the plugin threads")?;
         let producer = outbox::create_producer(&settings.kafka)?;
-        let status_consumer = order_status::create_consumer(&settings.kafka)?;
+        let status_consumer = status::create_consumer(&settings.kafka)?;
 
         let listener = TcpListener::bind(settings.http_addr)
             .await
@@ -180,7 +179,7 @@ impl Application {
             tokio::task::spawn_blocking(move || ingest.run(token))
         };
         let relay = tokio::spawn(self.relay.run(shutdown.child_token()));
-        let status = tokio::spawn(order_status::run(
+        let status = tokio::spawn(status::run(
             self.status_consumer,
             self.pool.clone(),
             shutdown.child_token(),

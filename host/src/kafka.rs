@@ -1,14 +1,57 @@
-//! Kafka plumbing both flows share: client configuration, the records Sluice consumes and
-//! produces (with their headers), and the compact encoding that carries a batch of records in
-//! one outbox row.
+//! Kafka plumbing both flows share: the settings, client configurations, topic names, and the
+//! conversion of rdkafka's messages and headers to and from the domain's records.
 
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header as KafkaHeader, Headers as _, OwnedHeaders};
-use serde::{Deserialize, Serialize};
 
-use crate::config::KafkaSettings;
-use crate::domain::{EVENT_ID_HEADER, MAX_ID_LEN};
-use crate::runtime::bindings;
+use crate::domain::{Consumed, Header, Routes};
+
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    pub brokers: String,
+    pub group_id: String,
+    pub topic: String,
+    pub status_topic: String,
+    pub dead_letter_suffix: String,
+    pub orders_group_id: String,
+    /// topic → plugin name; the ingest flow consumes these topics.
+    pub routes: Routes,
+    /// librdkafka properties applied last, over Sluice's own defaults.
+    pub options: Vec<(String, String)>,
+    /// Defaults for the consumers only, applied before `options` (e.g. `sluice dev` shortens
+    /// `fetch.wait.max.ms` for its embedded broker).
+    pub consumer_defaults: Vec<(String, String)>,
+}
+
+impl KafkaSettings {
+    /// Where poison records of `topic` are copied: `topic` + the dead-letter suffix.
+    pub fn dead_letter_topic(&self, topic: &str) -> String {
+        format!("{topic}{}", self.dead_letter_suffix)
+    }
+
+    /// Every topic Sluice uses: the order and status topics, each routed topic and its
+    /// dead-letter topic.
+    pub fn topics(&self) -> Vec<String> {
+        let mut topics = vec![self.topic.clone(), self.status_topic.clone()];
+        for topic in self.routes.topics() {
+            topics.extend([topic.to_string(), self.dead_letter_topic(topic)]);
+        }
+        topics.sort();
+        topics.dedup();
+        topics
+    }
+}
+
+/// The status topic that goes with `topic` where none is configured (tests, the benchmark).
+pub fn status_topic_for(topic: &str) -> String {
+    format!("{topic}.status")
+}
+
+/// The embedded broker answers a waiting fetch only when `fetch.wait.max.ms` runs out, not
+/// when a record arrives (a real broker does): consumers of it keep the wait short.
+pub fn embedded_broker_consumer_defaults() -> Vec<(String, String)> {
+    vec![("fetch.wait.max.ms".into(), "10".into())]
+}
 
 /// A consumer of one of Sluice's groups. Offsets are never committed automatically; where an
 /// offset is stored is the caller's decision.
@@ -42,23 +85,6 @@ pub fn producer_config(kafka: &KafkaSettings, client_id: &str) -> ClientConfig {
     config
 }
 
-/// A record header; Kafka allows binary and null values.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Header {
-    pub key: String,
-    #[serde(with = "base64_bytes")]
-    pub value: Option<Vec<u8>>,
-}
-
-impl Header {
-    pub fn text(key: &str, value: impl Into<String>) -> Self {
-        Self {
-            key: key.to_string(),
-            value: Some(value.into().into_bytes()),
-        }
-    }
-}
-
 /// The headers of a consumed message.
 pub fn headers_of(message: &impl rdkafka::Message) -> Vec<Header> {
     message
@@ -88,241 +114,15 @@ pub fn owned_headers(headers: &[Header]) -> OwnedHeaders {
     )
 }
 
-/// A consumed record, as Sluice keeps it: for the plugin, the dead-letter table and the DLT.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Consumed {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    /// `None` for a tombstone.
-    pub payload: Option<Vec<u8>>,
-    pub headers: Vec<Header>,
-    pub timestamp_ms: Option<i64>,
-}
-
-impl Consumed {
-    pub fn of(message: &impl rdkafka::Message) -> Self {
-        Self {
-            topic: message.topic().to_string(),
-            partition: message.partition(),
-            offset: message.offset(),
-            key: message.key().map(<[u8]>::to_vec),
-            payload: message.payload().map(<[u8]>::to_vec),
-            headers: headers_of(message),
-            timestamp_ms: message.timestamp().to_millis(),
-        }
-    }
-
-    /// The producer's event id (the `event-id` header), if the record carries a usable one.
-    pub fn event_id(&self) -> Option<String> {
-        let header = self.headers.iter().find(|h| h.key == EVENT_ID_HEADER)?;
-        let id = std::str::from_utf8(header.value.as_deref()?).ok()?.trim();
-        (!id.is_empty() && id.len() <= MAX_ID_LEN).then(|| id.to_string())
-    }
-
-    /// The record as the plugin sees it.
-    pub fn to_plugin_message(&self) -> bindings::Message {
-        bindings::Message {
-            topic: self.topic.clone(),
-            partition: self.partition,
-            offset: self.offset,
-            key: self.key.clone(),
-            payload: self.payload.clone().unwrap_or_default(),
-            headers: self
-                .headers
-                .iter()
-                .map(|h| bindings::Header {
-                    key: h.key.clone(),
-                    value: h.value.clone(),
-                })
-                .collect(),
-            timestamp_ms: self.timestamp_ms,
-        }
-    }
-}
-
-/// A Kafka record as it will be produced.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
-    pub topic: String,
-    pub key: Option<Vec<u8>>,
-    pub payload: Option<Vec<u8>>,
-    pub headers: Vec<Header>,
-}
-
-/// Records one after the other, each field length-prefixed (u32, little-endian; `u32::MAX`
-/// for an absent key, payload or header value). A batch of status events is one outbox row.
-pub fn encode_records(records: &[Record]) -> Vec<u8> {
-    fn bytes(out: &mut Vec<u8>, value: Option<&[u8]>) {
-        match value {
-            Some(v) => {
-                out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-                out.extend_from_slice(v);
-            }
-            None => out.extend_from_slice(&u32::MAX.to_le_bytes()),
-        }
-    }
-    let mut out = Vec::with_capacity(records.len() * 256);
-    out.extend_from_slice(&(records.len() as u32).to_le_bytes());
-    for record in records {
-        bytes(&mut out, Some(record.topic.as_bytes()));
-        bytes(&mut out, record.key.as_deref());
-        bytes(&mut out, record.payload.as_deref());
-        out.extend_from_slice(&(record.headers.len() as u32).to_le_bytes());
-        for header in &record.headers {
-            bytes(&mut out, Some(header.key.as_bytes()));
-            bytes(&mut out, header.value.as_deref());
-        }
-    }
-    out
-}
-
-/// The records `encode_records` wrote.
-pub fn decode_records(mut input: &[u8]) -> Result<Vec<Record>, String> {
-    fn u32_of(input: &mut &[u8]) -> Result<u32, String> {
-        let (head, rest) = input
-            .split_first_chunk::<4>()
-            .ok_or("truncated record batch")?;
-        *input = rest;
-        Ok(u32::from_le_bytes(*head))
-    }
-    fn bytes(input: &mut &[u8]) -> Result<Option<Vec<u8>>, String> {
-        let len = u32_of(input)?;
-        if len == u32::MAX {
-            return Ok(None);
-        }
-        let len = len as usize;
-        if input.len() < len {
-            return Err("truncated record batch".into());
-        }
-        let (value, rest) = input.split_at(len);
-        *input = rest;
-        Ok(Some(value.to_vec()))
-    }
-    fn text(input: &mut &[u8]) -> Result<String, String> {
-        let value = bytes(input)?.ok_or("a missing text field")?;
-        String::from_utf8(value).map_err(|_| "a text field that is not UTF-8".to_string())
-    }
-    let count = u32_of(&mut input)? as usize;
-    let mut records = Vec::with_capacity(count.min(1 << 16));
-    for _ in 0..count {
-        let topic = text(&mut input)?;
-        let key = bytes(&mut input)?;
-        let payload = bytes(&mut input)?;
-        let header_count = u32_of(&mut input)? as usize;
-        let mut headers = Vec::with_capacity(header_count.min(256));
-        for _ in 0..header_count {
-            headers.push(Header {
-                key: text(&mut input)?,
-                value: bytes(&mut input)?,
-            });
-        }
-        records.push(Record {
-            topic,
-            key,
-            payload,
-            headers,
-        });
-    }
-    if !input.is_empty() {
-        return Err("trailing bytes after a record batch".into());
-    }
-    Ok(records)
-}
-
-/// Binary header values as base64 strings in JSON.
-mod base64_bytes {
-    use base64::Engine as _;
-    use base64::engine::general_purpose::STANDARD;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(value: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
-        match value {
-            Some(bytes) => s.serialize_some(&STANDARD.encode(bytes)),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
-        Option::<String>::deserialize(d)?
-            .map(|text| STANDARD.decode(text).map_err(serde::de::Error::custom))
-            .transpose()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn record_batches_round_trip() {
-        let records = vec![
-            Record {
-                topic: "status".into(),
-                key: Some(b"k".to_vec()),
-                payload: Some(b"{}".to_vec()),
-                headers: vec![
-                    Header::text("event-id", "e-1"),
-                    Header {
-                        key: "binary".into(),
-                        value: Some(vec![0, 255, 10]),
-                    },
-                    Header {
-                        key: "null".into(),
-                        value: None,
-                    },
-                ],
-            },
-            Record {
-                topic: "dlt".into(),
-                key: None,
-                payload: None,
-                headers: Vec::new(),
-            },
-            Record {
-                topic: "empty".into(),
-                key: Some(Vec::new()),
-                payload: Some(Vec::new()),
-                headers: Vec::new(),
-            },
-        ];
-        let encoded = encode_records(&records);
-        assert_eq!(decode_records(&encoded).unwrap(), records);
-        assert_eq!(decode_records(&encode_records(&[])).unwrap(), Vec::new());
-        assert!(decode_records(&encoded[..encoded.len() - 1]).is_err());
-        assert!(decode_records(&[encoded.as_slice(), b"x"].concat()).is_err());
-        assert!(
-            decode_records(&[255, 255, 255, 255]).is_err(),
-            "a count with no records"
-        );
-    }
-
-    #[test]
-    fn event_ids_come_from_the_header_when_usable() {
-        let mut record = Consumed {
-            topic: "t".into(),
-            partition: 0,
-            offset: 0,
-            key: None,
-            payload: None,
-            headers: vec![Header::text(EVENT_ID_HEADER, "  e-1 ")],
-            timestamp_ms: None,
-        };
-        assert_eq!(record.event_id().as_deref(), Some("e-1"));
-        record.headers = vec![Header::text(EVENT_ID_HEADER, "")];
-        assert_eq!(record.event_id(), None);
-        record.headers = vec![Header::text(EVENT_ID_HEADER, "x".repeat(256))];
-        assert_eq!(record.event_id(), None);
-        record.headers = vec![Header {
-            key: EVENT_ID_HEADER.into(),
-            value: Some(vec![0xff]),
-        }];
-        assert_eq!(record.event_id(), None);
-        assert_eq!(
-            record.to_plugin_message().payload,
-            Vec::<u8>::new(),
-            "tombstone"
-        );
+/// A consumed message as Sluice keeps it: for the plugin, the dead-letter table and the DLT.
+pub fn consumed(message: &impl rdkafka::Message) -> Consumed {
+    Consumed {
+        topic: message.topic().to_string(),
+        partition: message.partition(),
+        offset: message.offset(),
+        key: message.key().map(<[u8]>::to_vec),
+        payload: message.payload().map(<[u8]>::to_vec),
+        headers: headers_of(message),
+        timestamp_ms: message.timestamp().to_millis(),
     }
 }

@@ -1,26 +1,51 @@
 //! Sluice runs business logic on a Kafka stream as sandboxed, hot-swappable WebAssembly
-//! plugins. Two flows:
+//! plugins.
 //!
-//! - **ingest** ([`ingest`]): a consumer-group member polls a batch from Kafka, the topic's
-//!   plugin ([`runtime`]) turns each record into mutations (in parallel), a pure planning step
-//!   ([`ingest::plan`]) decides each record's outcome, and one Postgres transaction
-//!   ([`ingest::apply`]) writes the mutations, outcomes, dead letters, status events and the
-//!   consumer position; only then is the offset copied to Kafka.
-//! - **orders** ([`http`], `outbox`, `order_status`): `POST /orders` writes the order and its
-//!   event in one statement; the outbox relay publishes the event and deletes it once
-//!   acknowledged; the catalog side's verdicts come back on the status topic and update the
-//!   order.
+//! # The two flows, and where each step lives
 //!
-//! Around them: [`Application`] (`app`) wires both flows and supervises their tasks;
-//! [`control`] installs, rolls back and follows plugin versions fleet-wide; [`db`] holds the
-//! SQL; [`domain`] the vocabulary both flows share (no I/O); [`kafka`] the Kafka client
-//! configuration and records; [`config`] the settings; `backoff` the one retry schedule;
-//! [`dev`] the embedded broker and throwaway PostgreSQL of `sluice dev`; [`bench`]
-//! `sluice bench`; [`kit`] the plugin author's `sluice plugin …` commands; [`metrics`] what `GET /metrics` serves; [`shutdown`] and [`telemetry`] signals and logging; [`trace`] the trace context an order carries, and [`otlp`] its spans' export.
+//! **ingest** — Kafka record → plugin → mutations → one PostgreSQL transaction → offset:
+//! - [`ingest::consumer`]: the group member; polls a batch, resumes from stored positions;
+//! - [`runtime`]: the WASM sandbox; the topic's plugin turns each record into mutations;
+//! - [`ingest::plan`]: the decision, pure: each record's outcome, the stock, the rows;
+//! - [`ingest::apply`]: the one transaction (mutations, outcomes, dead letters, verdicts,
+//!   positions); [`ingest::redrive`] takes a dead letter through the same two steps.
+//!
+//! **orders** — HTTP request → order + outbox row → relay → Kafka event → verdict:
+//! - [`http`]: `POST /orders` writes the order and its event in one transaction;
+//! - [`outbox::relay`]: publishes committed rows, deletes them once acknowledged;
+//! - [`outbox::status`]: the catalog side's verdicts update the orders.
+//!
+//! Around them: [`cli`] the command line; [`app`](Application) wires both flows and
+//! supervises their tasks; [`control`] installs, rolls back and follows plugin versions
+//! fleet-wide; [`dev`], [`bench`] and [`kit`] are the `sluice dev`, `sluice bench` and
+//! `sluice plugin …` commands.
+//!
+//! # Layers
+//!
+//! Imports point down: a module uses only modules on lines below its own, never one above it
+//! or beside it (`tests/integration/layers.rs` holds the code to this picture).
+//!
+//! ```text
+//! cli                          the command line, the --config file, one dispatch
+//! bench                        sluice bench
+//! dev  kit                     sluice dev (embedded broker, throwaway PostgreSQL); sluice plugin
+//! app                          wires the flows, supervises their tasks
+//! config                       flags → Settings
+//! http                         the API: orders in, the read side, admin
+//! control  ingest  outbox      plugin versions fleet-wide; ingest; relay and verdicts
+//! runtime                      the WASM sandbox
+//! kafka                        client configuration, rdkafka ⇄ domain records
+//! db                           SQL
+//! otlp                         span export
+//! trace                        W3C trace context
+//! domain                       vocabulary: ids, orders, mutations, records, routes
+//! backoff  metrics  shutdown  telemetry
+//! ```
 
 mod app;
-mod backoff;
+pub mod backoff;
 pub mod bench;
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod db;
@@ -31,9 +56,8 @@ pub mod ingest;
 pub mod kafka;
 pub mod kit;
 pub mod metrics;
-mod order_status;
 pub mod otlp;
-mod outbox;
+pub mod outbox;
 pub mod runtime;
 pub mod shutdown;
 pub mod telemetry;

@@ -55,8 +55,15 @@ pub struct Metrics {
     pub plugin_swaps: Family<Labels<1>, Counter>,
 }
 
+/// Bucket bounds of the duration histograms: 1, 2.5 and 5 of each decade from 10 µs to 5 s,
+/// round numbers as Prometheus client libraries use (not powers that print as float noise).
+const SECONDS_BUCKETS: [f64; 18] = [
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
+    0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
 fn seconds_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.000_01, 2.5, 15))
+    Histogram::new(SECONDS_BUCKETS)
 }
 
 fn size_histogram() -> Histogram {
@@ -248,5 +255,22 @@ mod tests {
         assert!(text.contains(r#"sluice_batch_records_count{topic="orders"} 1"#));
         assert!(text.contains("# TYPE sluice_batch_commit_duration_seconds histogram"));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn bucket_bounds_print_as_round_numbers() {
+        let metrics = Metrics::new(seconds_family());
+        metrics.observe_batch("orders", 3, Duration::from_millis(4));
+        let text = metrics.render();
+        let bounds: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("sluice_batch_commit_duration_seconds_bucket"))
+            .filter_map(|l| l.split("le=\"").nth(1)?.split('"').next())
+            .collect();
+        assert_eq!(bounds.first(), Some(&"0.00001"), "{bounds:?}");
+        assert!(bounds.contains(&"0.0025") && bounds.contains(&"5.0"), "{bounds:?}");
+        for bound in &bounds {
+            assert!(bound.len() <= 8, "a round bound, not float noise: {bound}");
+        }
     }
 }

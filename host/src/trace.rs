@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::kafka::Header;
+use crate::domain::Header;
 
 /// The header (HTTP and Kafka) that carries the context.
 pub const TRACEPARENT: &str = "traceparent";

@@ -11,8 +11,8 @@ use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 
 use crate::dev::EmbeddedKafka;
-use crate::domain::EVENT_ID_HEADER;
-use crate::kafka::{Header, owned_headers};
+use crate::domain::{EVENT_ID_HEADER, Header};
+use crate::kafka::owned_headers;
 
 #[derive(Debug, Args)]
 pub struct BrokerArgs {

@@ -7,27 +7,27 @@
 //! by querying the database under test.
 
 mod broker;
+mod calls;
+mod http;
+mod ingest;
 mod measure;
 mod report;
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Args;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
-use tokio_util::sync::CancellationToken;
 
 pub use broker::{BrokerArgs, broker_main};
-use measure::{Cpu, Processes, percentiles};
+use ingest::Load;
+use measure::{Cpu, Processes};
 
-use crate::Application;
 use crate::config::Settings;
 use crate::dev::EmbeddedPostgres;
-use crate::runtime::{Plugin, STOCK_PLUGIN, Sandbox, SandboxConfig, bindings, compile};
+use crate::runtime::bindings;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -134,10 +134,11 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     let pool = crate::db::connect_and_migrate(&url, 4).await?;
     seed_products(&pool, args.products).await?;
 
-    let topics = [TOPIC, HTTP_TOPIC]
-        .iter()
-        .flat_map(|t| [t.to_string(), format!("{t}.status"), format!("{t}.DLT")])
-        .collect::<Vec<_>>();
+    // Each scenario's topics, named as its settings name them.
+    let mut topics = Vec::new();
+    for topic in [TOPIC, HTTP_TOPIC] {
+        topics.extend(Settings::local(url.expose_secret(), "", topic)?.kafka.topics());
+    }
     let (brokers, broker_process) = match &args.brokers {
         Some(brokers) => {
             println!("producing {} events to {brokers} ...", args.events);
@@ -270,15 +271,6 @@ async fn start_broker(
     anyhow::bail!("the benchmark broker stopped before it was ready")
 }
 
-/// What an ingest scenario runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Load {
-    Wasm,
-    Native,
-    PerMessage,
-    Swaps,
-}
-
 struct Bench<'a> {
     args: &'a BenchArgs,
     url: SecretString,
@@ -312,62 +304,6 @@ impl Bench<'_> {
         Ok(settings)
     }
 
-    /// The plugin call alone, in a fresh instance as ingest does it, and the native handler.
-    fn plugin_calls(&self) -> anyhow::Result<Vec<Figure>> {
-        let sandbox = Sandbox::new(SandboxConfig::default())?;
-        let component = compile::compile_here(sandbox.engine(), STOCK_PLUGIN)?;
-        let wasm = Plugin::load(
-            &sandbox,
-            "stock",
-            crate::runtime::version_of(STOCK_PLUGIN),
-            &component,
-        )?;
-        let native = Plugin::native(&sandbox, "native", native_stock);
-        let message = bindings::Message {
-            topic: TOPIC.into(),
-            partition: 0,
-            offset: 0,
-            key: Some(b"P-0001".to_vec()),
-            payload: broker::event(1, self.args.products).into_bytes(),
-            headers: Vec::new(),
-            timestamp_ms: None,
-        };
-        let mut figures = Vec::new();
-        for (scenario, what, plugin) in [
-            (
-                "call-wasm",
-                "plugin call: fresh instance + call + validate",
-                &wasm,
-            ),
-            ("call-native", "the same logic as native code", &native),
-        ] {
-            let start = self.processes.cpu();
-            let mut samples = Vec::with_capacity(self.args.plugin_calls);
-            let started = Instant::now();
-            for _ in 0..self.args.plugin_calls {
-                let call = Instant::now();
-                plugin
-                    .handle(&message)
-                    .map_err(|e| anyhow::anyhow!("the benchmark call failed: {e}"))?;
-                samples.push(call.elapsed());
-            }
-            let seconds = started.elapsed().as_secs_f64();
-            let (p50, p99) = percentiles(&mut samples);
-            figures.push(Figure {
-                scenario,
-                what: what.into(),
-                rate: Some(self.args.plugin_calls as f64 / seconds),
-                p50_ms: Some(p50.as_secs_f64() * 1e3),
-                p99_ms: Some(p99.as_secs_f64() * 1e3),
-                count: self.args.plugin_calls as u64,
-                seconds,
-                cpu: self.processes.cpu().since(start),
-                peak_rss_mib: None,
-            });
-        }
-        Ok(figures)
-    }
-
     /// Every scenario starts from empty bookkeeping tables, as a fresh deployment would.
     async fn clear(&self) -> anyhow::Result<()> {
         sqlx::query(
@@ -380,260 +316,4 @@ impl Bench<'_> {
         sqlx::query("VACUUM ANALYZE").execute(&self.pool).await?;
         Ok(())
     }
-
-    /// Catch up with the backlog in a fresh consumer group; the rate is counted from the first
-    /// commit to the last record.
-    async fn ingest(
-        &self,
-        scenario: &'static str,
-        what: &str,
-        load: Load,
-    ) -> anyhow::Result<Figure> {
-        self.clear().await?;
-        let target = match load {
-            Load::PerMessage => self.args.per_message_events.min(self.args.events),
-            Load::Swaps => self.args.events / 2,
-            Load::Wasm | Load::Native => self.args.events,
-        } as u64;
-        let mut settings = self.settings(TOPIC)?;
-        match load {
-            Load::Native => {
-                settings.plugins.native = vec![("stock-native".into(), native_stock)];
-                settings.kafka.routes = crate::config::Routes::single(TOPIC, "stock-native");
-            }
-            Load::PerMessage => settings.ingest.batch_max_messages = 1,
-            Load::Wasm | Load::Swaps => {}
-        }
-        let app = Application::build(settings).await?;
-        let health = app.ingest_health();
-        let control = app.plugin_control();
-        let shutdown = CancellationToken::new();
-        measure::reset_peak_rss();
-        let running = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-        let progress = report::progress(scenario, target);
-        let swapper = (load == Load::Swaps).then(|| {
-            let token = shutdown.clone();
-            tokio::spawn(async move {
-                let padded = Arc::new(with_custom_section(STOCK_PLUGIN, "bench-swap"));
-                let mut swaps = 0u32;
-                loop {
-                    tokio::select! {
-                        () = token.cancelled() => return swaps,
-                        () = tokio::time::sleep(Duration::from_secs(2)) => {}
-                    }
-                    let bytes = if swaps.is_multiple_of(2) {
-                        bytes::Bytes::from(padded.to_vec())
-                    } else {
-                        bytes::Bytes::from_static(STOCK_PLUGIN)
-                    };
-                    match control.install("stock", bytes, "bench").await {
-                        Ok(_) => swaps += 1,
-                        Err(e) => tracing::warn!(error = %e, "benchmark swap failed"),
-                    }
-                }
-            })
-        });
-        let mut first: Option<(Instant, Cpu, u64)> = None;
-        loop {
-            let decided = health.decided();
-            progress.set_position(decided.min(target));
-            if decided > 0 && first.is_none() {
-                first = Some((Instant::now(), self.processes.cpu(), decided));
-            }
-            if decided >= target {
-                break;
-            }
-            if running.is_finished() {
-                anyhow::bail!("{scenario}: the app stopped after {decided} of {target} records");
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let (started, cpu_start, decided_at_start) =
-            first.unwrap_or((Instant::now(), Cpu::default(), 0));
-        let seconds = started.elapsed().as_secs_f64();
-        let cpu = self.processes.cpu().since(cpu_start);
-        let peak = measure::peak_rss_mib();
-        progress.finish_and_clear();
-        shutdown.cancel();
-        running.await??;
-        let swaps = match swapper {
-            Some(task) => Some(task.await?),
-            None => None,
-        };
-        let counted = target - decided_at_start;
-        let what = match swaps {
-            Some(n) => format!("{what} ({n} swaps)"),
-            None => what.to_string(),
-        };
-        Ok(Figure {
-            scenario,
-            what,
-            rate: Some(counted as f64 / seconds.max(1e-9)),
-            p50_ms: None,
-            p99_ms: None,
-            count: counted,
-            seconds,
-            cpu,
-            peak_rss_mib: peak,
-        })
-    }
-
-    /// `POST /orders` under load, then order → stock latency at a fixed offered rate.
-    async fn http(&self) -> anyhow::Result<(Figure, Figure)> {
-        self.clear().await?;
-        let settings = self.settings(HTTP_TOPIC)?;
-        let group = settings.kafka.group_id.clone();
-        let app = Application::build(settings).await?;
-        let base = format!("http://{}", app.local_addr()?);
-        let shutdown = CancellationToken::new();
-        let running = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(self.args.http_connections)
-            .build()?;
-        let body = |i: u64| {
-            serde_json::json!({"userId": format!("bench-{}", i % 100), "productId":
-                broker::product(i as usize, self.args.products), "quantity": 1, "unitPrice": 1})
-        };
-
-        // Closed loop: every connection posts as fast as it is answered.
-        measure::reset_peak_rss();
-        let start_cpu = self.processes.cpu();
-        let started = Instant::now();
-        let until = started + Duration::from_secs(self.args.http_seconds);
-        let progress = report::progress("http-post", self.args.http_seconds);
-        let workers: Vec<_> = (0..self.args.http_connections as u64)
-            .map(|w| {
-                let (client, url) = (client.clone(), format!("{base}/orders"));
-                let body = body(w);
-                tokio::spawn(async move {
-                    let mut latencies = Vec::new();
-                    let mut failed = 0u64;
-                    while Instant::now() < until {
-                        let sent = Instant::now();
-                        match client.post(&url).json(&body).send().await {
-                            Ok(r) if r.status() == reqwest::StatusCode::CREATED => {
-                                latencies.push(sent.elapsed())
-                            }
-                            _ => failed += 1,
-                        }
-                    }
-                    (latencies, failed)
-                })
-            })
-            .collect();
-        let ticker = {
-            let progress = progress.clone();
-            tokio::spawn(async move {
-                while Instant::now() < until {
-                    progress.set_position(started.elapsed().as_secs());
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            })
-        };
-        let mut latencies = Vec::new();
-        let mut failed = 0;
-        for worker in workers {
-            let (l, f) = worker.await?;
-            latencies.extend(l);
-            failed += f;
-        }
-        ticker.await?;
-        progress.finish_and_clear();
-        let seconds = started.elapsed().as_secs_f64();
-        let cpu = self.processes.cpu().since(start_cpu);
-        let count = latencies.len() as u64;
-        let (p50, p99) = percentiles(&mut latencies);
-        let post = Figure {
-            scenario: "http-post",
-            what: format!(
-                "POST /orders, {} connections{}",
-                self.args.http_connections,
-                if failed > 0 {
-                    format!(", {failed} failed")
-                } else {
-                    String::new()
-                }
-            ),
-            rate: Some(count as f64 / seconds),
-            p50_ms: Some(p50.as_secs_f64() * 1e3),
-            p99_ms: Some(p99.as_secs_f64() * 1e3),
-            count,
-            seconds,
-            cpu,
-            peak_rss_mib: measure::peak_rss_mib(),
-        };
-
-        // Let ingest catch up with the load, then offer a steady rate and time each order
-        // from its creation to the commit that applied it.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let from = chrono::Utc::now();
-        let start_cpu = self.processes.cpu();
-        let started = Instant::now();
-        let total = self.args.latency_rate * self.args.http_seconds;
-        let mut tick =
-            tokio::time::interval(Duration::from_secs_f64(1.0 / self.args.latency_rate as f64));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        let progress = report::progress("latency", total);
-        let mut posts = Vec::with_capacity(total as usize);
-        for i in 0..total {
-            tick.tick().await;
-            let (client, url, body) = (client.clone(), format!("{base}/orders"), body(i));
-            posts.push(tokio::spawn(async move {
-                client.post(&url).json(&body).send().await
-            }));
-            progress.set_position(i);
-        }
-        for post in posts {
-            post.await??;
-        }
-        progress.finish_and_clear();
-        let seconds = started.elapsed().as_secs_f64();
-        let cpu = self.processes.cpu().since(start_cpu);
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let rows: Vec<(f64,)> = sqlx::query_as(
-            "SELECT extract(epoch FROM p.processed_at - o.created_at)::float8
-             FROM orders o JOIN processed_messages p
-               ON p.event_id = o.order_id::text AND p.group_id = $1
-             WHERE o.created_at >= $2",
-        )
-        .bind(&group)
-        .bind(from)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut delays: Vec<Duration> = rows
-            .into_iter()
-            .map(|(s,)| Duration::from_secs_f64(s.max(0.0)))
-            .collect();
-        let decided = delays.len() as u64;
-        let (p50, p99) = percentiles(&mut delays);
-        let latency = Figure {
-            scenario: "latency",
-            what: format!(
-                "order → stock applied, {} orders/s offered ({decided} of {total} decided)",
-                self.args.latency_rate
-            ),
-            rate: Some(total as f64 / seconds),
-            p50_ms: Some(p50.as_secs_f64() * 1e3),
-            p99_ms: Some(p99.as_secs_f64() * 1e3),
-            count: decided,
-            seconds,
-            cpu,
-            peak_rss_mib: None,
-        };
-        shutdown.cancel();
-        running.await??;
-        Ok((post, latency))
-    }
-}
-
-/// `component` with a custom section appended: another version (another hash) of the same
-/// plugin, for swapping back and forth.
-fn with_custom_section(component: &[u8], name: &str) -> Vec<u8> {
-    let mut section = vec![name.len() as u8];
-    section.extend_from_slice(name.as_bytes());
-    let mut out = component.to_vec();
-    out.push(0); // custom section id
-    out.push(section.len() as u8); // fits one LEB128 byte: names are short
-    out.extend_from_slice(&section);
-    out
 }

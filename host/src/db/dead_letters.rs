@@ -5,7 +5,7 @@ use sqlx::PgPool;
 use sqlx::types::Json;
 
 use super::Tx;
-use crate::kafka::Header;
+use crate::domain::{Consumed, Header};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DeadLetter {
@@ -32,8 +32,8 @@ pub struct DeadLetter {
 
 impl DeadLetter {
     /// The record as it was consumed.
-    pub fn record(&self) -> crate::kafka::Consumed {
-        crate::kafka::Consumed {
+    pub fn record(&self) -> Consumed {
+        Consumed {
             topic: self.topic.clone(),
             partition: self.partition,
             offset: self.offset,

@@ -6,7 +6,7 @@ use sqlx::PgPool;
 use sqlx::types::Json;
 
 use super::Tx;
-use crate::kafka::{Consumed, Header};
+use crate::domain::{Consumed, Header};
 
 /// Create any missing position rows and lock all of them, in partition order, for the
 /// rest of the transaction. Returns partition → next offset to apply.

@@ -13,6 +13,9 @@ use sqlx::{PgPool, Postgres, Transaction};
 
 pub type Tx<'a> = Transaction<'a, Postgres>;
 
+/// The size of the connection pool unless configured.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+
 /// Connect and bring the schema up to date.
 pub async fn connect_and_migrate(
     url: &secrecy::SecretString,

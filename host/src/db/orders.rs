@@ -29,7 +29,7 @@ const COLUMNS: &str = "order_id, user_id, product_id, quantity, unit_price, tota
 pub async fn insert_with_event(
     pool: &PgPool,
     order: &OrderRow,
-    event: &crate::kafka::Record,
+    event: &crate::domain::Record,
 ) -> sqlx::Result<()> {
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "WITH inserted AS (

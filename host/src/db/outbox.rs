@@ -4,7 +4,7 @@
 use sqlx::types::Json;
 
 use super::Tx;
-use crate::kafka::{self, Header, Record};
+use crate::domain::{self, Header, Record};
 
 /// Queue many records as one row, published in order.
 pub async fn enqueue_batch(tx: &mut Tx<'_>, records: &[Record]) -> sqlx::Result<()> {
@@ -12,7 +12,7 @@ pub async fn enqueue_batch(tx: &mut Tx<'_>, records: &[Record]) -> sqlx::Result<
         return Ok(());
     }
     sqlx::query("INSERT INTO outbox (records) VALUES ($1)")
-        .bind(kafka::encode_records(records))
+        .bind(domain::encode_records(records))
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -53,7 +53,7 @@ pub async fn claim(tx: &mut Tx<'_>, limit: i64) -> sqlx::Result<Vec<Claimed>> {
         .into_iter()
         .map(|row| {
             let records = match (row.records, row.topic) {
-                (Some(encoded), _) => kafka::decode_records(&encoded),
+                (Some(encoded), _) => domain::decode_records(&encoded),
                 (None, Some(topic)) => Ok(vec![Record {
                     topic,
                     key: row.key,

@@ -1,24 +1,35 @@
 //! `sluice dev`: the whole service in one process with nothing to install: an embedded
 //! broker, a throwaway PostgreSQL (unless `DATABASE_URL` is given) and the bundled plugin.
 
-mod kafka;
+mod broker;
 mod postgres;
 
-pub use kafka::EmbeddedKafka;
+pub use broker::EmbeddedKafka;
 pub use postgres::EmbeddedPostgres;
 
 use anyhow::Context as _;
+use clap::Args;
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
 use crate::Application;
-use crate::config::{DevArgs, Settings};
+use crate::config::{CommonArgs, Settings};
+use crate::kafka;
 
-/// The embedded broker answers a waiting fetch only when `fetch.wait.max.ms` runs out, not
-/// when a record arrives (a real broker does): keep the wait short.
-pub fn embedded_broker_consumer_defaults() -> Vec<(String, String)> {
-    vec![("fetch.wait.max.ms".into(), "10".into())]
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Use this PostgreSQL instead of starting a throwaway one.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<SecretString>,
+
+    /// Partitions of the embedded broker's topics.
+    #[arg(long, env = "SLUICE_DEV_PARTITIONS", default_value_t = 8)]
+    pub partitions: i32,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
 }
+
 
 /// The original catalog-service's products, for trying Sluice out (added if missing).
 pub async fn seed_demo_catalog(pool: &sqlx::PgPool) -> sqlx::Result<()> {
@@ -56,7 +67,7 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
         kafka.bootstrap_servers().to_string(),
     );
     // -X and SLUICE_KAFKA_OPTIONS still override these.
-    settings.kafka.consumer_defaults = embedded_broker_consumer_defaults();
+    settings.kafka.consumer_defaults = kafka::embedded_broker_consumer_defaults();
     // The embedded broker cannot create topics on request: make every topic Sluice uses.
     let topics = settings.kafka.topics();
     for topic in &topics {

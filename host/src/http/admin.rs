@@ -11,8 +11,25 @@ use axum::middleware::Next;
 use axum::response::Response;
 use secrecy::ExposeSecret;
 
+use secrecy::SecretString;
+
 use super::{ApiError, AppState};
-use crate::config::AdminAccess;
+
+/// Who may use the admin endpoints.
+#[derive(Debug, Clone)]
+pub enum AdminAccess {
+    /// `Authorization: Bearer <token>`, from anywhere.
+    Token(SecretString),
+    /// Clients on loopback whose request was not forwarded by a proxy.
+    Loopback,
+}
+
+impl AdminAccess {
+    /// The token when there is one; else loopback only.
+    pub fn from_token(token: Option<SecretString>) -> Self {
+        token.map_or(Self::Loopback, Self::Token)
+    }
+}
 
 /// Headers a reverse proxy adds: a request carrying one did not start on this host, whatever
 /// its peer address says.

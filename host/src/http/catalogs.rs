@@ -1,15 +1,14 @@
 //! The catalog read side, and the upsert used to set products up.
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::ErrorBody;
 use super::openapi::{Identifier, Name};
-use super::{ApiError, AppState};
+use super::{ApiError, ApiJson, ApiPath, AppState};
 use crate::db;
 use crate::db::catalog::Product;
 use crate::domain::{ProductId, ValidationError, check_unit_price, parse_name};
@@ -80,9 +79,8 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<ProductRespo
 )]
 pub async fn get(
     State(state): State<AppState>,
-    product_id: Result<Path<String>, PathRejection>,
+    ApiPath(product_id): ApiPath<String>,
 ) -> Result<Json<ProductResponse>, ApiError> {
-    let Path(product_id) = product_id?;
     let product_id = ProductId::parse(&product_id)?;
     let product = db::catalog::get(&state.pool, product_id.as_str())
         .await?
@@ -115,11 +113,9 @@ pub async fn get(
 )]
 pub async fn put(
     State(state): State<AppState>,
-    product_id: Result<Path<String>, PathRejection>,
-    body: Result<Json<PutProduct>, JsonRejection>,
+    ApiPath(product_id): ApiPath<String>,
+    ApiJson(body): ApiJson<PutProduct>,
 ) -> Result<(StatusCode, Json<ProductResponse>), ApiError> {
-    let Path(product_id) = product_id?;
-    let Json(body) = body?;
     let product_id = ProductId::parse(&product_id)?;
     let name = parse_name("productName", body.product_name.trim())?;
     if body.stock < 0 {

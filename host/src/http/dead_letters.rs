@@ -1,19 +1,18 @@
 //! The dead-letter API: inspect poison records and redrive them through the current plugin.
 
 use axum::Json;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::ErrorBody;
-use super::{ApiError, AppState};
+use super::{ApiError, ApiPath, ApiQuery, AppState};
 use crate::db;
 use crate::db::dead_letters::DeadLetter;
 use crate::domain::format_time;
-use crate::ingest::redrive::{self, RedriveError};
+use crate::ingest::redrive;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -163,9 +162,8 @@ impl DeadLetterView {
 )]
 pub async fn list(
     State(state): State<AppState>,
-    params: Result<Query<ListParams>, QueryRejection>,
+    ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<Page>, ApiError> {
-    let Query(params) = params?;
     let limit = params.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::BadRequest(format!(
@@ -200,9 +198,8 @@ pub async fn list(
 )]
 pub async fn get(
     State(state): State<AppState>,
-    id: Result<Path<i64>, PathRejection>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<DeadLetterView>, ApiError> {
-    let Path(id) = id?;
     let row = db::dead_letters::get(&state.pool, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no dead letter {id}")))?;
@@ -238,20 +235,11 @@ pub struct RedriveResponse {
 )]
 pub async fn redrive(
     State(state): State<AppState>,
-    id: Result<Path<i64>, PathRejection>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<RedriveResponse>, ApiError> {
-    let Path(id) = id?;
     let plugin_for = |topic: &str| super::plugins::plugin_for(&state, topic);
     let done = redrive::redrive(&state.pool, plugin_for, Some(&state.status_topic), id)
-        .await
-        .map_err(|e| match e {
-            RedriveError::NotFound(_) => ApiError::NotFound(e.to_string()),
-            RedriveError::AlreadyResolved(_) | RedriveError::NoPlugin(_) => {
-                ApiError::Conflict(e.to_string())
-            }
-            RedriveError::Database(e) => e.into(),
-            RedriveError::Join(e) => ApiError::Internal(e.into()),
-        })?;
+        .await?;
     Ok(Json(RedriveResponse {
         id,
         outcome: done.outcome,

@@ -2,10 +2,28 @@
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use crate::control::InstallError;
 use crate::domain::ValidationError;
+use crate::ingest::redrive::RedriveError;
+
+/// A JSON body; a body that is not the expected JSON is an [`ApiError`].
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+/// Path parameters; one that does not parse is an [`ApiError`].
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
+/// Query parameters; one that does not parse is an [`ApiError`].
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
 
 /// The body of every error answer.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -52,6 +70,32 @@ pub enum ApiError {
 impl From<ValidationError> for ApiError {
     fn from(e: ValidationError) -> Self {
         Self::Unprocessable(e.0)
+    }
+}
+
+impl From<InstallError> for ApiError {
+    fn from(e: InstallError) -> Self {
+        match e {
+            InstallError::Invalid(_) | InstallError::BadName(_) => Self::Unprocessable(e.to_string()),
+            InstallError::Unknown(_) => Self::NotFound(e.to_string()),
+            InstallError::NoPrevious(_) | InstallError::NoShadow(_) | InstallError::Routed(..) => {
+                Self::Conflict(e.to_string())
+            }
+            InstallError::Database(e) => e.into(),
+        }
+    }
+}
+
+impl From<RedriveError> for ApiError {
+    fn from(e: RedriveError) -> Self {
+        match e {
+            RedriveError::NotFound(_) => Self::NotFound(e.to_string()),
+            RedriveError::AlreadyResolved(_) | RedriveError::NoPlugin(_) => {
+                Self::Conflict(e.to_string())
+            }
+            RedriveError::Database(e) => e.into(),
+            RedriveError::Join(e) => Self::Internal(e.into()),
+        }
     }
 }
 

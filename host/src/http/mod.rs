@@ -24,9 +24,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::control::PluginControl;
+use crate::domain::Routes;
 use crate::ingest::IngestHealth;
 
-pub use error::ApiError;
+pub use admin::AdminAccess;
+pub use error::{ApiError, ApiJson, ApiPath, ApiQuery};
 pub use server::{EdgeLimits, serve};
 
 #[derive(Clone)]
@@ -42,9 +44,9 @@ pub struct AppState {
     /// through the version active now).
     pub control: Arc<PluginControl>,
     /// topic → plugin name.
-    pub routes: crate::config::Routes,
+    pub routes: Routes,
     pub ingest_health: Arc<IngestHealth>,
-    pub admin: crate::config::AdminAccess,
+    pub admin: AdminAccess,
     /// Dead letters readable without admin access.
     pub public_dead_letters: bool,
     pub metrics: Arc<crate::metrics::Metrics>,

@@ -4,8 +4,7 @@
 use std::time::SystemTime;
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, StatusCode};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -14,13 +13,12 @@ use uuid::Uuid;
 
 use super::error::ErrorBody;
 use super::openapi::Identifier;
-use super::{ApiError, AppState};
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, AppState};
 use crate::db;
 use crate::db::orders::OrderRow;
 use crate::domain::{
-    EVENT_ID_HEADER, NewOrder, OrderEvent, OrderStatus, format_time, parse_user_id,
+    EVENT_ID_HEADER, Header, Record, NewOrder, OrderEvent, OrderStatus, format_time, parse_user_id,
 };
-use crate::kafka::{Header, Record};
 use crate::otlp;
 use crate::trace::{TRACEPARENT, TraceParent};
 
@@ -127,7 +125,7 @@ type TraceHeader = [(HeaderName, String); 1];
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<Json<CreateOrder>, JsonRejection>,
+    ApiJson(body): ApiJson<CreateOrder>,
 ) -> Result<(StatusCode, TraceHeader, Json<OrderResponse>), ApiError> {
     let started = SystemTime::now();
     let caller = headers
@@ -136,7 +134,6 @@ pub async fn create(
         .and_then(TraceParent::parse);
     let trace = caller.map_or_else(TraceParent::root, |caller| caller.child());
     tracing::Span::current().record("trace_id", trace.trace_id());
-    let Json(body) = body?;
     let order = NewOrder::parse(
         &body.user_id,
         &body.product_id,
@@ -224,9 +221,8 @@ pub async fn create(
 )]
 pub async fn get(
     State(state): State<AppState>,
-    order_id: Result<Path<String>, PathRejection>,
+    ApiPath(raw): ApiPath<String>,
 ) -> Result<Json<OrderResponse>, ApiError> {
-    let Path(raw) = order_id?;
     let order_id = Uuid::parse_str(&raw)
         .map_err(|_| ApiError::BadRequest(format!("orderId must be a UUID, got `{raw}`")))?;
     let row = db::orders::get(&state.pool, order_id)
@@ -269,9 +265,8 @@ impl ListParams {
 )]
 pub async fn list(
     State(state): State<AppState>,
-    params: Result<Query<ListParams>, QueryRejection>,
+    ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<Vec<OrderResponse>>, ApiError> {
-    let Query(params) = params?;
     let rows = db::orders::list_recent(&state.pool, params.limit()?).await?;
     Ok(Json(rows.into_iter().map(Into::into).collect()))
 }
@@ -291,12 +286,10 @@ pub async fn list(
 )]
 pub async fn list_for_user(
     State(state): State<AppState>,
-    user_id: Result<Path<String>, PathRejection>,
-    params: Result<Query<ListParams>, QueryRejection>,
+    ApiPath(user_id): ApiPath<String>,
+    ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<Vec<OrderResponse>>, ApiError> {
-    let Path(user_id) = user_id?;
     let user_id = parse_user_id(&user_id)?;
-    let Query(params) = params?;
     let rows = db::orders::list_by_user(&state.pool, &user_id, params.limit()?).await?;
     Ok(Json(rows.into_iter().map(Into::into).collect()))
 }

@@ -6,16 +6,16 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::ErrorBody;
 use super::openapi::PluginName;
-use super::{ApiError, AppState};
-use crate::config::Routes;
+use super::{ApiError, ApiPath, ApiQuery, AppState};
+use crate::domain::Routes;
 use crate::control::{InstallError, Installed};
 use crate::db;
 use crate::domain::format_time;
@@ -150,9 +150,8 @@ fn slot_of(state: &AppState, name: &str) -> Result<Slot, ApiError> {
 )]
 pub async fn get(
     State(state): State<AppState>,
-    name: Result<Path<String>, PathRejection>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<PluginView>, ApiError> {
-    let Path(name) = name?;
     let slot = slot_of(&state, &name)?;
     Ok(Json(PluginView::new(&name, &slot, &state.routes)))
 }
@@ -195,12 +194,10 @@ pub struct InstallParams {
 )]
 pub async fn put(
     State(state): State<AppState>,
-    name: Result<Path<String>, PathRejection>,
-    params: Result<Query<InstallParams>, QueryRejection>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(params): ApiQuery<InstallParams>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<InstallView>), ApiError> {
-    let Path(name) = name?;
-    let Query(params) = params?;
     let body = body.map_err(|e| match e.status() {
         _ if super::error::body_timed_out(&e) => {
             ApiError::Timeout("the component did not arrive in time".into())
@@ -229,7 +226,7 @@ pub async fn put(
             )));
         }
     };
-    let installed = installed.map_err(install_error)?;
+    let installed = installed?;
     Ok((
         StatusCode::OK,
         Json(InstallView::new(installed, mode, &state.routes)),
@@ -251,9 +248,8 @@ pub async fn put(
 )]
 pub async fn rollback(
     State(state): State<AppState>,
-    name: Result<Path<String>, PathRejection>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<InstallView>, ApiError> {
-    let Path(name) = name?;
     activated(&state, state.control.rollback(&name).await)
 }
 
@@ -273,9 +269,8 @@ pub async fn rollback(
 )]
 pub async fn delete(
     State(state): State<AppState>,
-    name: Result<Path<String>, PathRejection>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    let Path(name) = name?;
     done(state.control.delete(&name, &state.routes).await)
 }
 
@@ -322,9 +317,8 @@ pub struct DifferenceView {
 )]
 pub async fn shadow(
     State(state): State<AppState>,
-    name: Result<Path<String>, PathRejection>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<ShadowView>, ApiError> {
-    let Path(name) = name?;
     let slot = slot_of(&state, &name)?;
     let candidate = slot
         .shadow
@@ -366,9 +360,8 @@ pub async fn shadow(
 )]
 pub async fn promote(
     State(state): State<AppState>,
-    name: Result<Path<String>, PathRejection>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<InstallView>, ApiError> {
-    let Path(name) = name?;
     activated(&state, state.control.promote_shadow(&name).await)
 }
 
@@ -387,9 +380,8 @@ pub async fn promote(
 )]
 pub async fn discard(
     State(state): State<AppState>,
-    name: Result<Path<String>, PathRejection>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    let Path(name) = name?;
     done(state.control.discard_shadow(&name).await)
 }
 
@@ -398,27 +390,14 @@ fn activated(
     state: &AppState,
     installed: Result<Installed, InstallError>,
 ) -> Result<Json<InstallView>, ApiError> {
-    let installed = installed.map_err(install_error)?;
+    let installed = installed?;
     Ok(Json(InstallView::new(installed, "active", &state.routes)))
 }
 
 /// The answer to a change with nothing to show.
 fn done(result: Result<(), InstallError>) -> Result<StatusCode, ApiError> {
-    result.map_err(install_error)?;
+    result?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-fn install_error(e: InstallError) -> ApiError {
-    match e {
-        InstallError::Invalid(_) | InstallError::BadName(_) => {
-            ApiError::Unprocessable(e.to_string())
-        }
-        InstallError::Unknown(_) => ApiError::NotFound(e.to_string()),
-        InstallError::NoPrevious(_) | InstallError::NoShadow(_) | InstallError::Routed(..) => {
-            ApiError::Conflict(e.to_string())
-        }
-        InstallError::Database(e) => e.into(),
-    }
 }
 
 /// The plugin routed to `topic`, as active now.

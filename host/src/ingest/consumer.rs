@@ -16,10 +16,11 @@ use rdkafka::types::RDKafkaRespErr;
 use sqlx::PgPool;
 use tokio::runtime::Handle;
 
-use crate::config::{IngestSettings, KafkaSettings};
 use crate::db;
-use crate::kafka::{self, Consumed};
+use crate::domain::Consumed;
+use crate::kafka::{self, KafkaSettings};
 use crate::metrics::Metrics;
+use super::IngestSettings;
 
 pub type IngestConsumer = BaseConsumer<IngestContext>;
 
@@ -41,8 +42,10 @@ pub fn create(
     };
     let mut config = kafka::consumer_config(settings, &settings.group_id, "sluice-ingest");
     if config.get("statistics.interval.ms").is_none() {
-        // The consumer lag of `/metrics` comes from librdkafka's statistics.
-        config.set("statistics.interval.ms", "5000");
+        // The consumer lag of `/metrics` comes from librdkafka's statistics: every second, so
+        // that it shows a second or two after an assignment (the first fetch brings the end
+        // offsets), not only after a long first interval.
+        config.set("statistics.interval.ms", "1000");
     }
     let consumer: IngestConsumer = config
         .create_with_context(context)
@@ -107,7 +110,7 @@ impl ConsumerContext for IngestContext {
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 self.resume_from_stored_positions(tpl);
-                tracing::info!(partitions = %describe(tpl), "partitions assigned");
+                tracing::info!(count = tpl.count(), partitions = %describe(tpl), "partitions assigned");
                 if cooperative {
                     consumer.incremental_assign(tpl)
                 } else {
@@ -115,7 +118,7 @@ impl ConsumerContext for IngestContext {
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                tracing::info!(partitions = %describe(tpl), "partitions revoked");
+                tracing::info!(count = tpl.count(), partitions = %describe(tpl), "partitions revoked");
                 if cooperative {
                     consumer.incremental_unassign(tpl)
                 } else {
@@ -175,15 +178,53 @@ impl IngestContext {
     }
 }
 
+/// Partitions as ranges per topic (`orders[0-15,32]`); each one with its start offset only
+/// at debug level.
 fn describe(tpl: &TopicPartitionList) -> String {
-    tpl.elements()
-        .iter()
-        .map(|e| match e.offset() {
-            Offset::Offset(o) => format!("{}[{}]@{o}", e.topic(), e.partition()),
-            _ => format!("{}[{}]", e.topic(), e.partition()),
-        })
+    let elements = tpl.elements();
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        return elements
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(o) => format!("{}[{}]@{o}", e.topic(), e.partition()),
+                _ => format!("{}[{}]", e.topic(), e.partition()),
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+    }
+    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for e in &elements {
+        by_topic.entry(e.topic()).or_default().push(e.partition());
+    }
+    by_topic
+        .into_iter()
+        .map(|(topic, partitions)| format!("{topic}[{}]", ranges(partitions)))
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// `[0, 1, 2, 5, 7, 8]` → `0-2,5,7-8`.
+fn ranges(mut partitions: Vec<i32>) -> String {
+    partitions.sort_unstable();
+    partitions.dedup();
+    let mut out: Vec<String> = Vec::new();
+    let mut run: Option<(i32, i32)> = None;
+    for p in partitions.into_iter().map(Some).chain([None]) {
+        match (run, p) {
+            (Some((first, last)), Some(p)) if p == last + 1 => run = Some((first, p)),
+            (previous, next) => {
+                if let Some((first, last)) = previous {
+                    out.push(if first == last {
+                        first.to_string()
+                    } else {
+                        format!("{first}-{last}")
+                    });
+                }
+                run = next.map(|p| (p, p));
+            }
+        }
+    }
+    out.join(",")
 }
 
 /// Starting from `batch` (records carried over), wait up to 100 ms for a first record, then
@@ -203,7 +244,7 @@ pub fn poll_batch(
         };
         match consumer.poll(timeout) {
             Some(Ok(message)) => {
-                batch.push(Consumed::of(&message));
+                batch.push(kafka::consumed(&message));
                 deadline.get_or_insert_with(|| Instant::now() + settings.batch_max_wait);
             }
             Some(Err(e)) => {
@@ -229,4 +270,17 @@ pub fn commit_positions(
         tpl.add_partition_offset(topic, partition, Offset::Offset(next_offset))?;
     }
     consumer.commit(&tpl, CommitMode::Async)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_read_as_ranges() {
+        assert_eq!(ranges(vec![5, 0, 1, 2, 7, 8, 8]), "0-2,5,7-8");
+        assert_eq!(ranges((0..64).collect()), "0-63");
+        assert_eq!(ranges(vec![3]), "3");
+        assert_eq!(ranges(Vec::new()), "");
+    }
 }

@@ -22,18 +22,48 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
-use crate::config::{IngestSettings, KafkaSettings, Routes};
+use crate::backoff;
 use crate::db;
-use crate::kafka::Consumed;
+use crate::domain::{Consumed, Routes};
+use crate::kafka::{self, KafkaSettings};
 use crate::metrics::Metrics;
-use crate::runtime::{Plugin, Registry};
+use crate::runtime::{Plugin, Registry, bindings};
 use consumer::IngestConsumer;
 use plan::{BatchContext, BatchReport, Handled};
 
 /// How long the ingest thread waits for a commit before it pauses its partitions and keeps
 /// polling (so that the group keeps it while the database is away).
 const PATIENCE: Duration = Duration::from_millis(500);
+
+/// How ingest batches and remembers.
+#[derive(Debug, Clone)]
+pub struct IngestSettings {
+    /// Most records in one batch (one transaction).
+    pub batch_max_messages: usize,
+    /// Longest wait to fill a batch once its first record arrived.
+    pub batch_max_wait: Duration,
+    /// How long an event id is remembered for dedupe.
+    pub dedupe_retention: Duration,
+    /// How often expired dedupe event ids are removed; the first sweep runs one period
+    /// after start.
+    pub dedupe_sweep_interval: Duration,
+    /// Threads plugin calls run on.
+    pub plugin_threads: usize,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        Self {
+            batch_max_messages: 1000,
+            batch_max_wait: Duration::from_millis(20),
+            dedupe_retention: Duration::from_secs(7 * 24 * 3600),
+            // Expired event ids are swept hourly.
+            dedupe_sweep_interval: Duration::from_secs(3600),
+            // One plugin thread per CPU.
+            plugin_threads: std::thread::available_parallelism().map_or(2, usize::from),
+        }
+    }
+}
 
 /// Whether ingest is making progress; read by `/readyz` and the benchmark.
 #[derive(Debug, Default)]
@@ -148,7 +178,7 @@ impl Ingest {
                     records
                         .into_par_iter()
                         .map(|record| {
-                            let message = record.to_plugin_message();
+                            let message = bindings::Message::from(&record);
                             let result = plugin.handle(&message);
                             let shadow =
                                 shadow.as_ref().map(|candidate| candidate.handle(&message));
@@ -183,25 +213,14 @@ impl Ingest {
             let _positions_move = fence.lock_owned().await;
             let mut reports = Vec::with_capacity(batches.len());
             for (cx, handled) in &batches {
-                let mut backoff = Backoff::new();
-                let report = loop {
+                let attempt = || async {
                     let started = Instant::now();
-                    match apply::apply_batch(&pool, cx, handled).await {
-                        Ok(report) => {
-                            metrics.observe_batch(&cx.topic, handled.len(), started.elapsed());
-                            break report;
-                        }
-                        Err(e) => {
-                            let delay = backoff.next_delay();
-                            tracing::warn!(error = %e, retry_in = ?delay, "committing batch failed; will retry");
-                            health.set_stuck(e.to_string());
-                            tokio::select! {
-                                () = shutdown.cancelled() => return None,
-                                () = tokio::time::sleep(delay) => {}
-                            }
-                        }
-                    }
+                    let report = apply::apply_batch(&pool, cx, handled).await?;
+                    metrics.observe_batch(&cx.topic, handled.len(), started.elapsed());
+                    Ok::<_, sqlx::Error>(report)
                 };
+                let stuck = |e: &sqlx::Error| health.set_stuck(e.to_string());
+                let report = backoff::retry("committing a batch", &shutdown, attempt, stuck).await?;
                 health.committed(&report);
                 count_outcomes(&metrics, cx, &report);
                 tracing::debug!(topic = %cx.topic, plugin = %cx.plugin_version, applied = report.applied,
@@ -241,7 +260,7 @@ impl Ingest {
                     let until = Instant::now() + PATIENCE;
                     while Instant::now() < until && !shutdown.is_cancelled() {
                         match self.consumer.poll(Duration::from_millis(100)) {
-                            Some(Ok(message)) => carried.push(Consumed::of(&message)),
+                            Some(Ok(message)) => carried.push(kafka::consumed(&message)),
                             Some(Err(e)) => {
                                 tracing::debug!(error = %e, "consumer error while paused")
                             }

@@ -7,8 +7,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::db::ingest::{DeadLetterRow, Outcomes};
 use crate::db::plugins::ShadowTally;
-use crate::domain::{EVENT_ID_HEADER, Mutation, OrderStatus, StatusEvent};
-use crate::kafka::{Consumed, Header, Record};
+use crate::domain::{
+    Consumed, EVENT_ID_HEADER, Header, Mutation, OrderStatus, Record, StatusEvent,
+};
 use crate::runtime::HandleError;
 use crate::trace::TraceParent;
 

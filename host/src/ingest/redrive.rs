@@ -8,7 +8,7 @@ use sqlx::PgPool;
 use super::apply;
 use super::plan::{BatchContext, Decision, Handled, Mode};
 use crate::db;
-use crate::runtime::Plugin;
+use crate::runtime::{Plugin, bindings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedriveError {
@@ -52,7 +52,7 @@ pub async fn redrive(
     let runner = Arc::clone(&plugin);
     // Plugin calls are CPU work bounded by the sandbox deadline: off the async workers.
     let handled = tokio::task::spawn_blocking(move || {
-        let result = runner.handle(&record.to_plugin_message());
+        let result = runner.handle(&bindings::Message::from(&record));
         Handled {
             record,
             // The dead letter's event id, as ingest read it.

@@ -15,7 +15,7 @@ use sqlx::postgres::PgPoolOptions;
 
 use super::fixtures::{Bytes, Expect, Fixture, Header};
 use crate::config::Settings;
-use crate::kafka::Consumed;
+use crate::kafka;
 
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
@@ -188,7 +188,7 @@ fn from_topic(
             continue;
         };
         let message = message.with_context(|| format!("reading {topic}[{partition}]"))?;
-        let record = Consumed::of(&message);
+        let record = kafka::consumed(&message);
         next = record.offset + 1;
         fixtures.push(fixture(
             &record,

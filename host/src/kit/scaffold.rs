@@ -30,6 +30,7 @@ pub fn new(name: &str, parent: &Path) -> anyhow::Result<PathBuf> {
     } else {
         vendor_sdk(&dir)?;
         write(&dir.join("rust-toolchain.toml"), TOOLCHAIN)?;
+        write_runner_config(&dir)?;
         (".sluice/sdk".to_string(), WORKSPACE_OF_ITS_OWN)
     };
     write(
@@ -92,6 +93,27 @@ fn vendor_sdk(dir: &Path) -> anyhow::Result<()> {
         &sluice.join("README.md"),
         "The Sluice plugin SDK and the plugin contract (`sdk/wit/handler.wit`), as the `sluice`\n\
          that created this crate had them. `sluice plugin new` writes them again.\n",
+    )
+}
+
+/// `.cargo/config.toml` naming this `sluice` as the runner of wasm32-wasip2 test binaries, so
+/// that a plain `cargo test --target wasm32-wasip2` runs them under wasmtime (in this
+/// repository its own `.cargo/config.toml` does that).
+fn write_runner_config(dir: &Path) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("finding this binary")?;
+    let runner = toml::Value::Array(vec![
+        toml::Value::String(exe.to_string_lossy().into_owned()),
+        "plugin".into(),
+        "test-runner".into(),
+    ]);
+    std::fs::create_dir_all(dir.join(".cargo"))?;
+    write(
+        &dir.join(".cargo/config.toml"),
+        &format!(
+            "# `cargo test --target wasm32-wasip2` runs the tests under wasmtime with the `sluice`\n\
+             # that created this crate; `sluice plugin test` passes its own and ignores this.\n\
+             [target.wasm32-wasip2]\nrunner = {runner}\n"
+        ),
     )
 }
 
@@ -215,6 +237,7 @@ A Sluice handler plugin. Unit tests run natively and on the real target:
 ```sh
 cargo test                     # natively, fast
 sluice plugin test             # on wasm32-wasip2, under wasmtime, every test reported
+cargo test --target wasm32-wasip2   # the same with cargo alone (.cargo/config.toml names the runner)
 sluice plugin build            # → {target}/wasm32-wasip2/release/{lib}.wasm
 sluice plugin check {target}/wasm32-wasip2/release/{lib}.wasm
 sluice plugin test {target}/wasm32-wasip2/release/{lib}.wasm --fixtures fixtures/

@@ -13,10 +13,10 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
-use crate::config::KafkaSettings;
+use crate::backoff;
 use crate::db;
-use crate::kafka::{self, Record};
+use crate::domain::Record;
+use crate::kafka::{self, KafkaSettings};
 use crate::metrics::Metrics;
 
 /// Rows claimed per transaction: an order's row holds one record, an ingest batch's row up
@@ -42,24 +42,19 @@ pub struct Relay {
 
 impl Relay {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let mut backoff = Backoff::new();
         loop {
-            let pause = match self.publish_rows().await {
-                Ok(rows) if rows as i64 == ROWS => Duration::ZERO,
-                Ok(_) => {
-                    backoff.reset();
-                    IDLE_POLL
-                }
-                Err(e) => {
-                    let pause = backoff.next_delay();
-                    tracing::warn!(error = %format!("{e:#}"), retry_in = ?pause, "outbox relay failed; will retry");
-                    pause
-                }
+            let published =
+                backoff::retry("outbox relay", &shutdown, || self.publish_rows(), |_| {}).await;
+            let Some(rows) = published else {
+                break;
             };
+            if rows as i64 == ROWS {
+                continue; // more are waiting
+            }
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                () = self.wake.notified(), if !pause.is_zero() => {}
-                () = tokio::time::sleep(pause) => {}
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(IDLE_POLL) => {}
             }
         }
         // Last chance for events committed just before shutdown; what is left stays in the

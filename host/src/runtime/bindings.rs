@@ -21,3 +21,46 @@ pub mod checked {
 
 pub use self::sluice::handler::host::Level;
 pub use self::sluice::handler::types::{Header, StockAdjustment};
+
+use crate::domain::Consumed;
+
+/// A consumed record as the plugin sees it (a tombstone's payload is empty).
+impl From<&Consumed> for Message {
+    fn from(record: &Consumed) -> Self {
+        Self {
+            topic: record.topic.clone(),
+            partition: record.partition,
+            offset: record.offset,
+            key: record.key.clone(),
+            payload: record.payload.clone().unwrap_or_default(),
+            headers: record
+                .headers
+                .iter()
+                .map(|h| Header {
+                    key: h.key.clone(),
+                    value: h.value.clone(),
+                })
+                .collect(),
+            timestamp_ms: record.timestamp_ms,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tombstone_reaches_the_plugin_as_an_empty_payload() {
+        let record = Consumed {
+            topic: "t".into(),
+            partition: 0,
+            offset: 0,
+            key: None,
+            payload: None,
+            headers: Vec::new(),
+            timestamp_ms: None,
+        };
+        assert_eq!(Message::from(&record).payload, Vec::<u8>::new(), "tombstone");
+    }
+}

@@ -17,7 +17,7 @@ use wasmtime::component::Component;
 
 use super::engine::wasm_config;
 use super::limits::Limits;
-use super::plugin::LoadError;
+use super::error::{LoadError, one_line};
 
 /// What a component may be, before and while it is compiled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -271,15 +271,6 @@ pub fn child_main(memory_mib: usize) -> std::process::ExitCode {
             std::process::ExitCode::from(2)
         }
     }
-}
-
-/// An error message on one line: wasmtime's reports span several.
-pub(crate) fn one_line(text: &str) -> String {
-    text.split('\n')
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 fn size(bytes: usize) -> String {

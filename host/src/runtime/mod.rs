@@ -4,6 +4,7 @@
 pub mod bindings;
 pub mod compile;
 mod engine;
+mod error;
 pub mod explain;
 mod limits;
 mod plugin;
@@ -15,7 +16,8 @@ use sha2::{Digest, Sha256};
 pub use compile::{CompileLimits, Compiler};
 pub use engine::{MAX_TIMEOUT, PluginConfig, PluginState, Sandbox, SandboxConfig};
 pub use limits::Limits;
-pub use plugin::{Counts, HandleError, LoadError, NativeHandler, Plugin};
+pub use error::{HandleError, LoadError};
+pub use plugin::{Counts, NativeHandler, Plugin};
 pub use registry::{Registry, Slot};
 pub use wasi::WouldBlock;
 

@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 
 use super::compile::{self, CompileLimits, Compiler};
 use super::engine::Sandbox;
-use super::plugin::{LoadError, Plugin};
+use super::error::LoadError;
+use super::plugin::Plugin;
 
 /// Compiled versions kept for quick swaps back and forth (per registry, not per plugin).
 const COMPILED_CACHE: usize = 16;

@@ -11,7 +11,7 @@ use common::process::{Serve, ServeConfig};
 use common::{Stack, TestApp, eventually, fixture, produce, workload};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sluice::config::AdminAccess;
+use sluice::http::AdminAccess;
 use sluice::http::EdgeLimits;
 use sqlx::Connection as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -27,7 +27,7 @@ fn read(stem: &str) -> Vec<u8> {
 async fn hostile_app() -> TestApp {
     TestApp::spawn_with(|settings| {
         settings.plugins.paths = vec![fixture(HOSTILE)];
-        settings.kafka.routes = sluice::config::Routes::single(&settings.kafka.topic, HOSTILE);
+        settings.kafka.routes = sluice::domain::Routes::single(&settings.kafka.topic, HOSTILE);
     })
     .await
 }

@@ -11,6 +11,7 @@ mod crash;
 mod database_restart;
 mod duplicates;
 mod hardening;
+mod layers;
 mod outbox_crash;
 mod plugin_kit;
 mod plugin_sandbox;

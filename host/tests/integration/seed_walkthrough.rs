@@ -316,7 +316,7 @@ async fn the_metrics_and_the_trace_show_what_an_order_went_through() {
     assert!(exposition.ends_with("# EOF\n"));
 
     // The trace went with the event to Kafka, and on with the verdict to the status topic.
-    let traceparent = |record: &sluice::kafka::Consumed| {
+    let traceparent = |record: &sluice::domain::Consumed| {
         sluice::trace::TraceParent::from_headers(&record.headers).map(|t| t.trace_id())
     };
     let event = read_topic(app.broker.bootstrap(), &app.topic, 1).await;

@@ -271,7 +271,7 @@ pub fn settings(db_url: &str, broker: &Broker, topic: &str, group: &str) -> Sett
     settings.ingest.dedupe_retention = Duration::from_secs(3600);
     settings.ingest.plugin_threads = 2;
     settings.sandbox = SandboxConfig::default();
-    settings.admin = sluice::config::AdminAccess::Loopback;
+    settings.admin = sluice::http::AdminAccess::Loopback;
     settings.public_dead_letters = false;
     // The app runs inside the test binary: compile in a `sluice` child process.
     settings.plugins.compiler =
@@ -439,7 +439,7 @@ pub async fn wait_for_order(
 }
 
 /// Up to `n` records of `topic` (every partition, from the beginning), within 15 s.
-pub async fn read_topic(bootstrap: &str, topic: &str, n: usize) -> Vec<sluice::kafka::Consumed> {
+pub async fn read_topic(bootstrap: &str, topic: &str, n: usize) -> Vec<sluice::domain::Consumed> {
     use rdkafka::consumer::{BaseConsumer, Consumer as _};
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -455,7 +455,7 @@ pub async fn read_topic(bootstrap: &str, topic: &str, n: usize) -> Vec<sluice::k
         let deadline = Instant::now() + Duration::from_secs(15);
         while records.len() < n && Instant::now() < deadline {
             if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
-                records.push(sluice::kafka::Consumed::of(&message));
+                records.push(sluice::kafka::consumed(&message));
             }
         }
         records

@@ -1,64 +1,22 @@
-//! Settings, from flags, environment and the `--config` file: the one place configuration is
-//! read.
-
-mod file;
-
-pub use file::{Provenance, render as render_effective};
+//! Settings: the flags (and their environment variables) of `serve` and `dev`, and the
+//! `Settings` the application is built from. Each part of the application owns its own
+//! settings type and its defaults; this module reads the flags into them.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser};
 use secrecy::SecretString;
 
-use crate::runtime::{CompileLimits, Compiler, Limits, PluginConfig, SandboxConfig};
-
-#[derive(Debug, Parser)]
-#[command(name = "sluice", version, about, long_about = LONG_ABOUT)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-    /// Where each setting came from (`sluice config`).
-    #[arg(skip)]
-    pub provenance: Provenance,
-}
-
-const LONG_ABOUT: &str = "Sluice consumes order events from Kafka, hands each one to a sandboxed \
-WebAssembly plugin, and applies the stock mutations it returns to PostgreSQL. Its HTTP API \
-creates orders and publishes their events through a transactional outbox.\n\n\
-Every flag can also be set through the environment variable shown with it, or in the TOML \
-file of --config under its long name (flag > environment > file > default).";
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run ingest, the order relay and the HTTP API against an external Kafka and PostgreSQL.
-    Serve(ServeArgs),
-    /// Run everything in one process with nothing to install: an embedded Kafka-protocol
-    /// broker, a throwaway PostgreSQL (unless DATABASE_URL is set), the bundled stock plugin.
-    Dev(DevArgs),
-    /// Measure ingest throughput and plugin call cost on this machine, with an embedded broker
-    /// and a throwaway PostgreSQL (build with --release for figures that mean something).
-    Bench(crate::bench::BenchArgs),
-    /// Print the effective configuration of `sluice serve` with these flags (environment and
-    /// --config file included), each setting with its source, secrets hidden.
-    Config(ServeArgs),
-    /// Write, build, check and test plugins: `new`, `build`, `check`, `test`, `replay`.
-    Plugin(crate::kit::PluginArgs),
-    /// Compile a plugin component read on stdin (run by sluice itself, under limits).
-    #[command(hide = true)]
-    CompilePlugin(CompilePluginArgs),
-    /// The benchmark's broker, in a process of its own (run by `sluice bench`).
-    #[command(hide = true)]
-    BenchBroker(crate::bench::BrokerArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct CompilePluginArgs {
-    /// The sandbox's memory limit, MiB (part of the compiled code's configuration).
-    #[arg(long, default_value_t = 64)]
-    pub memory_mib: usize,
-}
+use crate::domain::Routes;
+use crate::http::{AdminAccess, EdgeLimits};
+use crate::ingest::IngestSettings;
+use crate::kafka::{self, KafkaSettings};
+use crate::runtime::{
+    CompileLimits, Compiler, Limits, NativeHandler, PluginConfig, SandboxConfig,
+};
+use crate::{control, db};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -74,20 +32,6 @@ pub struct ServeArgs {
     /// local setup: a reverse proxy on the same host would open them to everyone it forwards).
     #[arg(long, env = "SLUICE_ADMIN_OPEN_ON_LOOPBACK")]
     pub admin_open_on_loopback: bool,
-
-    #[command(flatten)]
-    pub common: CommonArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct DevArgs {
-    /// Use this PostgreSQL instead of starting a throwaway one.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<SecretString>,
-
-    /// Partitions of the embedded broker's topics.
-    #[arg(long, env = "SLUICE_DEV_PARTITIONS", default_value_t = 8)]
-    pub partitions: i32,
 
     #[command(flatten)]
     pub common: CommonArgs,
@@ -150,7 +94,8 @@ pub struct CommonArgs {
     pub orders_group_id: String,
 
     /// How long an event id is remembered for dedupe, hours.
-    #[arg(long, env = "SLUICE_DEDUPE_RETENTION_HOURS", default_value_t = 168)]
+    #[arg(long, env = "SLUICE_DEDUPE_RETENTION_HOURS",
+          default_value_t = IngestSettings::default().dedupe_retention.as_secs() / 3600)]
     pub dedupe_retention_hours: u64,
 
     /// A librdkafka property for every Kafka client, kcat-style; repeatable
@@ -173,7 +118,8 @@ pub struct CommonArgs {
     pub sandbox: SandboxArgs,
 
     /// Versions of each plugin kept in the database, besides the active and previous ones.
-    #[arg(long, env = "SLUICE_PLUGIN_VERSIONS_KEPT", default_value_t = 10)]
+    #[arg(long, env = "SLUICE_PLUGIN_VERSIONS_KEPT",
+          default_value_t = control::DEFAULT_VERSIONS_KEPT)]
     pub plugin_versions_kept: u32,
 
     /// Threads that run plugin calls in parallel [default: the number of CPUs].
@@ -181,32 +127,39 @@ pub struct CommonArgs {
     pub plugin_threads: Option<usize>,
 
     /// Most messages handled in one database transaction.
-    #[arg(long, env = "SLUICE_BATCH_MAX_MESSAGES", default_value_t = 1000)]
+    #[arg(long, env = "SLUICE_BATCH_MAX_MESSAGES",
+          default_value_t = IngestSettings::default().batch_max_messages)]
     pub batch_max_messages: usize,
 
     /// Longest wait to fill a batch, milliseconds.
-    #[arg(long, env = "SLUICE_BATCH_MAX_WAIT_MS", default_value_t = 20)]
+    #[arg(long, env = "SLUICE_BATCH_MAX_WAIT_MS",
+          default_value_t = millis(IngestSettings::default().batch_max_wait))]
     pub batch_max_wait_ms: u64,
 
     /// HTTP connections open at once; more are closed as they arrive.
-    #[arg(long, env = "SLUICE_HTTP_MAX_CONNECTIONS", default_value_t = 1024)]
+    #[arg(long, env = "SLUICE_HTTP_MAX_CONNECTIONS",
+          default_value_t = EdgeLimits::default().max_connections)]
     pub http_max_connections: usize,
 
     /// Seconds a client has to send a request's headers (and the most an idle connection
     /// stays open) and, separately, between two chunks of its body.
-    #[arg(long, env = "SLUICE_HTTP_HEADER_TIMEOUT_S", default_value_t = 10)]
+    #[arg(long, env = "SLUICE_HTTP_HEADER_TIMEOUT_S",
+          default_value_t = EdgeLimits::default().header_timeout.as_secs())]
     pub http_header_timeout_s: u64,
 
     /// Seconds a request may take, from its headers to the response (then 408).
-    #[arg(long, env = "SLUICE_HTTP_REQUEST_TIMEOUT_S", default_value_t = 30)]
+    #[arg(long, env = "SLUICE_HTTP_REQUEST_TIMEOUT_S",
+          default_value_t = EdgeLimits::default().request_timeout.as_secs())]
     pub http_request_timeout_s: u64,
 
     /// Seconds requests in flight get to finish at shutdown before their connections close.
-    #[arg(long, env = "SLUICE_SHUTDOWN_GRACE_S", default_value_t = 5)]
+    #[arg(long, env = "SLUICE_SHUTDOWN_GRACE_S",
+          default_value_t = EdgeLimits::default().shutdown_grace.as_secs())]
     pub shutdown_grace_s: u64,
 
     /// Size of the PostgreSQL connection pool.
-    #[arg(long, env = "SLUICE_DB_MAX_CONNECTIONS", default_value_t = 10)]
+    #[arg(long, env = "SLUICE_DB_MAX_CONNECTIONS",
+          default_value_t = db::DEFAULT_MAX_CONNECTIONS)]
     pub db_max_connections: u32,
 }
 
@@ -221,24 +174,29 @@ pub struct SandboxArgs {
     pub plugin_config: Vec<(String, String)>,
 
     /// Linear memory one plugin call may use, MiB.
-    #[arg(long, env = "SLUICE_PLUGIN_MEMORY_MIB", default_value_t = 64)]
+    #[arg(long, env = "SLUICE_PLUGIN_MEMORY_MIB",
+          default_value_t = Limits::default().memory_bytes >> 20)]
     pub plugin_memory_mib: usize,
 
     /// Wall-clock deadline of one plugin call, milliseconds.
-    #[arg(long, env = "SLUICE_PLUGIN_TIMEOUT_MS", default_value_t = 100)]
+    #[arg(long, env = "SLUICE_PLUGIN_TIMEOUT_MS",
+          default_value_t = millis(SandboxConfig::default().timeout))]
     pub plugin_timeout_ms: u64,
 
     /// Largest plugin component accepted (upload or file), MiB.
-    #[arg(long, env = "SLUICE_PLUGIN_MAX_MIB", default_value_t = 8)]
+    #[arg(long, env = "SLUICE_PLUGIN_MAX_MIB",
+          default_value_t = CompileLimits::default().max_component_bytes >> 20)]
     pub plugin_max_mib: usize,
 
     /// Longest a plugin may take to compile, seconds (compiled in a child process, which is
     /// killed then).
-    #[arg(long, env = "SLUICE_PLUGIN_COMPILE_TIMEOUT_S", default_value_t = 30)]
+    #[arg(long, env = "SLUICE_PLUGIN_COMPILE_TIMEOUT_S",
+          default_value_t = CompileLimits::default().timeout.as_secs())]
     pub plugin_compile_timeout_s: u64,
 
     /// Address space the plugin compiler process may use, MiB.
-    #[arg(long, env = "SLUICE_PLUGIN_COMPILE_MEMORY_MIB", default_value_t = 2048)]
+    #[arg(long, env = "SLUICE_PLUGIN_COMPILE_MEMORY_MIB",
+          default_value_t = CompileLimits::default().memory_bytes >> 20)]
     pub plugin_compile_memory_mib: u64,
 }
 
@@ -265,6 +223,11 @@ impl SandboxArgs {
     }
 }
 
+/// A duration in the milliseconds a flag takes.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
 pub(crate) fn parse_key_value(raw: &str) -> Result<(String, String), String> {
     let (key, value) = raw
         .split_once('=')
@@ -289,22 +252,7 @@ pub struct Settings {
     pub admin: AdminAccess,
     /// Dead letters readable without admin access.
     pub public_dead_letters: bool,
-    pub http_limits: crate::http::EdgeLimits,
-}
-
-/// Who may use the admin endpoints.
-#[derive(Debug, Clone)]
-pub enum AdminAccess {
-    /// `Authorization: Bearer <token>`, from anywhere.
-    Token(SecretString),
-    /// Clients on loopback whose request was not forwarded by a proxy.
-    Loopback,
-}
-
-impl AdminAccess {
-    fn from_token(token: Option<SecretString>) -> Self {
-        token.map_or(Self::Loopback, Self::Token)
-    }
+    pub http_limits: EdgeLimits,
 }
 
 #[derive(Debug, Clone)]
@@ -320,116 +268,8 @@ pub struct PluginSettings {
     pub versions_kept: u32,
     /// Handlers compiled into the host, loaded as plugins of these names (the benchmark's
     /// native baseline).
-    pub native: Vec<(String, crate::runtime::NativeHandler)>,
+    pub native: Vec<(String, NativeHandler)>,
 }
-
-#[derive(Debug, Clone)]
-pub struct KafkaSettings {
-    pub brokers: String,
-    pub group_id: String,
-    pub topic: String,
-    pub status_topic: String,
-    pub dead_letter_suffix: String,
-    pub orders_group_id: String,
-    /// topic → plugin name; the ingest flow consumes these topics.
-    pub routes: Routes,
-    /// librdkafka properties applied last, over Sluice's own defaults.
-    pub options: Vec<(String, String)>,
-    /// Defaults for the consumers only, applied before `options` (e.g. `sluice dev` shortens
-    /// `fetch.wait.max.ms` for its embedded broker).
-    pub consumer_defaults: Vec<(String, String)>,
-}
-
-/// Which plugin handles which topic (`topic=plugin`); the ingest flow consumes these topics.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Routes(Vec<(String, String)>);
-
-impl Routes {
-    /// Later pairs for the same topic replace earlier ones.
-    pub fn new(pairs: Vec<(String, String)>) -> Self {
-        let mut routes: Vec<(String, String)> = Vec::with_capacity(pairs.len());
-        for (topic, plugin) in pairs {
-            routes.retain(|(t, _)| *t != topic);
-            routes.push((topic, plugin));
-        }
-        Self(routes)
-    }
-
-    /// The one route `topic=plugin`.
-    pub fn single(topic: &str, plugin: &str) -> Self {
-        Self(vec![(topic.to_string(), plugin.to_string())])
-    }
-
-    /// The plugin that handles `topic`.
-    pub fn plugin_for(&self, topic: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(t, _)| t == topic)
-            .map(|(_, plugin)| plugin.as_str())
-    }
-
-    /// The topics ingest consumes.
-    pub fn topics(&self) -> impl Iterator<Item = &str> {
-        self.0.iter().map(|(topic, _)| topic.as_str())
-    }
-
-    /// The topics `plugin` handles.
-    pub fn topics_of(&self, plugin: &str) -> Vec<String> {
-        self.0
-            .iter()
-            .filter(|(_, p)| p == plugin)
-            .map(|(topic, _)| topic.clone())
-            .collect()
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(t, p)| (t.as_str(), p.as_str()))
-    }
-}
-
-impl std::fmt::Display for Routes {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let pairs: Vec<String> = self.0.iter().map(|(t, p)| format!("{t}={p}")).collect();
-        f.write_str(&pairs.join(","))
-    }
-}
-
-impl KafkaSettings {
-    /// Every topic Sluice uses: the order and status topics, each routed topic and its
-    /// dead-letter topic.
-    pub fn topics(&self) -> Vec<String> {
-        let mut topics = vec![self.topic.clone(), self.status_topic.clone()];
-        for topic in self.routes.topics() {
-            topics.extend([
-                topic.to_string(),
-                format!("{topic}{}", self.dead_letter_suffix),
-            ]);
-        }
-        topics.sort();
-        topics.dedup();
-        topics
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct IngestSettings {
-    pub batch_max_messages: usize,
-    pub batch_max_wait: Duration,
-    pub dedupe_retention: Duration,
-    /// How often expired dedupe event ids are removed; the first sweep runs one period
-    /// after start.
-    pub dedupe_sweep_interval: Duration,
-    /// Threads plugin calls run on.
-    pub plugin_threads: usize,
-}
-
-/// One plugin thread per CPU.
-pub fn default_plugin_threads() -> usize {
-    std::thread::available_parallelism().map_or(2, usize::from)
-}
-
-/// Expired event ids are swept hourly.
-pub const DEDUPE_SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// The command line's defaults, parsed as `sluice` would (environment included).
 #[derive(Debug, Parser)]
@@ -451,9 +291,9 @@ impl Settings {
         );
         settings.http_addr = SocketAddr::from(([127, 0, 0, 1], 0));
         settings.kafka.topic = topic.to_string();
-        settings.kafka.status_topic = format!("{topic}.status");
+        settings.kafka.status_topic = kafka::status_topic_for(topic);
         settings.kafka.routes = Routes::single(topic, "stock");
-        settings.kafka.consumer_defaults = crate::dev::embedded_broker_consumer_defaults();
+        settings.kafka.consumer_defaults = kafka::embedded_broker_consumer_defaults();
         Ok(settings)
     }
 
@@ -490,8 +330,10 @@ impl Settings {
                 dedupe_retention: Duration::from_secs(
                     common.dedupe_retention_hours.saturating_mul(3600),
                 ),
-                dedupe_sweep_interval: DEDUPE_SWEEP_INTERVAL,
-                plugin_threads: common.plugin_threads.unwrap_or_else(default_plugin_threads),
+                plugin_threads: common
+                    .plugin_threads
+                    .unwrap_or_else(|| IngestSettings::default().plugin_threads),
+                ..IngestSettings::default()
             },
             sandbox: common.sandbox.sandbox_config(),
             plugins: PluginSettings {
@@ -504,7 +346,7 @@ impl Settings {
             },
             admin: AdminAccess::from_token(common.admin_token),
             public_dead_letters: common.public_dead_letters,
-            http_limits: crate::http::EdgeLimits {
+            http_limits: EdgeLimits {
                 max_connections: common.http_max_connections.max(1),
                 header_timeout: Duration::from_secs(common.http_header_timeout_s.max(1)),
                 body_timeout: Duration::from_secs(common.http_header_timeout_s.max(1)),
@@ -544,6 +386,7 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::{Cli, Command};
 
     #[test]
     fn key_values_parse() {

@@ -10,11 +10,10 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::backoff::Backoff;
-use crate::config::KafkaSettings;
+use crate::backoff;
 use crate::db;
 use crate::domain::StatusEvent;
-use crate::kafka;
+use crate::kafka::{self, KafkaSettings};
 use crate::otlp;
 use crate::trace::TraceParent;
 
@@ -132,26 +131,21 @@ async fn apply_with_retry(
             );
         }
     }
-    let mut backoff = Backoff::new();
-    loop {
-        match apply(pool, &events).await {
-            Ok(updated) => {
-                tracing::debug!(events = events.len(), updated, "order statuses updated");
-                if otlp::enabled() {
-                    export_spans(batch, received);
-                }
-                return true;
-            }
-            Err(e) => {
-                let delay = backoff.next_delay();
-                tracing::warn!(error = %e, retry_in = ?delay, "updating order statuses failed; will retry");
-                tokio::select! {
-                    () = shutdown.cancelled() => return false,
-                    () = tokio::time::sleep(delay) => {}
-                }
-            }
-        }
+    let updated = backoff::retry(
+        "updating order statuses",
+        shutdown,
+        || apply(pool, &events),
+        |_| {},
+    )
+    .await;
+    let Some(updated) = updated else {
+        return false;
+    };
+    tracing::debug!(events = events.len(), updated, "order statuses updated");
+    if otlp::enabled() {
+        export_spans(batch, received);
     }
+    true
 }
 
 fn parse(message: &BorrowedMessage<'_>) -> Option<StatusEvent> {

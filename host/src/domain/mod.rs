@@ -1,4 +1,11 @@
-//! The vocabulary both flows share, validated at the edge; no I/O here.
+//! The vocabulary both flows share, validated at the edge; no I/O here: ids, orders and
+//! their statuses, mutations, the records Sluice consumes and produces, routes.
+
+mod records;
+mod routes;
+
+pub use records::{Consumed, Header, Record, decode_records, encode_records};
+pub use routes::Routes;
 
 use std::fmt;
 

@@ -1,0 +1,134 @@
+//! Catch-up ingest of the backlog: the wasm plugin, the native handler, one transaction per
+//! message, and hot swaps every two seconds.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::measure::{self, Cpu};
+use super::{Bench, Figure, TOPIC, native_stock, report};
+use crate::Application;
+use crate::domain::Routes;
+use crate::runtime::STOCK_PLUGIN;
+
+/// What an ingest scenario runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Load {
+    Wasm,
+    Native,
+    PerMessage,
+    Swaps,
+}
+
+
+impl Bench<'_> {
+    /// Catch up with the backlog in a fresh consumer group; the rate is counted from the first
+    /// commit to the last record.
+    async fn ingest(
+        &self,
+        scenario: &'static str,
+        what: &str,
+        load: Load,
+    ) -> anyhow::Result<Figure> {
+        self.clear().await?;
+        let target = match load {
+            Load::PerMessage => self.args.per_message_events.min(self.args.events),
+            Load::Swaps => self.args.events / 2,
+            Load::Wasm | Load::Native => self.args.events,
+        } as u64;
+        let mut settings = self.settings(TOPIC)?;
+        match load {
+            Load::Native => {
+                settings.plugins.native = vec![("stock-native".into(), native_stock)];
+                settings.kafka.routes = Routes::single(TOPIC, "stock-native");
+            }
+            Load::PerMessage => settings.ingest.batch_max_messages = 1,
+            Load::Wasm | Load::Swaps => {}
+        }
+        let app = Application::build(settings).await?;
+        let health = app.ingest_health();
+        let control = app.plugin_control();
+        let shutdown = CancellationToken::new();
+        measure::reset_peak_rss();
+        let running = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        let progress = report::progress(scenario, target);
+        let swapper = (load == Load::Swaps).then(|| {
+            let token = shutdown.clone();
+            tokio::spawn(async move {
+                let padded = Arc::new(with_custom_section(STOCK_PLUGIN, "bench-swap"));
+                let mut swaps = 0u32;
+                loop {
+                    tokio::select! {
+                        () = token.cancelled() => return swaps,
+                        () = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    }
+                    let bytes = if swaps.is_multiple_of(2) {
+                        bytes::Bytes::from(padded.to_vec())
+                    } else {
+                        bytes::Bytes::from_static(STOCK_PLUGIN)
+                    };
+                    match control.install("stock", bytes, "bench").await {
+                        Ok(_) => swaps += 1,
+                        Err(e) => tracing::warn!(error = %e, "benchmark swap failed"),
+                    }
+                }
+            })
+        });
+        let mut first: Option<(Instant, Cpu, u64)> = None;
+        loop {
+            let decided = health.decided();
+            progress.set_position(decided.min(target));
+            if decided > 0 && first.is_none() {
+                first = Some((Instant::now(), self.processes.cpu(), decided));
+            }
+            if decided >= target {
+                break;
+            }
+            if running.is_finished() {
+                anyhow::bail!("{scenario}: the app stopped after {decided} of {target} records");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let (started, cpu_start, decided_at_start) =
+            first.unwrap_or((Instant::now(), Cpu::default(), 0));
+        let seconds = started.elapsed().as_secs_f64();
+        let cpu = self.processes.cpu().since(cpu_start);
+        let peak = measure::peak_rss_mib();
+        progress.finish_and_clear();
+        shutdown.cancel();
+        running.await??;
+        let swaps = match swapper {
+            Some(task) => Some(task.await?),
+            None => None,
+        };
+        let counted = target - decided_at_start;
+        let what = match swaps {
+            Some(n) => format!("{what} ({n} swaps)"),
+            None => what.to_string(),
+        };
+        Ok(Figure {
+            scenario,
+            what,
+            rate: Some(counted as f64 / seconds.max(1e-9)),
+            p50_ms: None,
+            p99_ms: None,
+            count: counted,
+            seconds,
+            cpu,
+            peak_rss_mib: peak,
+        })
+    }
+}
+
+/// `component` with a custom section appended: another version (another hash) of the same
+/// plugin, for swapping back and forth.
+fn with_custom_section(component: &[u8], name: &str) -> Vec<u8> {
+    let mut section = vec![name.len() as u8];
+    section.extend_from_slice(name.as_bytes());
+    let mut out = component.to_vec();
+    out.push(0); // custom section id
+    out.push(section.len() as u8); // fits one LEB128 byte: names are short
+    out.extend_from_slice(&section);
+    out
+}

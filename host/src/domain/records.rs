@@ -1,0 +1,226 @@
+//! Records: what Sluice consumes and produces, with their headers, and the compact encoding
+//! that carries a batch of records in one outbox row. No I/O: the Kafka client's types are
+//! converted in `kafka`, the database's in `db`.
+
+use serde::{Deserialize, Serialize};
+
+use super::{EVENT_ID_HEADER, MAX_ID_LEN};
+
+/// A record header; Kafka allows binary and null values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    pub key: String,
+    #[serde(with = "base64_bytes")]
+    pub value: Option<Vec<u8>>,
+}
+
+impl Header {
+    pub fn text(key: &str, value: impl Into<String>) -> Self {
+        Self {
+            key: key.to_string(),
+            value: Some(value.into().into_bytes()),
+        }
+    }
+}
+
+/// A consumed record, as Sluice keeps it: for the plugin, the dead-letter table and the DLT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consumed {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    /// `None` for a tombstone.
+    pub payload: Option<Vec<u8>>,
+    pub headers: Vec<Header>,
+    pub timestamp_ms: Option<i64>,
+}
+
+impl Consumed {
+    /// The producer's event id (the `event-id` header), if the record carries a usable one.
+    pub fn event_id(&self) -> Option<String> {
+        let header = self.headers.iter().find(|h| h.key == EVENT_ID_HEADER)?;
+        let id = std::str::from_utf8(header.value.as_deref()?).ok()?.trim();
+        (!id.is_empty() && id.len() <= MAX_ID_LEN).then(|| id.to_string())
+    }
+}
+
+/// A Kafka record as it will be produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub topic: String,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: Vec<Header>,
+}
+
+/// Records one after the other, each field length-prefixed (u32, little-endian; `u32::MAX`
+/// for an absent key, payload or header value). A batch of status events is one outbox row.
+pub fn encode_records(records: &[Record]) -> Vec<u8> {
+    fn bytes(out: &mut Vec<u8>, value: Option<&[u8]>) {
+        match value {
+            Some(v) => {
+                out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                out.extend_from_slice(v);
+            }
+            None => out.extend_from_slice(&u32::MAX.to_le_bytes()),
+        }
+    }
+    let mut out = Vec::with_capacity(records.len() * 256);
+    out.extend_from_slice(&(records.len() as u32).to_le_bytes());
+    for record in records {
+        bytes(&mut out, Some(record.topic.as_bytes()));
+        bytes(&mut out, record.key.as_deref());
+        bytes(&mut out, record.payload.as_deref());
+        out.extend_from_slice(&(record.headers.len() as u32).to_le_bytes());
+        for header in &record.headers {
+            bytes(&mut out, Some(header.key.as_bytes()));
+            bytes(&mut out, header.value.as_deref());
+        }
+    }
+    out
+}
+
+/// The records `encode_records` wrote.
+pub fn decode_records(mut input: &[u8]) -> Result<Vec<Record>, String> {
+    fn u32_of(input: &mut &[u8]) -> Result<u32, String> {
+        let (head, rest) = input
+            .split_first_chunk::<4>()
+            .ok_or("truncated record batch")?;
+        *input = rest;
+        Ok(u32::from_le_bytes(*head))
+    }
+    fn bytes(input: &mut &[u8]) -> Result<Option<Vec<u8>>, String> {
+        let len = u32_of(input)?;
+        if len == u32::MAX {
+            return Ok(None);
+        }
+        let len = len as usize;
+        if input.len() < len {
+            return Err("truncated record batch".into());
+        }
+        let (value, rest) = input.split_at(len);
+        *input = rest;
+        Ok(Some(value.to_vec()))
+    }
+    fn text(input: &mut &[u8]) -> Result<String, String> {
+        let value = bytes(input)?.ok_or("a missing text field")?;
+        String::from_utf8(value).map_err(|_| "a text field that is not UTF-8".to_string())
+    }
+    let count = u32_of(&mut input)? as usize;
+    let mut records = Vec::with_capacity(count.min(1 << 16));
+    for _ in 0..count {
+        let topic = text(&mut input)?;
+        let key = bytes(&mut input)?;
+        let payload = bytes(&mut input)?;
+        let header_count = u32_of(&mut input)? as usize;
+        let mut headers = Vec::with_capacity(header_count.min(256));
+        for _ in 0..header_count {
+            headers.push(Header {
+                key: text(&mut input)?,
+                value: bytes(&mut input)?,
+            });
+        }
+        records.push(Record {
+            topic,
+            key,
+            payload,
+            headers,
+        });
+    }
+    if !input.is_empty() {
+        return Err("trailing bytes after a record batch".into());
+    }
+    Ok(records)
+}
+
+/// Binary header values as base64 strings in JSON.
+mod base64_bytes {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(bytes) => s.serialize_some(&STANDARD.encode(bytes)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|text| STANDARD.decode(text).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_batches_round_trip() {
+        let records = vec![
+            Record {
+                topic: "status".into(),
+                key: Some(b"k".to_vec()),
+                payload: Some(b"{}".to_vec()),
+                headers: vec![
+                    Header::text("event-id", "e-1"),
+                    Header {
+                        key: "binary".into(),
+                        value: Some(vec![0, 255, 10]),
+                    },
+                    Header {
+                        key: "null".into(),
+                        value: None,
+                    },
+                ],
+            },
+            Record {
+                topic: "dlt".into(),
+                key: None,
+                payload: None,
+                headers: Vec::new(),
+            },
+            Record {
+                topic: "empty".into(),
+                key: Some(Vec::new()),
+                payload: Some(Vec::new()),
+                headers: Vec::new(),
+            },
+        ];
+        let encoded = encode_records(&records);
+        assert_eq!(decode_records(&encoded).unwrap(), records);
+        assert_eq!(decode_records(&encode_records(&[])).unwrap(), Vec::new());
+        assert!(decode_records(&encoded[..encoded.len() - 1]).is_err());
+        assert!(decode_records(&[encoded.as_slice(), b"x"].concat()).is_err());
+        assert!(
+            decode_records(&[255, 255, 255, 255]).is_err(),
+            "a count with no records"
+        );
+    }
+
+    #[test]
+    fn event_ids_come_from_the_header_when_usable() {
+        let mut record = Consumed {
+            topic: "t".into(),
+            partition: 0,
+            offset: 0,
+            key: None,
+            payload: None,
+            headers: vec![Header::text(EVENT_ID_HEADER, "  e-1 ")],
+            timestamp_ms: None,
+        };
+        assert_eq!(record.event_id().as_deref(), Some("e-1"));
+        record.headers = vec![Header::text(EVENT_ID_HEADER, "")];
+        assert_eq!(record.event_id(), None);
+        record.headers = vec![Header::text(EVENT_ID_HEADER, "x".repeat(256))];
+        assert_eq!(record.event_id(), None);
+        record.headers = vec![Header {
+            key: EVENT_ID_HEADER.into(),
+            value: Some(vec![0xff]),
+        }];
+        assert_eq!(record.event_id(), None);
+    }
+}

@@ -13,9 +13,7 @@ use crate::domain::Routes;
 use crate::http::{AdminAccess, EdgeLimits};
 use crate::ingest::IngestSettings;
 use crate::kafka::{self, KafkaSettings};
-use crate::runtime::{
-    CompileLimits, Compiler, Limits, NativeHandler, PluginConfig, SandboxConfig,
-};
+use crate::runtime::{CompileLimits, Compiler, Limits, NativeHandler, PluginConfig, SandboxConfig};
 use crate::{control, db};
 
 #[derive(Debug, Args)]

@@ -58,8 +58,8 @@ pub struct Metrics {
 /// Bucket bounds of the duration histograms: 1, 2.5 and 5 of each decade from 10 µs to 5 s,
 /// round numbers as Prometheus client libraries use (not powers that print as float noise).
 const SECONDS_BUCKETS: [f64; 18] = [
-    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
-    0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
 fn seconds_histogram() -> Histogram {
@@ -268,7 +268,10 @@ mod tests {
             .filter_map(|l| l.split("le=\"").nth(1)?.split('"').next())
             .collect();
         assert_eq!(bounds.first(), Some(&"0.00001"), "{bounds:?}");
-        assert!(bounds.contains(&"0.0025") && bounds.contains(&"5.0"), "{bounds:?}");
+        assert!(
+            bounds.contains(&"0.0025") && bounds.contains(&"5.0"),
+            "{bounds:?}"
+        );
         for bound in &bounds {
             assert!(bound.len() <= 8, "a round bound, not float noise: {bound}");
         }

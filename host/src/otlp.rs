@@ -139,6 +139,40 @@ pub struct Span {
     pub error: Option<String>,
 }
 
+impl Span {
+    /// A consumer's span for processing one Kafka record (OpenTelemetry's messaging
+    /// conventions), under `parent`; `attributes` are added to the messaging ones.
+    pub fn kafka_process(
+        context: TraceParent,
+        parent: TraceParent,
+        (topic, partition, offset): (&str, i32, i64),
+        (start, end): (SystemTime, SystemTime),
+        attributes: impl IntoIterator<Item = (&'static str, Value)>,
+    ) -> Self {
+        let mut all = vec![
+            ("messaging.system", "kafka".into()),
+            ("messaging.operation.type", "process".into()),
+            ("messaging.destination.name", topic.into()),
+            (
+                "messaging.destination.partition.id",
+                partition.to_string().into(),
+            ),
+            ("messaging.kafka.offset", offset.into()),
+        ];
+        all.extend(attributes);
+        Self {
+            context,
+            parent: Some(parent),
+            name: format!("{topic} process"),
+            kind: Kind::Consumer,
+            start,
+            end,
+            attributes: all,
+            error: None,
+        }
+    }
+}
+
 struct Exporter {
     queue: mpsc::Sender<Span>,
     dropped: AtomicU64,

@@ -84,6 +84,11 @@ def main():
     def css(selector):
         return driver.find_element(By.CSS_SELECTOR, selector)
 
+    def click(selector, what):
+        """The console redraws its tables every second: an element found just before a
+        redraw is stale, so find it again and retry, bounded."""
+        wait_for(f"clicking {what}", lambda: css(selector).click() or True)
+
     def stock_of(product):
         return int(css(f'#stock tr[data-product="{product}"] td[data-stock]').get_attribute("data-stock"))
 
@@ -144,7 +149,7 @@ def main():
         second = place_order(product, 1)
         letter = wait_for("a dead letter for the order", lambda: css('#dead-letters tr[data-state="open"]'))
         letter_id = letter.get_attribute("data-dead-letter")
-        letter.find_element(By.CSS_SELECTOR, "button.view").click()
+        click(f'#dead-letters tr[data-dead-letter="{letter_id}"] button.view', "Payload")
         wait_for("the dead letter's payload", lambda: second in css("#dead-letter-view").text)
         if stock_of(product) != at_swap:
             raise StepFailed("the stock changed although the order was dead-lettered")
@@ -153,11 +158,11 @@ def main():
         shot("dead-letter")
 
         step("roll the plugin back from the console")
-        css('#plugins tr[data-plugin="stock"] button.rollback').click()
+        click('#plugins tr[data-plugin="stock"] button.rollback', "Roll back")
         wait_for("the good version to be active again", lambda: active_version() == good_version)
 
         step(f"redrive dead letter {letter_id}; the order applies and the stock drops by 1")
-        css(f'#dead-letters tr[data-dead-letter="{letter_id}"] button.redrive').click()
+        click(f'#dead-letters tr[data-dead-letter="{letter_id}"] button.redrive', "Redrive")
         wait_for("the redrive to report APPLIED", lambda: "APPLIED" in css("#dead-letter-result").text)
         wait_for("the dead letter to be resolved", lambda: css(
             f'#dead-letters tr[data-dead-letter="{letter_id}"]').get_attribute("data-state") == "resolved")

@@ -9,7 +9,7 @@ use crate::runtime::{Plugin, STOCK_PLUGIN, Sandbox, SandboxConfig, bindings, com
 
 impl Bench<'_> {
     /// The plugin call alone, in a fresh instance as ingest does it, and the native handler.
-    fn plugin_calls(&self) -> anyhow::Result<Vec<Figure>> {
+    pub(super) fn plugin_calls(&self) -> anyhow::Result<Vec<Figure>> {
         let sandbox = Sandbox::new(SandboxConfig::default())?;
         let component = compile::compile_here(sandbox.engine(), STOCK_PLUGIN)?;
         let wasm = Plugin::load(

@@ -11,7 +11,7 @@ use crate::Application;
 
 impl Bench<'_> {
     /// `POST /orders` under load, then order → stock latency at a fixed offered rate.
-    async fn http(&self) -> anyhow::Result<(Figure, Figure)> {
+    pub(super) async fn http(&self) -> anyhow::Result<(Figure, Figure)> {
         self.clear().await?;
         let settings = self.settings(HTTP_TOPIC)?;
         let group = settings.kafka.group_id.clone();

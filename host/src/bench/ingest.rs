@@ -21,11 +21,10 @@ pub(super) enum Load {
     Swaps,
 }
 
-
 impl Bench<'_> {
     /// Catch up with the backlog in a fresh consumer group; the rate is counted from the first
     /// commit to the last record.
-    async fn ingest(
+    pub(super) async fn ingest(
         &self,
         scenario: &'static str,
         what: &str,

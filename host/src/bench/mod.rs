@@ -137,7 +137,11 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     // Each scenario's topics, named as its settings name them.
     let mut topics = Vec::new();
     for topic in [TOPIC, HTTP_TOPIC] {
-        topics.extend(Settings::local(url.expose_secret(), "", topic)?.kafka.topics());
+        topics.extend(
+            Settings::local(url.expose_secret(), "", topic)?
+                .kafka
+                .topics(),
+        );
     }
     let (brokers, broker_process) = match &args.brokers {
         Some(brokers) => {

@@ -9,8 +9,8 @@ use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 
 use super::{InstallError, PluginControl};
-use crate::{backoff, db};
 use crate::runtime::Plugin;
+use crate::{backoff, db};
 
 /// A safety net under LISTEN/NOTIFY: notifications sent while an instance was reconnecting
 /// are caught up by this periodic check.
@@ -104,5 +104,4 @@ impl PluginControl {
             }
         }
     }
-
 }

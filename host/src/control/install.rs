@@ -94,9 +94,10 @@ impl PluginControl {
             validate_name(&name).with_context(|| format!("plugin file {}", path.display()))?;
             let max = self.registry.compile_limits().max_component_bytes;
             let read = path.clone();
-            let bytes = tokio::task::spawn_blocking(move || super::watch::read_plugin_file(&read, max))
-                .await?
-                .with_context(|| format!("reading plugin {}", path.display()))?;
+            let bytes =
+                tokio::task::spawn_blocking(move || super::watch::read_plugin_file(&read, max))
+                    .await?
+                    .with_context(|| format!("reading plugin {}", path.display()))?;
             let plugin = self
                 .registry
                 .prepare(&name, bytes.clone())
@@ -228,11 +229,7 @@ impl PluginControl {
     }
 
     /// Delete plugin `name` and its versions, fleet-wide. A plugin a route uses cannot go.
-    pub async fn delete(
-        &self,
-        name: &str,
-        routes: &Routes,
-    ) -> Result<(), InstallError> {
+    pub async fn delete(&self, name: &str, routes: &Routes) -> Result<(), InstallError> {
         let topics = routes.topics_of(name);
         if !topics.is_empty() {
             return Err(InstallError::Routed(name.to_string(), topics.join(", ")));
@@ -246,5 +243,4 @@ impl PluginControl {
         tracing::info!(plugin = name, "plugin deleted");
         Ok(())
     }
-
 }

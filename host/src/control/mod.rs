@@ -128,7 +128,10 @@ mod tests {
             watch::plugin_file_name(Path::new("/p/stock.wasm")),
             Some("stock".into())
         );
-        assert_eq!(watch::plugin_file_name(Path::new("/p/stock.wasm.tmp")), None);
+        assert_eq!(
+            watch::plugin_file_name(Path::new("/p/stock.wasm.tmp")),
+            None
+        );
         assert_eq!(watch::plugin_file_name(Path::new("/p/.stock.swp")), None);
     }
 }

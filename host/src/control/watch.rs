@@ -149,4 +149,3 @@ pub(super) fn plugin_file_name(path: &Path) -> Option<String> {
     validate_name(name).ok()?;
     Some(name.to_string())
 }
-

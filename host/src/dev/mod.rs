@@ -30,7 +30,6 @@ pub struct DevArgs {
     pub common: CommonArgs,
 }
 
-
 /// The original catalog-service's products, for trying Sluice out (added if missing).
 pub async fn seed_demo_catalog(pool: &sqlx::PgPool) -> sqlx::Result<()> {
     sqlx::query(

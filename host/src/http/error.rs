@@ -76,7 +76,9 @@ impl From<ValidationError> for ApiError {
 impl From<InstallError> for ApiError {
     fn from(e: InstallError) -> Self {
         match e {
-            InstallError::Invalid(_) | InstallError::BadName(_) => Self::Unprocessable(e.to_string()),
+            InstallError::Invalid(_) | InstallError::BadName(_) => {
+                Self::Unprocessable(e.to_string())
+            }
             InstallError::Unknown(_) => Self::NotFound(e.to_string()),
             InstallError::NoPrevious(_) | InstallError::NoShadow(_) | InstallError::Routed(..) => {
                 Self::Conflict(e.to_string())

@@ -17,7 +17,7 @@ use super::{ApiError, ApiJson, ApiPath, ApiQuery, AppState};
 use crate::db;
 use crate::db::orders::OrderRow;
 use crate::domain::{
-    EVENT_ID_HEADER, Header, Record, NewOrder, OrderEvent, OrderStatus, format_time, parse_user_id,
+    EVENT_ID_HEADER, Header, NewOrder, OrderEvent, OrderStatus, Record, format_time, parse_user_id,
 };
 use crate::otlp;
 use crate::trace::{TRACEPARENT, TraceParent};

@@ -15,9 +15,9 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::ErrorBody;
 use super::openapi::PluginName;
 use super::{ApiError, ApiPath, ApiQuery, AppState};
-use crate::domain::Routes;
 use crate::control::{InstallError, Installed};
 use crate::db;
+use crate::domain::Routes;
 use crate::domain::format_time;
 use crate::runtime::{Plugin, Slot};
 

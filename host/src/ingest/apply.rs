@@ -88,29 +88,19 @@ fn export_spans(
             plan::Decision::DeadLetter { kind, reason } => Some(format!("{kind}: {reason}")),
             _ => None,
         };
-        otlp::export(otlp::Span {
+        let span = otlp::Span::kafka_process(
             context,
-            parent: Some(carried),
-            name: format!("{} process", record.topic),
-            kind: otlp::Kind::Consumer,
-            start: started,
-            end: ended,
-            attributes: vec![
-                ("messaging.system", "kafka".into()),
-                ("messaging.operation.type", "process".into()),
-                ("messaging.destination.name", record.topic.clone().into()),
-                (
-                    "messaging.destination.partition.id",
-                    record.partition.to_string().into(),
-                ),
-                ("messaging.kafka.offset", record.offset.into()),
+            carried,
+            (&record.topic, record.partition, record.offset),
+            (started, ended),
+            [
                 ("messaging.consumer.group.name", cx.group_id.clone().into()),
                 ("sluice.plugin", cx.plugin.clone().into()),
                 ("sluice.plugin.version", cx.plugin_version.clone().into()),
                 ("sluice.outcome", decision.outcome().into()),
             ],
-            error,
-        });
+        );
+        otlp::export(otlp::Span { error, ..span });
     }
 }
 

@@ -16,11 +16,11 @@ use rdkafka::types::RDKafkaRespErr;
 use sqlx::PgPool;
 use tokio::runtime::Handle;
 
+use super::IngestSettings;
 use crate::db;
 use crate::domain::Consumed;
 use crate::kafka::{self, KafkaSettings};
 use crate::metrics::Metrics;
-use super::IngestSettings;
 
 pub type IngestConsumer = BaseConsumer<IngestContext>;
 

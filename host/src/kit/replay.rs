@@ -15,6 +15,7 @@ use sqlx::postgres::PgPoolOptions;
 
 use super::fixtures::{Bytes, Expect, Fixture, Header};
 use crate::config::Settings;
+use crate::domain::Consumed;
 use crate::kafka;
 
 #[derive(Debug, Args)]

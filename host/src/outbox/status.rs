@@ -85,29 +85,13 @@ fn export_spans(batch: &[BorrowedMessage<'_>], received: SystemTime) {
             .key()
             .map(|k| String::from_utf8_lossy(k).into_owned())
             .unwrap_or_default();
-        otlp::export(otlp::Span {
-            context: parent.child(),
-            parent: Some(parent),
-            name: format!("{} process", message.topic()),
-            kind: otlp::Kind::Consumer,
-            start: received,
-            end: updated,
-            attributes: vec![
-                ("messaging.system", "kafka".into()),
-                ("messaging.operation.type", "process".into()),
-                (
-                    "messaging.destination.name",
-                    message.topic().to_string().into(),
-                ),
-                (
-                    "messaging.destination.partition.id",
-                    message.partition().to_string().into(),
-                ),
-                ("messaging.kafka.offset", message.offset().into()),
-                ("sluice.order_id", key.into()),
-            ],
-            error: None,
-        });
+        otlp::export(otlp::Span::kafka_process(
+            parent.child(),
+            parent,
+            (message.topic(), message.partition(), message.offset()),
+            (received, updated),
+            [("sluice.order_id", key.into())],
+        ));
     }
 }
 

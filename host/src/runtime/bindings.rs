@@ -61,6 +61,10 @@ mod tests {
             headers: Vec::new(),
             timestamp_ms: None,
         };
-        assert_eq!(Message::from(&record).payload, Vec::<u8>::new(), "tombstone");
+        assert_eq!(
+            Message::from(&record).payload,
+            Vec::<u8>::new(),
+            "tombstone"
+        );
     }
 }

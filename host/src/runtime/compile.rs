@@ -16,8 +16,8 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 use super::engine::wasm_config;
-use super::limits::Limits;
 use super::error::{LoadError, one_line};
+use super::limits::Limits;
 
 /// What a component may be, before and while it is compiled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -77,4 +77,3 @@ pub(crate) fn one_line(text: &str) -> String {
         .collect::<Vec<_>>()
         .join("; ")
 }
-

@@ -9,8 +9,8 @@ use wasmtime::Trap;
 use wasmtime::component::Component;
 
 use super::bindings;
-use super::error::{HandleError, LoadError, one_line};
 use super::engine::{Linked, PluginState, Sandbox, truncate};
+use super::error::{HandleError, LoadError, one_line};
 use super::wasi::WouldBlock;
 use crate::domain::{Mutation, ProductId};
 

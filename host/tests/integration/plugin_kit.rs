@@ -241,6 +241,18 @@ async fn a_scaffolded_plugin_tests_builds_and_goes_live_through_a_shadow_run() {
 
     // Act: unit tests on wasm and the sample fixtures, then the build, a check and a shadow run.
     let tested = run(&crate_dir, &["test", "--fixtures", "fixtures/"]);
+    // Plain cargo runs the same tests: the crate's .cargo/config.toml names the runner.
+    let cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args(["test", "--release", "--target", "wasm32-wasip2"])
+        .current_dir(&crate_dir)
+        .env("CARGO_TARGET_DIR", scaffold_target())
+        .output()
+        .expect("running cargo");
+    let cargo_text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&cargo.stdout),
+        String::from_utf8_lossy(&cargo.stderr)
+    );
     let built = run(&crate_dir, &["build"]);
     let wasm = built
         .lines()
@@ -252,6 +264,11 @@ async fn a_scaffolded_plugin_tests_builds_and_goes_live_through_a_shadow_run() {
 
     // Assert
     assert!(tested.contains("test result: ok. 5 passed"), "{tested}");
+    assert!(cargo.status.success(), "{cargo_text}");
+    assert!(
+        cargo_text.contains("test result: ok. 5 passed"),
+        "{cargo_text}"
+    );
     assert!(
         tested.contains("fixtures: ok. 3 passed; 0 failed"),
         "{tested}"

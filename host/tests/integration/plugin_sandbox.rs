@@ -20,6 +20,10 @@ async fn hostile_plugin_calls_cost_only_their_own_message() {
             fixture("sluice_fixture_hostile").display(),
         )
         .env("SLUICE_ROUTES", format!("{topic}=sluice_fixture_hostile"))
+        // The memory bomb writes 64 MiB before it meets its cap: on a loaded two-core machine
+        // that took more than the default 100 ms, and the deadline fired first. Each cap is
+        // checked here by name, so the deadline leaves the memory cap room to be the one hit.
+        .env("SLUICE_PLUGIN_TIMEOUT_MS", "1000")
         .env("RUST_LOG", "info,plugin=debug");
     let mut process = Serve::spawn(&config, "hostile");
     process.wait_healthy().await;

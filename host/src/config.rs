@@ -13,7 +13,10 @@ use crate::domain::Routes;
 use crate::http::{AdminAccess, EdgeLimits};
 use crate::ingest::IngestSettings;
 use crate::kafka::{self, KafkaSettings};
-use crate::runtime::{CompileLimits, Compiler, Limits, NativeHandler, PluginConfig, SandboxConfig};
+use crate::runtime::{
+    CompileLimits, Compiler, Isolation, IsolationConfig, Limits, NativeHandler, PluginConfig,
+    SandboxConfig,
+};
 use crate::{control, db};
 
 #[derive(Debug, Args)]
@@ -181,6 +184,14 @@ pub struct SandboxArgs {
           default_value_t = millis(SandboxConfig::default().timeout))]
     pub plugin_timeout_ms: u64,
 
+    /// How much of an instance a plugin's calls share: `batch` (a fresh instance per batch
+    /// and plugin thread; the default) or `record` (a fresh instance per record), for every
+    /// plugin, or `PLUGIN=batch|record` for one (which wins); repeatable or comma separated.
+    #[arg(long, env = "SLUICE_PLUGIN_ISOLATION", value_name = "ISOLATION,...",
+          value_delimiter = ',', value_parser = parse_isolation,
+          default_value = Isolation::default().as_str())]
+    pub plugin_isolation: Vec<String>,
+
     /// Largest plugin component accepted (upload or file), MiB.
     #[arg(long, env = "SLUICE_PLUGIN_MAX_MIB",
           default_value_t = CompileLimits::default().max_component_bytes >> 20)]
@@ -207,6 +218,9 @@ impl SandboxArgs {
             },
             timeout: Duration::from_millis(self.plugin_timeout_ms),
             plugin_config: PluginConfig::from_pairs(self.plugin_config.clone()),
+            // Each value was checked by `parse_isolation` as the flags were read.
+            isolation: IsolationConfig::parse(self.plugin_isolation.iter().map(String::as_str))
+                .unwrap_or_default(),
             ..SandboxConfig::default()
         }
     }
@@ -224,6 +238,10 @@ impl SandboxArgs {
 /// A duration in the milliseconds a flag takes.
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn parse_isolation(raw: &str) -> Result<String, String> {
+    IsolationConfig::parse([raw]).map(|_| raw.trim().to_string())
 }
 
 pub(crate) fn parse_key_value(raw: &str) -> Result<(String, String), String> {

@@ -93,6 +93,7 @@ impl Bench<'_> {
             seconds,
             cpu,
             peak_rss_mib: measure::peak_rss_mib(),
+            statements: Vec::new(),
         };
 
         // Let ingest catch up with the load, then offer a steady rate and time each order
@@ -151,6 +152,7 @@ impl Bench<'_> {
             seconds,
             cpu,
             peak_rss_mib: None,
+            statements: Vec::new(),
         };
         shutdown.cancel();
         running.await??;

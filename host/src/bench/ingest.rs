@@ -10,12 +10,13 @@ use super::measure::{self, Cpu};
 use super::{Bench, Figure, TOPIC, native_stock, report};
 use crate::Application;
 use crate::domain::Routes;
-use crate::runtime::STOCK_PLUGIN;
+use crate::runtime::{Isolation, STOCK_PLUGIN};
 
 /// What an ingest scenario runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Load {
-    Wasm,
+    /// The stock plugin in this isolation.
+    Wasm(Isolation),
     Native,
     PerMessage,
     Swaps,
@@ -34,7 +35,7 @@ impl Bench<'_> {
         let target = match load {
             Load::PerMessage => self.args.per_message_events.min(self.args.events),
             Load::Swaps => self.args.events / 2,
-            Load::Wasm | Load::Native => self.args.events,
+            Load::Wasm(_) | Load::Native => self.args.events,
         } as u64;
         let mut settings = self.settings(TOPIC)?;
         match load {
@@ -43,9 +44,11 @@ impl Bench<'_> {
                 settings.kafka.routes = Routes::single(TOPIC, "stock-native");
             }
             Load::PerMessage => settings.ingest.batch_max_messages = 1,
-            Load::Wasm | Load::Swaps => {}
+            Load::Wasm(isolation) => settings.sandbox.isolation.default = isolation,
+            Load::Swaps => {}
         }
         let app = Application::build(settings).await?;
+        measure::statements_reset(&self.pool).await;
         let health = app.ingest_health();
         let control = app.plugin_control();
         let shutdown = CancellationToken::new();
@@ -116,6 +119,7 @@ impl Bench<'_> {
             seconds,
             cpu,
             peak_rss_mib: peak,
+            statements: measure::statements(&self.pool).await,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! What the processes of a benchmark run cost: CPU time of the host, of PostgreSQL and of the
-//! broker, read from `/proc` (nothing is asked of the system under test), and the host's peak
-//! memory.
+//! broker, read from `/proc` (nothing is asked of the system under test), the host's peak
+//! memory, and PostgreSQL's own account of the statements it ran (`pg_stat_statements`, read
+//! between scenarios).
 
 use std::time::Duration;
 
@@ -33,23 +34,34 @@ pub struct Processes {
 impl Processes {
     pub fn cpu(&self) -> Cpu {
         Cpu {
-            host_s: cpu_of(std::process::id()).unwrap_or_default(),
+            host_s: cpu_of(std::process::id(), false).unwrap_or_default(),
+            // The server: its own time, that of the backends it has reaped, and that of the
+            // live ones.
             postgres_s: self.postmaster.map(|pid| {
-                cpu_of(pid).unwrap_or_default()
-                    + children_of(pid).into_iter().filter_map(cpu_of).sum::<f64>()
+                cpu_of(pid, true).unwrap_or_default()
+                    + children_of(pid)
+                        .into_iter()
+                        .filter_map(|child| cpu_of(child, false))
+                        .sum::<f64>()
             }),
-            broker_s: self.broker.and_then(cpu_of),
+            broker_s: self.broker.and_then(|pid| cpu_of(pid, false)),
         }
     }
 }
 
-/// User + system CPU seconds of a process (its threads included).
-fn cpu_of(pid: u32) -> Option<f64> {
+/// User + system CPU seconds of a process (its threads included), with its reaped children's
+/// when `reaped`.
+fn cpu_of(pid: u32, reaped: bool) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces), 1-based: utime is 14, stime 15.
+    // Fields after the command name (which may hold spaces), 1-based: utime is 14, stime 15,
+    // cutime 16, cstime 17.
     let after = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    let mut ticks = field(11)? + field(12)?;
+    if reaped {
+        ticks += field(13)? + field(14)?;
+    }
     Some(ticks / ticks_per_second())
 }
 
@@ -74,6 +86,52 @@ fn children_of(parent: u32) -> Vec<u32> {
                     after.split_whitespace().nth(1)?.parse::<u32>().ok()
                 })
                 == Some(parent)
+        })
+        .collect()
+}
+
+/// What PostgreSQL spent on one statement during a scenario.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Statement {
+    /// The statement's text, whitespace folded, cut to 120 characters.
+    pub query: String,
+    pub calls: i64,
+    pub rows: i64,
+    pub total_ms: f64,
+}
+
+/// Start counting statements afresh; `false` when PostgreSQL has no `pg_stat_statements`.
+pub async fn statements_reset(pool: &sqlx::PgPool) -> bool {
+    let created = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .execute(pool)
+        .await;
+    created.is_ok()
+        && sqlx::query("SELECT pg_stat_statements_reset()")
+            .execute(pool)
+            .await
+            .is_ok()
+}
+
+/// The statements counted since the reset, most time first (the benchmark's own queries of
+/// the statistics left out).
+pub async fn statements(pool: &sqlx::PgPool) -> Vec<Statement> {
+    let rows: Result<Vec<(String, i64, i64, f64)>, _> = sqlx::query_as(
+        "SELECT query, calls, rows, total_exec_time FROM pg_stat_statements
+         WHERE query NOT ILIKE '%pg_stat_statements%'
+         ORDER BY total_exec_time DESC",
+    )
+    .fetch_all(pool)
+    .await;
+    rows.unwrap_or_default()
+        .into_iter()
+        .map(|(query, calls, rows, total_ms)| {
+            let folded = query.split_whitespace().collect::<Vec<_>>().join(" ");
+            Statement {
+                query: folded.chars().take(120).collect(),
+                calls,
+                rows,
+                total_ms,
+            }
         })
         .collect()
 }

@@ -23,11 +23,11 @@ use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 pub use broker::{BrokerArgs, broker_main};
 use ingest::Load;
-use measure::{Cpu, Processes};
+use measure::{Cpu, Processes, Statement};
 
 use crate::config::Settings;
 use crate::dev::EmbeddedPostgres;
-use crate::runtime::bindings;
+use crate::runtime::{Isolation, bindings};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -46,6 +46,12 @@ pub struct BenchArgs {
     /// Plugin calls timed on their own.
     #[arg(long, default_value_t = 20_000)]
     pub plugin_calls: usize,
+    /// The component the call scenarios time [default: the bundled stock plugin].
+    #[arg(long, value_name = "FILE")]
+    pub component: Option<PathBuf>,
+    /// Calls per instance in batch isolation's call scenario.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
     /// Concurrent connections of the `POST /orders` load.
     #[arg(long, default_value_t = 64)]
     pub http_connections: usize,
@@ -58,7 +64,8 @@ pub struct BenchArgs {
     /// A run of seconds instead of minutes (CI): small sizes, same scenarios.
     #[arg(long)]
     pub smoke: bool,
-    /// Run only these scenarios: calls, ingest-wasm, ingest-native, per-message, swaps, http
+    /// Run only these scenarios: calls, ingest-wasm, ingest-wasm-record, ingest-native,
+    /// per-message, swaps, http
     /// (ratios need both of their scenarios).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
@@ -87,6 +94,9 @@ pub struct Figure {
     pub seconds: f64,
     pub cpu: Cpu,
     pub peak_rss_mib: Option<f64>,
+    /// What PostgreSQL ran for it, most time first (ingest scenarios).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub statements: Vec<Statement>,
 }
 
 /// Everything one invocation measured.
@@ -173,7 +183,16 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         figures.extend(bench.plugin_calls()?);
     }
     let ingest = [
-        ("ingest-wasm", "catch-up ingest, wasm plugin", Load::Wasm),
+        (
+            "ingest-wasm",
+            "catch-up ingest, wasm plugin, batch isolation (the default)",
+            Load::Wasm(Isolation::Batch),
+        ),
+        (
+            "ingest-wasm-record",
+            "catch-up ingest, wasm plugin, record isolation",
+            Load::Wasm(Isolation::Record),
+        ),
         (
             "ingest-native",
             "catch-up ingest, native handler",
@@ -203,6 +222,11 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     };
     let ratios = [
         ("wasm / native handler", "ingest-wasm", "ingest-native"),
+        (
+            "record isolation / batch isolation",
+            "ingest-wasm-record",
+            "ingest-wasm",
+        ),
         (
             "wasm / one transaction per message",
             "ingest-wasm",
@@ -311,8 +335,8 @@ impl Bench<'_> {
     /// Every scenario starts from empty bookkeeping tables, as a fresh deployment would.
     async fn clear(&self) -> anyhow::Result<()> {
         sqlx::query(
-            "TRUNCATE processed_messages, dead_letters, outbox, orders,
-                      consumer_positions",
+            "TRUNCATE processed_records, processed_batches, processed_events, dead_letters,
+                      outbox, orders, consumer_positions",
         )
         .execute(&self.pool)
         .await

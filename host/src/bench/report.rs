@@ -53,25 +53,44 @@ fn time(ms: Option<f64>) -> String {
     }
 }
 
+/// CPU per unit of a scenario (event, call or request), µs, and its column.
+fn per_unit(seconds: Option<f64>, count: u64) -> String {
+    match seconds {
+        Some(s) if count > 0 => {
+            let us = s * 1e6 / count as f64;
+            if us >= 100.0 {
+                format!("{us:.0}")
+            } else {
+                format!("{us:.1}")
+            }
+        }
+        _ => "-".into(),
+    }
+}
+
 pub fn print(results: &Results) {
     println!(
         "\n{} build on {}; {} events over {} partitions and {} products\n",
         results.build, results.machine, results.events, results.partitions, results.products
     );
     println!(
-        "{:<14} {:>12} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9}  what",
-        "scenario", "rate/s", "p50", "p99", "host s", "pg s", "broker s", "peak MiB"
+        "{:<19} {:>10} {:>10} {:>10} {:>26} {:>9}  what",
+        "scenario", "rate/s", "p50", "p99", "CPU µs each: host pg broker", "peak MiB"
     );
     for f in &results.figures {
+        let cpu = format!(
+            "{:>8} {:>8} {:>8}",
+            per_unit(Some(f.cpu.host_s), f.count),
+            per_unit(f.cpu.postgres_s, f.count),
+            per_unit(f.cpu.broker_s, f.count)
+        );
         println!(
-            "{:<14} {:>12} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9}  {}",
+            "{:<19} {:>10} {:>10} {:>10} {:>26} {:>9}  {}",
             f.scenario,
             num(f.rate, ""),
             time(f.p50_ms),
             time(f.p99_ms),
-            num(Some(f.cpu.host_s), ""),
-            num(f.cpu.postgres_s, ""),
-            num(f.cpu.broker_s, ""),
+            cpu,
             num(f.peak_rss_mib, ""),
             f.what
         );
@@ -79,6 +98,26 @@ pub fn print(results: &Results) {
     println!();
     for (what, ratio) in &results.ratios {
         println!("{what}: {ratio:.2}×");
+    }
+    for f in results.figures.iter().filter(|f| !f.statements.is_empty()) {
+        let per_k = |n: f64| n * 1000.0 / f.count.max(1) as f64;
+        let calls: i64 = f.statements.iter().map(|s| s.calls).sum();
+        let ms: f64 = f.statements.iter().map(|s| s.total_ms).sum();
+        println!(
+            "\n{}: PostgreSQL ran {:.1} statements and {:.1} ms of them per 1,000 events; the most time:",
+            f.scenario,
+            per_k(calls as f64),
+            per_k(ms)
+        );
+        for statement in f.statements.iter().take(6) {
+            println!(
+                "  {:>7.2} ms {:>6.2} calls {:>8.0} rows  {}",
+                per_k(statement.total_ms),
+                per_k(statement.calls as f64),
+                per_k(statement.rows as f64),
+                statement.query
+            );
+        }
     }
 }
 

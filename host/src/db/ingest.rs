@@ -88,27 +88,71 @@ pub async fn set_positions(
     Ok(())
 }
 
-/// Which of `event_ids` this group has decided before (its outcomes are the dedupe memory).
-/// A concurrent member deciding one of them first makes this transaction's outcome insert fail
-/// on the unique index (after waiting for that member's commit): the batch is then retried,
-/// and sees the id as decided.
-pub async fn seen_events(
+/// Remember these event keys (`domain::event_key`, sorted, distinct) as decided by this
+/// transaction; for each, whether it is new (`false`: a decision of this group holds it
+/// already). The events of a batch are new almost always, so all are inserted at once, in a
+/// savepoint; only when one is not are the decided ones looked up and the rest inserted. A
+/// member deciding one of them concurrently makes the insert wait for its commit: then the key
+/// is its.
+pub async fn claim_events<'k>(
     tx: &mut Tx<'_>,
-    group_id: &str,
-    event_ids: &[&str],
-) -> sqlx::Result<HashSet<String>> {
-    if event_ids.is_empty() {
-        return Ok(HashSet::new());
+    keys: impl ExactSizeIterator<Item = &'k [u8]>,
+) -> sqlx::Result<Vec<bool>> {
+    let keys: Vec<&[u8]> = keys.collect();
+    if keys.is_empty() {
+        return Ok(Vec::new());
     }
-    let rows: Vec<(String,)> = sqlx::query_as(
-        "SELECT event_id FROM processed_messages
-         WHERE group_id = $1 AND event_id = ANY($2) AND outcome <> 'DUPLICATE'",
+    sqlx::query("SAVEPOINT claim_events")
+        .execute(&mut **tx)
+        .await?;
+    match insert_events(tx, &keys).await {
+        Ok(()) => {
+            sqlx::query("RELEASE SAVEPOINT claim_events")
+                .execute(&mut **tx)
+                .await?;
+            return Ok(vec![true; keys.len()]);
+        }
+        Err(e) if is_unique_violation(&e) => {
+            sqlx::query("ROLLBACK TO SAVEPOINT claim_events")
+                .execute(&mut **tx)
+                .await?;
+        }
+        Err(e) => return Err(e),
+    }
+    // One index lookup per key, whatever the planner's statistics say (the lateral `LIMIT 1`
+    // keeps it from scanning the whole table, which it picks for a young table).
+    let seen: Vec<(Vec<u8>,)> = sqlx::query_as(
+        "SELECT k FROM UNNEST($1::bytea[]) AS k
+         CROSS JOIN LATERAL (SELECT 1 FROM processed_events WHERE key = k LIMIT 1) AS seen",
     )
-    .bind(group_id)
-    .bind(event_ids)
+    .bind(&keys)
     .fetch_all(&mut **tx)
     .await?;
-    Ok(rows.into_iter().map(|(id,)| id).collect())
+    let seen: HashSet<Vec<u8>> = seen.into_iter().map(|(key,)| key).collect();
+    let new: Vec<bool> = keys.iter().map(|key| !seen.contains(*key)).collect();
+    let fresh: Vec<&[u8]> = keys
+        .iter()
+        .zip(&new)
+        .filter(|(_, new)| **new)
+        .map(|(key, _)| *key)
+        .collect();
+    insert_events(tx, &fresh).await?;
+    Ok(new)
+}
+
+async fn insert_events(tx: &mut Tx<'_>, keys: &[&[u8]]) -> sqlx::Result<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("INSERT INTO processed_events (key) SELECT UNNEST($1::bytea[])")
+        .bind(keys)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
 }
 
 /// The outcomes of a batch, column by column (one `UNNEST` insert for the whole batch).
@@ -140,14 +184,19 @@ pub async fn record_outcomes(
         .iter()
         .map(|m| m.as_deref().and_then(|json| std::str::from_utf8(json).ok()))
         .collect();
+    // The batch's row, then its records' (one round trip).
     sqlx::query(
-        "INSERT INTO processed_messages (group_id, topic, partition, \"offset\", event_id, outcome,
-                                         error_kind, reason, mutations, plugin, plugin_version,
-                                         processed_at)
-         SELECT $1, $2, u.partition, u.offset, u.event_id, u.outcome, u.error_kind, u.reason,
-                u.mutations::jsonb, $10, $11, clock_timestamp()
-         FROM UNNEST($3::int[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[],
-                     $9::text[]) AS u(partition, \"offset\", event_id, outcome, error_kind, reason, mutations)",
+        "WITH batch AS (
+             INSERT INTO processed_batches (group_id, topic, plugin, plugin_version)
+             VALUES ($1, $2, $10, $11) RETURNING id
+         )
+         INSERT INTO processed_records (batch, partition, \"offset\", event_id, outcome, error_kind,
+                                        reason, mutations)
+         SELECT batch.id, u.partition, u.offset, u.event_id, u.outcome, u.error_kind, u.reason,
+                u.mutations::json
+         FROM batch, UNNEST($3::int[], $4::bigint[], $5::text[], $6::text[], $7::text[],
+                            $8::text[], $9::text[])
+              AS u(partition, \"offset\", event_id, outcome, error_kind, reason, mutations)",
     )
     .bind(group_id)
     .bind(topic)
@@ -218,14 +267,28 @@ pub async fn insert_dead_letters(
     Ok(())
 }
 
-/// Forget outcomes (and with them the event ids) decided longer ago than the dedupe window.
+/// Forget outcomes and event ids decided longer ago than the dedupe window. Returns how
+/// many outcomes went.
 pub async fn forget_events_before(
     pool: &PgPool,
     cutoff: chrono::DateTime<chrono::Utc>,
 ) -> sqlx::Result<u64> {
-    let done = sqlx::query("DELETE FROM processed_messages WHERE processed_at < $1")
+    let mut tx = pool.begin().await?;
+    let done = sqlx::query(
+        "DELETE FROM processed_records r USING processed_batches b
+         WHERE r.batch = b.id AND b.processed_at < $1",
+    )
+    .bind(cutoff)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("DELETE FROM processed_batches WHERE processed_at < $1")
         .bind(cutoff)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
+    sqlx::query("DELETE FROM processed_events WHERE processed_at < $1")
+        .bind(cutoff)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
     Ok(done.rows_affected())
 }

@@ -21,6 +21,20 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::{Pid, User, getuid};
 
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `pg_stat_statements`, where the installation has it: `sluice bench` counts and times the
+/// statements of each scenario with it, and a developer can ask `sluice dev`'s database.
+fn statement_statistics(bin: &Path) -> &'static [&'static str] {
+    let library = bin.join("../lib/pg_stat_statements.so");
+    if library.exists() {
+        &[
+            "shared_preload_libraries=pg_stat_statements",
+            "pg_stat_statements.track=all",
+        ]
+    } else {
+        &[]
+    }
+}
 const MARKER: &str = "sluice-owner.pid";
 
 pub struct EmbeddedPostgres {
@@ -181,6 +195,7 @@ impl EmbeddedPostgres {
                     .args(["-c", "max_wal_senders=0", "-c", "max_wal_size=4GB"])
                     .args(["-c", "unix_socket_permissions=0700"])
                     .args(tls_settings.iter().flat_map(|s| ["-c", s.as_str()]))
+                    .args(statement_statistics(&bin).iter().flat_map(|s| ["-c", *s]))
                     .stdout(Stdio::null())
                     .stderr(Stdio::from(log));
                 as_user(&mut postgres, run_as.as_ref(), &sockets);

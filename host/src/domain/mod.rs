@@ -1,11 +1,14 @@
 //! The vocabulary both flows share, validated at the edge; no I/O here: ids, orders and
 //! their statuses, mutations, the records Sluice consumes and produces, routes.
 
+mod codec;
 mod records;
 mod routes;
+mod verdicts;
 
-pub use records::{Consumed, Header, Record, decode_records, encode_records};
+pub use records::{Consumed, Header, Record, decode_records, encode_records, event_key};
 pub use routes::Routes;
+pub use verdicts::{StatusEvent, VERDICTS_CONTENT_TYPE, decode_verdicts, encode_verdicts};
 
 use std::fmt;
 
@@ -233,25 +236,6 @@ pub struct OrderEvent {
 
 /// The record header producers put the event id in: the dedupe key.
 pub const EVENT_ID_HEADER: &str = "event-id";
-
-/// The catalog side's verdict on an order, reported back on the status topic.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StatusEvent {
-    /// The order event's `event-id` (its order id).
-    pub order_id: String,
-    pub status: OrderStatus,
-    pub reason: Option<String>,
-    pub error_kind: Option<String>,
-    pub plugin: String,
-    pub plugin_version: String,
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    /// Decided by a dead-letter redrive, after an earlier rejection.
-    #[serde(default)]
-    pub redriven: bool,
-}
 
 /// Timestamps on the wire: RFC 3339, UTC, milliseconds.
 pub fn format_time(time: DateTime<Utc>) -> String {

@@ -3,8 +3,22 @@
 //! converted in `kafka`, the database's in `db`.
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 
+use super::codec::{Reader, Writer};
 use super::{EVENT_ID_HEADER, MAX_ID_LEN};
+
+/// The dedupe key of an event id within a consumer group: 8 bytes of SHA-256(group) then the
+/// id's bytes. Exact (the id itself, not a hash of it), and ordered as the ids are, so ids that
+/// follow each other land on neighbouring index pages. `sluice_event_key` in the schema
+/// computes the same.
+pub fn event_key(group_id: &str, event_id: &str) -> Vec<u8> {
+    let group = Sha256::digest(group_id.as_bytes());
+    let mut key = Vec::with_capacity(8 + event_id.len());
+    key.extend_from_slice(&group[..8]);
+    key.extend_from_slice(event_id.as_bytes());
+    key
+}
 
 /// A record header; Kafka allows binary and null values.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,71 +68,43 @@ pub struct Record {
     pub headers: Vec<Header>,
 }
 
-/// Records one after the other, each field length-prefixed (u32, little-endian; `u32::MAX`
-/// for an absent key, payload or header value). A batch of status events is one outbox row.
+/// Records one after the other, each field length-prefixed (`codec`: u32 little-endian,
+/// `u32::MAX` for an absent key, payload or header value). The records of an ingest batch (its
+/// verdicts and dead-letter copies) are one outbox row.
 pub fn encode_records(records: &[Record]) -> Vec<u8> {
-    fn bytes(out: &mut Vec<u8>, value: Option<&[u8]>) {
-        match value {
-            Some(v) => {
-                out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-                out.extend_from_slice(v);
-            }
-            None => out.extend_from_slice(&u32::MAX.to_le_bytes()),
-        }
-    }
-    let mut out = Vec::with_capacity(records.len() * 256);
-    out.extend_from_slice(&(records.len() as u32).to_le_bytes());
+    let mut out = Writer(Vec::with_capacity(records.len() * 256));
+    out.len(records.len());
     for record in records {
-        bytes(&mut out, Some(record.topic.as_bytes()));
-        bytes(&mut out, record.key.as_deref());
-        bytes(&mut out, record.payload.as_deref());
-        out.extend_from_slice(&(record.headers.len() as u32).to_le_bytes());
+        out.text(Some(&record.topic));
+        out.bytes(record.key.as_deref());
+        out.bytes(record.payload.as_deref());
+        out.len(record.headers.len());
         for header in &record.headers {
-            bytes(&mut out, Some(header.key.as_bytes()));
-            bytes(&mut out, header.value.as_deref());
+            out.text(Some(&header.key));
+            out.bytes(header.value.as_deref());
         }
     }
-    out
+    out.0
 }
 
 /// The records `encode_records` wrote.
-pub fn decode_records(mut input: &[u8]) -> Result<Vec<Record>, String> {
-    fn u32_of(input: &mut &[u8]) -> Result<u32, String> {
-        let (head, rest) = input
-            .split_first_chunk::<4>()
-            .ok_or("truncated record batch")?;
-        *input = rest;
-        Ok(u32::from_le_bytes(*head))
-    }
-    fn bytes(input: &mut &[u8]) -> Result<Option<Vec<u8>>, String> {
-        let len = u32_of(input)?;
-        if len == u32::MAX {
-            return Ok(None);
-        }
-        let len = len as usize;
-        if input.len() < len {
-            return Err("truncated record batch".into());
-        }
-        let (value, rest) = input.split_at(len);
-        *input = rest;
-        Ok(Some(value.to_vec()))
-    }
-    fn text(input: &mut &[u8]) -> Result<String, String> {
-        let value = bytes(input)?.ok_or("a missing text field")?;
-        String::from_utf8(value).map_err(|_| "a text field that is not UTF-8".to_string())
-    }
-    let count = u32_of(&mut input)? as usize;
+pub fn decode_records(input: &[u8]) -> Result<Vec<Record>, String> {
+    let mut input = Reader {
+        input,
+        what: "record batch",
+    };
+    let count = input.u32()? as usize;
     let mut records = Vec::with_capacity(count.min(1 << 16));
     for _ in 0..count {
-        let topic = text(&mut input)?;
-        let key = bytes(&mut input)?;
-        let payload = bytes(&mut input)?;
-        let header_count = u32_of(&mut input)? as usize;
+        let topic = input.text()?;
+        let key = input.bytes()?.map(<[u8]>::to_vec);
+        let payload = input.bytes()?.map(<[u8]>::to_vec);
+        let header_count = input.u32()? as usize;
         let mut headers = Vec::with_capacity(header_count.min(256));
         for _ in 0..header_count {
             headers.push(Header {
-                key: text(&mut input)?,
-                value: bytes(&mut input)?,
+                key: input.text()?,
+                value: input.bytes()?.map(<[u8]>::to_vec),
             });
         }
         records.push(Record {
@@ -128,9 +114,7 @@ pub fn decode_records(mut input: &[u8]) -> Result<Vec<Record>, String> {
             headers,
         });
     }
-    if !input.is_empty() {
-        return Err("trailing bytes after a record batch".into());
-    }
+    input.done()?;
     Ok(records)
 }
 
@@ -198,6 +182,19 @@ mod tests {
         assert!(
             decode_records(&[255, 255, 255, 255]).is_err(),
             "a count with no records"
+        );
+    }
+
+    #[test]
+    fn event_keys_separate_groups_and_ids() {
+        let key = event_key("sluice-catalog", "e-1");
+        assert_eq!(key, event_key("sluice-catalog", "e-1"));
+        assert_ne!(key, event_key("sluice-catalog", "e-2"));
+        assert_ne!(key, event_key("sluice-orders", "e-1"));
+        assert_ne!(event_key("ab", "c"), event_key("a", "bc"));
+        assert!(
+            event_key("g", "o-1") < event_key("g", "o-2"),
+            "ordered as the ids"
         );
     }
 

@@ -140,7 +140,8 @@ pub async fn create(
         body.quantity,
         body.unit_price,
     )?;
-    let order_id = Uuid::new_v4();
+    // Time-ordered (UUIDv7): orders and their dedupe keys land on neighbouring index pages.
+    let order_id = Uuid::now_v7();
     tracing::Span::current().record("order_id", tracing::field::display(order_id));
     // Postgres keeps microseconds: truncate so the response equals what a later GET returns.
     let created_at = truncate_to_micros(Utc::now());

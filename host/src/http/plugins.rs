@@ -46,6 +46,10 @@ pub struct PluginView {
     config: BTreeMap<String, String>,
     /// The candidate running in its shadow, if any.
     shadow_version: Option<String>,
+    /// `batch`: a fresh instance per batch and plugin thread, the batch's records called in
+    /// order in it; `record`: a fresh instance per record.
+    #[schema(value_type = String, example = "batch")]
+    isolation: &'static str,
 }
 
 impl PluginView {
@@ -64,6 +68,7 @@ impl PluginView {
             topics: routes.topics_of(name),
             config: slot.active.config().clone().into_iter().collect(),
             shadow_version: slot.shadow.as_deref().map(|p| p.version().to_string()),
+            isolation: slot.active.isolation().as_str(),
         }
     }
 }

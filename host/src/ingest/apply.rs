@@ -10,6 +10,7 @@ use sqlx::PgPool;
 
 use super::plan::{self, BatchContext, BatchReport, Handled, Mode, Plan};
 use crate::db::{self, Tx};
+use crate::domain::event_key;
 use crate::otlp;
 use crate::trace::TraceParent;
 
@@ -112,21 +113,26 @@ pub async fn decide_and_write(
     mode: Mode,
     records: &[&Handled],
 ) -> sqlx::Result<Plan> {
+    // Ingest: the event ids this group has not decided before, remembered with this decision.
+    // A redrive decides its dead letter's event again (decided, as poison, and remembered then).
     let new_ids: HashSet<String> = match mode {
         Mode::Ingest => {
-            let mut ids: Vec<&str> = records
+            let mut ids: Vec<(Vec<u8>, &str)> = records
                 .iter()
                 .filter_map(|h| h.event_id.as_deref())
+                .map(|id| (event_key(&cx.group_id, id), id))
                 .collect();
+            // Key order: the index pages the inserts (and lookups) touch, in order.
             ids.sort_unstable();
             ids.dedup();
-            let seen = db::ingest::seen_events(tx, &cx.group_id, &ids).await?;
+            let new =
+                db::ingest::claim_events(tx, ids.iter().map(|(key, _)| key.as_slice())).await?;
             ids.into_iter()
-                .filter(|id| !seen.contains(*id))
-                .map(str::to_string)
+                .zip(new)
+                .filter(|(_, new)| *new)
+                .map(|((_, id), _)| id.to_string())
                 .collect()
         }
-        // A dead letter's event was decided (as poison); its redrive decides it again.
         Mode::Redrive { .. } => records.iter().filter_map(|h| h.event_id.clone()).collect(),
     };
     let touched = plan::touched_products(records);

@@ -54,7 +54,7 @@ pub struct IngestSettings {
 impl Default for IngestSettings {
     fn default() -> Self {
         Self {
-            batch_max_messages: 1000,
+            batch_max_messages: 5000,
             batch_max_wait: Duration::from_millis(20),
             dedupe_retention: Duration::from_secs(7 * 24 * 3600),
             // Expired event ids are swept hourly.
@@ -174,14 +174,16 @@ impl Ingest {
                 let (plugin, shadow) = self.plugin_for(&topic)?;
                 let mut cx = self.batch_context(&topic, &plugin);
                 cx.shadow_version = shadow.as_ref().map(|s| s.version().to_string());
+                // Each worker's share of the batch is called in order, in the instances its
+                // `Calls` keep (one per record, or one for the share: the plugin's isolation).
+                let calls = || (plugin.calls(), shadow.as_ref().map(|s| s.calls()));
                 let handled = self.workers.install(|| {
                     records
                         .into_par_iter()
-                        .map(|record| {
+                        .map_init(calls, |(calls, shadow), record| {
                             let message = bindings::Message::from(&record);
-                            let result = plugin.handle(&message);
-                            let shadow =
-                                shadow.as_ref().map(|candidate| candidate.handle(&message));
+                            let result = calls.handle(&message);
+                            let shadow = shadow.as_mut().map(|calls| calls.handle(&message));
                             Handled {
                                 shadow,
                                 ..Handled::new(record, result)

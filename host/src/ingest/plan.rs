@@ -9,9 +9,10 @@ use crate::db::ingest::{DeadLetterRow, Outcomes};
 use crate::db::plugins::ShadowTally;
 use crate::domain::{
     Consumed, EVENT_ID_HEADER, Header, Mutation, OrderStatus, Record, StatusEvent,
+    VERDICTS_CONTENT_TYPE, encode_verdicts,
 };
 use crate::runtime::HandleError;
-use crate::trace::TraceParent;
+use crate::trace::{TRACEPARENT, TraceParent};
 
 /// What a plugin made of a record.
 pub type Output = Result<Vec<Mutation>, HandleError>;
@@ -263,6 +264,8 @@ pub fn plan(
     };
     let mut changed: Vec<String> = Vec::new();
     let mut decided_here: HashSet<&str> = HashSet::new();
+    // The verdicts to report, by source partition: one status record each.
+    let mut verdicts: BTreeMap<i32, Vec<StatusEvent>> = BTreeMap::new();
     for handled in records {
         let duplicate = handled
             .event_id
@@ -304,26 +307,25 @@ pub fn plan(
                 matches!(decision, Decision::Applied | Decision::Rejected { .. })
             }
         };
-        if let (Some(topic), Some(event_id), true) = (&cx.status_topic, &handled.event_id, reported)
+        if let (Some(event_id), true) = (&handled.event_id, reported)
+            && cx.status_topic.is_some()
         {
-            let (event, dedupe_id) = match mode {
-                Mode::Ingest => (
-                    status_event(cx, handled, event_id, &decision, false),
-                    format!("{event_id}/status"),
-                ),
-                Mode::Redrive { attempt } => (
-                    status_event(cx, handled, event_id, &decision, true),
-                    format!("{event_id}/redrive/{attempt}"),
-                ),
-            };
             let trace = processing_context(handled, mode).map(|(_, processing)| processing);
-            plan.outbox
-                .push(status_record(topic, &event, dedupe_id, trace));
+            verdicts
+                .entry(handled.record.partition)
+                .or_default()
+                .push(status_event(cx, handled, event_id, &decision, mode, trace));
         }
         if mode == Mode::Ingest {
             plan.outcomes.push(handled, &decision);
         }
         plan.decisions.push(decision);
+    }
+    if let Some(topic) = &cx.status_topic {
+        for (partition, events) in verdicts {
+            plan.outbox
+                .extend(verdicts_record(topic, cx, mode, partition, &events));
+        }
     }
     changed.sort_unstable();
     changed.dedup();
@@ -445,7 +447,8 @@ fn status_event(
     handled: &Handled,
     event_id: &str,
     decision: &Decision,
-    redriven: bool,
+    mode: Mode,
+    trace: Option<TraceParent>,
 ) -> StatusEvent {
     let (kind, reason) = decision.kind_and_reason();
     StatusEvent {
@@ -458,7 +461,8 @@ fn status_event(
         topic: handled.record.topic.clone(),
         partition: handled.record.partition,
         offset: handled.record.offset,
-        redriven,
+        redriven: matches!(mode, Mode::Redrive { .. }),
+        trace: trace.map(|t| t.to_string()),
     }
 }
 
@@ -481,29 +485,42 @@ pub fn processing_context(handled: &Handled, mode: Mode) -> Option<(TraceParent,
     Some((carried, carried.hop(&place[..len])))
 }
 
-/// The status topic's record for a verdict, keyed by order id. `dedupe_id` is its own
-/// `event-id`, distinct per verdict; the order's trace goes on, under the record's
-/// processing span.
-fn status_record(
+/// The status topic's record for the verdicts on one source partition's records, keyed by
+/// that partition (so a redrive's verdict follows the first one on the same status partition).
+/// Its `event-id` is its own, distinct per record; its `traceparent` is that of its first
+/// traced verdict (each verdict's own is in the payload), so that a trace goes on from Kafka
+/// headers alone.
+fn verdicts_record(
     topic: &str,
-    event: &StatusEvent,
-    dedupe_id: String,
-    trace: Option<TraceParent>,
-) -> Record {
-    let mut headers = vec![Header::text(EVENT_ID_HEADER, dedupe_id)];
-    headers.extend(trace.map(|t| t.header()));
-    Record {
-        topic: topic.to_string(),
-        key: Some(event.order_id.as_bytes().to_vec()),
-        payload: serde_json::to_vec(event).ok(),
-        headers,
+    cx: &BatchContext,
+    mode: Mode,
+    partition: i32,
+    events: &[StatusEvent],
+) -> Option<Record> {
+    let first = events.first()?;
+    let dedupe_id = match mode {
+        Mode::Ingest => format!("{}/{partition}/{}/status", cx.topic, first.offset),
+        Mode::Redrive { attempt } => format!("{}/redrive/{attempt}", first.order_id),
+    };
+    let mut headers = vec![
+        Header::text(EVENT_ID_HEADER, dedupe_id),
+        Header::text("content-type", VERDICTS_CONTENT_TYPE),
+    ];
+    if let Some(trace) = events.iter().find_map(|e| e.trace.as_deref()) {
+        headers.push(Header::text(TRACEPARENT, trace));
     }
+    Some(Record {
+        topic: topic.to_string(),
+        key: Some(format!("{}/{partition}", cx.topic).into_bytes()),
+        payload: encode_verdicts(events),
+        headers,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::ProductId;
+    use crate::domain::{ProductId, decode_verdicts};
 
     fn adjust(id: &str, delta: i64) -> Mutation {
         Mutation::StockAdjustment {
@@ -669,13 +686,28 @@ mod tests {
         let topics: Vec<&str> = plan.outbox.iter().map(|r| r.topic.as_str()).collect();
         assert_eq!(
             topics,
-            ["status", "status", "orders.DLT", "status"],
-            "a verdict per decided event (a, b, c) and the poison copy; duplicates and \
-             records without an event id report nothing"
+            ["orders.DLT", "status"],
+            "the poison copy, and the verdicts of the partition's records in one record"
         );
-        let rejected: StatusEvent =
-            serde_json::from_slice(plan.outbox[1].payload.as_ref().unwrap()).unwrap();
-        assert_eq!(rejected.error_kind.as_deref(), Some("insufficient-stock"));
+        let verdicts = decode_verdicts(plan.outbox[1].payload.as_ref().unwrap()).unwrap();
+        let orders: Vec<&str> = verdicts.iter().map(|v| v.order_id.as_str()).collect();
+        assert_eq!(
+            orders,
+            ["a", "b", "c"],
+            "a verdict per decided event, in offset order; duplicates and records without an \
+             event id report nothing"
+        );
+        assert_eq!(verdicts[1].status, OrderStatus::Rejected);
+        assert_eq!(
+            verdicts[1].error_kind.as_deref(),
+            Some("insufficient-stock")
+        );
+        assert_eq!(
+            verdicts[2].status,
+            OrderStatus::Rejected,
+            "poison rejects the order"
+        );
+        assert_eq!(plan.outbox[1].key.as_deref(), Some(&b"orders/0"[..]));
         assert_eq!(
             (
                 plan.report.applied,
@@ -684,7 +716,58 @@ mod tests {
                 plan.report.duplicates,
                 plan.report.queued
             ),
-            (2, 1, 1, 2, 4)
+            (2, 1, 1, 2, 2)
+        );
+    }
+
+    #[test]
+    fn verdicts_travel_one_record_per_source_partition_with_a_trace() {
+        let traced = Handled::new(
+            Consumed {
+                headers: vec![
+                    Header::text(EVENT_ID_HEADER, "t"),
+                    Header::text(
+                        TRACEPARENT,
+                        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                    ),
+                ],
+                ..handled(1, 4, None, Ok(vec![])).record
+            },
+            Ok(vec![adjust("P", -1)]),
+        );
+        let batch = [
+            handled(0, 7, Some("a"), Ok(vec![adjust("P", -1)])),
+            traced,
+            handled(0, 8, Some("b"), Ok(vec![adjust("P", -1)])),
+        ];
+        let records: Vec<&Handled> = batch.iter().collect();
+        let new_ids = HashSet::from(["a".to_string(), "b".to_string(), "t".to_string()]);
+        let mut stock = HashMap::from([("P".to_string(), 10)]);
+
+        let plan = plan(&cx(), Mode::Ingest, &records, &new_ids, &mut stock);
+
+        let keys: Vec<&[u8]> = plan
+            .outbox
+            .iter()
+            .filter_map(|r| r.key.as_deref())
+            .collect();
+        assert_eq!(keys, [&b"orders/0"[..], &b"orders/1"[..]]);
+        let first = decode_verdicts(plan.outbox[0].payload.as_ref().unwrap()).unwrap();
+        assert_eq!(first.len(), 2);
+        assert!(first.iter().all(|v| v.trace.is_none()));
+        let second = &plan.outbox[1];
+        let verdict = &decode_verdicts(second.payload.as_ref().unwrap()).unwrap()[0];
+        let trace = verdict
+            .trace
+            .as_deref()
+            .expect("the processing span's context");
+        assert!(trace.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+        assert_eq!(
+            TraceParent::from_headers(&second.headers)
+                .map(|t| t.to_string())
+                .as_deref(),
+            Some(trace),
+            "the record's header names its first traced verdict's span"
         );
     }
 
@@ -748,7 +831,10 @@ mod tests {
             status.headers[0].value.as_deref(),
             Some(&b"e/redrive/2"[..])
         );
-        let event: StatusEvent = serde_json::from_slice(status.payload.as_ref().unwrap()).unwrap();
+        let [event] = decode_verdicts(status.payload.as_ref().unwrap())
+            .unwrap()
+            .try_into()
+            .expect("one verdict");
         assert!(event.redriven);
         assert_eq!(event.error_kind.as_deref(), Some("insufficient-stock"));
 

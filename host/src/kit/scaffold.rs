@@ -9,6 +9,8 @@ use anyhow::{Context as _, bail};
 /// The SDK, the order parser and the contract, as this build has them.
 const SDK_LIB: &str = include_str!("../../../plugins/sdk/src/lib.rs");
 const ORDER_EVENT_LIB: &str = include_str!("../../../plugins/order-event/src/lib.rs");
+/// The build script that gives a plugin's component its small memory footprint.
+const FOOTPRINT: &str = include_str!("../../../plugins/sdk/footprint.rs");
 const CONTRACT: &str = include_str!("../../../wit/handler.wit");
 /// The toolchain this repository pins (with the wasm target), for crates outside it.
 const TOOLCHAIN: &str = include_str!("../../../rust-toolchain.toml");
@@ -37,7 +39,7 @@ pub fn new(name: &str, parent: &Path) -> anyhow::Result<PathBuf> {
         &dir.join("Cargo.toml"),
         &manifest(
             &crate_name,
-            true,
+            Some(&format!("{sdk}/footprint.rs")),
             &format!("sluice-plugin = {{ path = \"{sdk}\" }}\n{workspace}"),
         ),
     )?;
@@ -73,12 +75,13 @@ fn vendor_sdk(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(sluice.join("sdk/wit"))?;
     std::fs::create_dir_all(sluice.join("order-event/src"))?;
     write(&sluice.join("sdk/src/lib.rs"), SDK_LIB)?;
+    write(&sluice.join("sdk/footprint.rs"), FOOTPRINT)?;
     write(&sluice.join("sdk/wit/handler.wit"), CONTRACT)?;
     write(
         &sluice.join("sdk/Cargo.toml"),
         &manifest(
             "sluice-plugin",
-            false,
+            None,
             &format!(
                 "{SERDE}sluice-order-event = {{ path = \"../order-event\" }}\nwit-bindgen = \"0.63\"\n"
             ),
@@ -87,7 +90,7 @@ fn vendor_sdk(dir: &Path) -> anyhow::Result<()> {
     write(&sluice.join("order-event/src/lib.rs"), ORDER_EVENT_LIB)?;
     write(
         &sluice.join("order-event/Cargo.toml"),
-        &manifest("sluice-order-event", false, SERDE),
+        &manifest("sluice-order-event", None, SERDE),
     )?;
     write(
         &sluice.join("README.md"),
@@ -135,15 +138,20 @@ panic = \"abort\"
 overflow-checks = true
 ";
 
-/// A crate manifest: the package, a library (a component too when `cdylib`), dependencies.
-fn manifest(name: &str, cdylib: bool, dependencies: &str) -> String {
-    let crate_type = if cdylib {
-        "crate-type = [\"cdylib\", \"rlib\"]\n"
-    } else {
-        ""
+/// A crate manifest: the package, a library, dependencies. A plugin (`footprint`: the path
+/// of its build script) is a component too.
+fn manifest(name: &str, footprint: Option<&str>, dependencies: &str) -> String {
+    let (build, crate_type) = match footprint {
+        Some(script) => (
+            format!(
+                "# A small memory footprint for the component (see the script).\nbuild = \"{script}\"\n"
+            ),
+            "crate-type = [\"cdylib\", \"rlib\"]\n",
+        ),
+        None => (String::new(), ""),
     };
     format!(
-        "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n\
+        "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n{build}\n\
          [lib]\n{crate_type}doctest = false\n\n[dependencies]\n{dependencies}"
     )
 }

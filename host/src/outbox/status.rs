@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::backoff;
 use crate::db;
-use crate::domain::StatusEvent;
+use crate::domain::{StatusEvent, decode_verdicts};
 use crate::kafka::{self, KafkaSettings};
 use crate::otlp;
 use crate::trace::TraceParent;
@@ -73,25 +73,31 @@ pub async fn run(
     Ok(())
 }
 
+/// A status record's verdicts, with where the record was.
+struct Received {
+    verdicts: Vec<StatusEvent>,
+    topic: String,
+    partition: i32,
+    offset: i64,
+}
+
 /// One span per verdict that carries a trace context (the processing span of its record):
 /// from its arrival to the order's update.
-fn export_spans(batch: &[BorrowedMessage<'_>], received: SystemTime) {
+fn export_spans(received: &[Received], arrived: SystemTime) {
     let updated = SystemTime::now();
-    for message in batch {
-        let Some(parent) = TraceParent::from_headers(&kafka::headers_of(message)) else {
-            continue;
-        };
-        let key = message
-            .key()
-            .map(|k| String::from_utf8_lossy(k).into_owned())
-            .unwrap_or_default();
-        otlp::export(otlp::Span::kafka_process(
-            parent.child(),
-            parent,
-            (message.topic(), message.partition(), message.offset()),
-            (received, updated),
-            [("sluice.order_id", key.into())],
-        ));
+    for record in received {
+        for verdict in &record.verdicts {
+            let Some(parent) = verdict.trace.as_deref().and_then(TraceParent::parse) else {
+                continue;
+            };
+            otlp::export(otlp::Span::kafka_process(
+                parent.child(),
+                parent,
+                (&record.topic, record.partition, record.offset),
+                (arrived, updated),
+                [("sluice.order_id", verdict.order_id.clone().into())],
+            ));
+        }
     }
 }
 
@@ -101,20 +107,23 @@ async fn apply_with_retry(
     batch: &[BorrowedMessage<'_>],
     shutdown: &CancellationToken,
 ) -> bool {
-    let received = SystemTime::now();
-    let events: Vec<StatusEvent> = batch.iter().filter_map(parse).collect();
+    let arrived = SystemTime::now();
+    let received: Vec<Received> = batch.iter().filter_map(parse).collect();
     if tracing::enabled!(tracing::Level::DEBUG) {
-        for message in batch {
-            let headers = kafka::headers_of(message);
-            let trace_id = TraceParent::from_headers(&headers).map(|t| t.trace_id());
+        for verdict in received.iter().flat_map(|r| &r.verdicts) {
+            let trace_id = verdict
+                .trace
+                .as_deref()
+                .and_then(TraceParent::parse)
+                .map(|t| t.trace_id());
             tracing::debug!(
                 trace_id = trace_id.unwrap_or_default(),
-                partition = message.partition(),
-                offset = message.offset(),
+                order_id = %verdict.order_id,
                 "order verdict received"
             );
         }
     }
+    let events: Vec<&StatusEvent> = received.iter().flat_map(|r| &r.verdicts).collect();
     let updated = backoff::retry(
         "updating order statuses",
         shutdown,
@@ -127,27 +136,34 @@ async fn apply_with_retry(
     };
     tracing::debug!(events = events.len(), updated, "order statuses updated");
     if otlp::enabled() {
-        export_spans(batch, received);
+        export_spans(&received, arrived);
     }
     true
 }
 
-fn parse(message: &BorrowedMessage<'_>) -> Option<StatusEvent> {
-    let parsed = serde_json::from_slice(message.payload().unwrap_or_default());
-    if let Err(e) = &parsed {
-        tracing::warn!(partition = message.partition(), offset = message.offset(), error = %e,
-                       "ignoring a status record that is not a status event");
+fn parse(message: &BorrowedMessage<'_>) -> Option<Received> {
+    match decode_verdicts(message.payload().unwrap_or_default()) {
+        Ok(verdicts) => Some(Received {
+            verdicts,
+            topic: message.topic().to_string(),
+            partition: message.partition(),
+            offset: message.offset(),
+        }),
+        Err(e) => {
+            tracing::warn!(partition = message.partition(), offset = message.offset(), error = %e,
+                           "ignoring a status record that holds no verdicts");
+            None
+        }
     }
-    parsed.ok()
 }
 
 /// Record the verdicts in one transaction: orders that appear once in one statement, an order
 /// with several verdicts here (a rejection, then its redrive) one verdict at a time, in order.
-async fn apply(pool: &PgPool, events: &[StatusEvent]) -> sqlx::Result<usize> {
+async fn apply(pool: &PgPool, events: &[&StatusEvent]) -> sqlx::Result<usize> {
     // Event ids that are not order ids come from producers other than this service.
     let verdicts: Vec<(Uuid, &StatusEvent)> = events
         .iter()
-        .filter_map(|e| Uuid::parse_str(&e.order_id).ok().map(|id| (id, e)))
+        .filter_map(|e| Uuid::parse_str(&e.order_id).ok().map(|id| (id, *e)))
         .collect();
     let mut count: std::collections::HashMap<Uuid, usize> = std::collections::HashMap::new();
     for (id, _) in &verdicts {

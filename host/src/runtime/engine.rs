@@ -36,12 +36,15 @@ const MAX_LOG_LINES_PER_CALL: u32 = 100;
 /// per plugin worker thread; installs and redrives add a few.
 const POOL_INSTANCES: u32 = 64;
 
-/// Bytes of a slot's memory (and tables) reset in place, page by page where the kernel's page
-/// map tells which pages were written, instead of being unmapped: fewer page faults and TLB
-/// shootdowns for the next call. Small on purpose: a page written once stays "written" and is
-/// copied back on every reset, so a large budget costs more than the faults it saves
-/// (measured, README "Performance").
-const KEEP_RESIDENT: usize = 64 << 10;
+/// Bytes at the start of a slot's memory (and tables) reset in place by a copy; the rest is
+/// handed back to the kernel (`madvise`) and faults in again when the next instance touches
+/// it, which in a VM costs more than a whole call. 128 KiB is exactly the initial memory of a
+/// plugin built with the SDK's footprint (`plugins/sdk/footprint.rs`: stack, data and heap in
+/// two WebAssembly pages), so such a plugin's reset is one copy and no fault. The kernel's
+/// page-map scan (which would pick the written pages) is off: on the development machine's
+/// kernel it reported the first bytes of the budget whether written or not, and cost ≈ 5 µs
+/// per reset (README "Performance").
+const KEEP_RESIDENT: usize = 128 << 10;
 
 /// The longest deadline a call may be given.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
@@ -56,6 +59,77 @@ pub struct SandboxConfig {
     pub max_mutations: usize,
     /// Values plugins read with `host.get-config`.
     pub plugin_config: PluginConfig,
+    /// How much of an instance the calls of each plugin share.
+    pub isolation: IsolationConfig,
+}
+
+/// Which calls share an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// A fresh instance for every record: nothing of one call is visible to the next.
+    Record,
+    /// A fresh instance per batch and plugin thread: the batch's records handled on that
+    /// thread are called in order in it, so a plugin may see what its earlier calls of the
+    /// same batch left in its memory; after a trap, a deadline or a limit the instance is
+    /// discarded and the next record gets a fresh one. Nothing survives a batch.
+    #[default]
+    Batch,
+}
+
+impl Isolation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Record => "record",
+            Self::Batch => "batch",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "record" => Some(Self::Record),
+            "batch" => Some(Self::Batch),
+            _ => None,
+        }
+    }
+}
+
+/// The isolation of every plugin, and of some by name (which win).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IsolationConfig {
+    pub default: Isolation,
+    pub by_plugin: HashMap<String, Isolation>,
+}
+
+impl IsolationConfig {
+    /// From `record|batch` (every plugin) and `plugin=record|batch` (one plugin) settings.
+    pub fn parse<'a>(settings: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
+        let mut config = Self::default();
+        for setting in settings {
+            let setting = setting.trim();
+            let (plugin, mode) = match setting.split_once('=') {
+                Some((plugin, mode)) => (Some(plugin.trim()), mode.trim()),
+                None => (None, setting),
+            };
+            let isolation = Isolation::parse(mode).ok_or_else(|| {
+                format!(
+                    "isolation is `record` or `batch` (or `PLUGIN=record|batch`), got `{setting}`"
+                )
+            })?;
+            match plugin {
+                Some("") => return Err(format!("empty plugin name in `{setting}`")),
+                Some(plugin) => {
+                    config.by_plugin.insert(plugin.to_string(), isolation);
+                }
+                None => config.default = isolation,
+            }
+        }
+        Ok(config)
+    }
+
+    /// The isolation of plugin `name`.
+    pub fn for_plugin(&self, name: &str) -> Isolation {
+        self.by_plugin.get(name).copied().unwrap_or(self.default)
+    }
 }
 
 /// Configuration values for plugins: some for every plugin, some for one (which win).
@@ -103,6 +177,7 @@ impl Default for SandboxConfig {
             timeout: Duration::from_millis(100),
             max_mutations: 1_000,
             plugin_config: PluginConfig::default(),
+            isolation: IsolationConfig::default(),
         }
     }
 }
@@ -129,7 +204,7 @@ pub(super) fn wasm_config(limits: &Limits, pooled: bool) -> Config {
             .table_elements(limits.table_elements)
             .linear_memory_keep_resident(KEEP_RESIDENT)
             .table_keep_resident(KEEP_RESIDENT)
-            .pagemap_scan(Enabled::Auto);
+            .pagemap_scan(Enabled::No);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     config
@@ -197,9 +272,9 @@ impl Sandbox {
         Ok(Linked { handler, checked })
     }
 
-    /// A fresh store for one call of `plugin`, with limits set and the deadline armed. The
-    /// state behind it is reused from this thread's last call (building a WASI context costs
-    /// more than a whole call), cleared first: nothing of one call is visible to the next.
+    /// A fresh store for the calls of `plugin` (one, or a batch's), with limits set. The
+    /// state behind it is reused from this thread's last store (building a WASI context costs
+    /// more than a whole call), cleared first: nothing of one store is visible to the next.
     pub(super) fn store(
         &self,
         plugin: &Arc<str>,
@@ -211,16 +286,26 @@ impl Sandbox {
         state.reset(self.config.limits, plugin, config);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
-        let ticks = self.config.timeout.as_millis() / EPOCH_TICK.as_millis() + 1;
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
         store.epoch_deadline_trap();
-        self.calls.start();
         store
     }
 
-    /// Done with a call: the instance goes back to the pool, the state to this thread.
-    pub(super) fn recycle(&self, store: Store<PluginState>) {
+    /// Before a call (and the instantiation that comes with a first one): its own deadline,
+    /// counted from now, and its own log and stderr budget.
+    pub(super) fn arm(&self, store: &mut Store<PluginState>) {
+        let ticks = self.config.timeout.as_millis() / EPOCH_TICK.as_millis() + 1;
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        store.data_mut().begin_call();
+        self.calls.start();
+    }
+
+    /// After a call.
+    pub(super) fn disarm(&self) {
         self.calls.end();
+    }
+
+    /// Done with a store: its instance goes back to the pool, the state to this thread.
+    pub(super) fn recycle(&self, store: Store<PluginState>) {
         let state = store.into_data();
         SPARE_STATE.with_borrow_mut(|spare| *spare = Some(state));
     }
@@ -331,6 +416,14 @@ impl PluginState {
         self.plugin = Arc::clone(plugin);
         self.config = Arc::clone(config);
         self.log_lines = 0;
+    }
+
+    /// A call starts: its own log budget, stderr and record of a cap hit (the memory the
+    /// instance holds stays counted).
+    fn begin_call(&mut self) {
+        self.log_lines = 0;
+        self.stderr.clear();
+        self.limiter.exceeded = None;
     }
 
     /// Log lines of this call that were dropped over the per-call cap.

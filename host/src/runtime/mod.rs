@@ -14,10 +14,12 @@ mod wasi;
 use sha2::{Digest, Sha256};
 
 pub use compile::{CompileLimits, Compiler};
-pub use engine::{MAX_TIMEOUT, PluginConfig, PluginState, Sandbox, SandboxConfig};
+pub use engine::{
+    Isolation, IsolationConfig, MAX_TIMEOUT, PluginConfig, PluginState, Sandbox, SandboxConfig,
+};
 pub use error::{HandleError, LoadError};
 pub use limits::Limits;
-pub use plugin::{Counts, NativeHandler, Plugin};
+pub use plugin::{Calls, Counts, NativeHandler, Plugin};
 pub use registry::{Registry, Slot};
 pub use wasi::WouldBlock;
 

@@ -1,15 +1,16 @@
-//! One loaded plugin version: a pre-linked component instantiated afresh for every message.
+//! One loaded plugin version: a pre-linked component, instantiated afresh for every record or
+//! for every batch (its isolation), and the calls made in those instances.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
-use wasmtime::Trap;
 use wasmtime::component::Component;
+use wasmtime::{Store, Trap};
 
 use super::bindings;
-use super::engine::{Linked, PluginState, Sandbox, truncate};
+use super::engine::{Isolation, Linked, PluginState, Sandbox, truncate};
 use super::error::{HandleError, LoadError, one_line};
 use super::wasi::WouldBlock;
 use crate::domain::{Mutation, ProductId};
@@ -44,6 +45,7 @@ pub struct Plugin {
     rejected: AtomicU64,
     /// This version's call durations (`sluice_plugin_call_duration_seconds`).
     durations: prometheus_client::metrics::histogram::Histogram,
+    isolation: Isolation,
 }
 
 enum Code {
@@ -92,6 +94,7 @@ impl Plugin {
             code,
             sandbox: Arc::clone(sandbox),
             config: Arc::new(sandbox.config().plugin_config.for_plugin(name)),
+            isolation: sandbox.config().isolation.for_plugin(name),
             handled: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
@@ -123,6 +126,7 @@ impl Plugin {
             return Ok(());
         };
         let mut store = self.sandbox.store(&self.label, &self.config);
+        self.sandbox.arm(&mut store);
         let result = match &linked.checked {
             None => linked
                 .handler
@@ -139,6 +143,7 @@ impl Plugin {
                 },
             },
         };
+        self.sandbox.disarm();
         self.sandbox.recycle(store);
         result
     }
@@ -176,8 +181,24 @@ impl Plugin {
         self.linked().is_some_and(|linked| linked.checked.is_some())
     }
 
-    /// Run the plugin on one message in a fresh instance. Synchronous CPU work bounded by the
-    /// sandbox's deadline: call it from a blocking thread, never from an async task.
+    /// How much of an instance this plugin's calls share.
+    pub fn isolation(&self) -> Isolation {
+        self.isolation
+    }
+
+    /// The calls of a batch on this thread, as this plugin's isolation has them: each in a
+    /// fresh instance, or in order in one instance per batch. Synchronous CPU work bounded by
+    /// the sandbox's deadline: use it on a blocking thread, never in an async task.
+    pub fn calls(&self) -> Calls<'_> {
+        self.calls_in(self.isolation)
+    }
+
+    /// The same in an isolation of the caller's choosing (the benchmark compares them).
+    pub fn calls_in(&self, isolation: Isolation) -> Calls<'_> {
+        Calls::new(self, &self.config, isolation)
+    }
+
+    /// Run the plugin on one message in a fresh instance (redrive, the plugin kit).
     pub fn handle(&self, message: &bindings::Message) -> Result<Vec<Mutation>, HandleError> {
         self.handle_with(message, &self.config)
     }
@@ -188,11 +209,13 @@ impl Plugin {
         message: &bindings::Message,
         config: &Arc<HashMap<String, String>>,
     ) -> Result<Vec<Mutation>, HandleError> {
-        let started = std::time::Instant::now();
-        let result = self.call(message, config);
-        self.durations.observe(started.elapsed().as_secs_f64());
+        Calls::new(self, config, Isolation::Record).handle(message)
+    }
+
+    fn count(&self, result: &Result<Vec<Mutation>, HandleError>, took: std::time::Duration) {
+        self.durations.observe(took.as_secs_f64());
         self.handled.fetch_add(1, Ordering::Relaxed);
-        match &result {
+        match result {
             Ok(_) => {}
             Err(HandleError::Rejected(_)) => {
                 self.rejected.fetch_add(1, Ordering::Relaxed);
@@ -201,47 +224,18 @@ impl Plugin {
                 self.failed.fetch_add(1, Ordering::Relaxed);
             }
         }
-        result
     }
 
-    fn call(
+    fn call_native(
         &self,
+        handler: NativeHandler,
         message: &bindings::Message,
-        config: &Arc<HashMap<String, String>>,
     ) -> Result<Vec<Mutation>, HandleError> {
-        let linked = match &self.code {
-            Code::Wasm(linked) => linked,
-            Code::Native(handler) => {
-                let output = handler(message).map_err(|e| match e {
-                    bindings::HandlerError::InvalidMessage(reason) => {
-                        HandleError::InvalidMessage(reason)
-                    }
-                    bindings::HandlerError::Rejected(reason) => HandleError::Rejected(reason),
-                })?;
-                return self.validate_output(output);
-            }
-        };
-        let mut store = self.sandbox.store(&self.label, config);
-        let outcome = linked
-            .handler
-            .instantiate(&mut store)
-            .and_then(|handler| handler.call_handle(&mut store, message));
-        let dropped = store.data().dropped_log_lines();
-        if dropped > 0 {
-            tracing::warn!(target: "plugin", plugin = %self.label, dropped,
-                           "plugin logged too much in one call; lines dropped");
-        }
-        let result = match outcome {
-            Ok(Ok(output)) => Ok(output),
-            Ok(Err(bindings::HandlerError::InvalidMessage(reason))) => {
-                Err(HandleError::InvalidMessage(reason))
-            }
-            Ok(Err(bindings::HandlerError::Rejected(reason))) => Err(HandleError::Rejected(reason)),
-            Err(error) => Err(self.classify(&store, &error)),
-        };
-        // The instance goes back to the pool here: never reused after a call.
-        self.sandbox.recycle(store);
-        self.validate_output(result?)
+        let output = handler(message).map_err(|e| match e {
+            bindings::HandlerError::InvalidMessage(reason) => HandleError::InvalidMessage(reason),
+            bindings::HandlerError::Rejected(reason) => HandleError::Rejected(reason),
+        })?;
+        self.validate_output(output)
     }
 
     fn classify(
@@ -304,6 +298,102 @@ impl Plugin {
                 }
             })
             .collect()
+    }
+}
+
+/// The calls of one plugin version on one thread, for one batch: each in a fresh instance
+/// (`Isolation::Record`), or in order in one instance (`Isolation::Batch`) that any failed call
+/// discards.
+pub struct Calls<'a> {
+    plugin: &'a Plugin,
+    config: &'a Arc<HashMap<String, String>>,
+    isolation: Isolation,
+    /// The instance the next call reuses (batch isolation).
+    live: Option<(Store<PluginState>, bindings::Handler)>,
+}
+
+impl<'a> Calls<'a> {
+    fn new(
+        plugin: &'a Plugin,
+        config: &'a Arc<HashMap<String, String>>,
+        isolation: Isolation,
+    ) -> Self {
+        Self {
+            plugin,
+            config,
+            isolation,
+            live: None,
+        }
+    }
+
+    /// Run the plugin on one message.
+    pub fn handle(&mut self, message: &bindings::Message) -> Result<Vec<Mutation>, HandleError> {
+        let started = std::time::Instant::now();
+        let reused = self.live.is_some();
+        let mut result = self.call(message);
+        // A trap in an instance that earlier records used may be theirs (memory they left
+        // behind): the record gets the fresh instance it would have had on its own.
+        if reused && matches!(result, Err(HandleError::Trap(_))) {
+            result = self.call(message);
+        }
+        self.plugin.count(&result, started.elapsed());
+        result
+    }
+
+    fn call(&mut self, message: &bindings::Message) -> Result<Vec<Mutation>, HandleError> {
+        let plugin = self.plugin;
+        let linked = match &plugin.code {
+            Code::Wasm(linked) => linked,
+            Code::Native(handler) => return plugin.call_native(*handler, message),
+        };
+        let sandbox = &plugin.sandbox;
+        let (mut store, instance) = match self.live.take() {
+            Some((store, handler)) => (store, Some(handler)),
+            None => (sandbox.store(&plugin.label, self.config), None),
+        };
+        sandbox.arm(&mut store);
+        let outcome = match instance {
+            Some(handler) => Ok(handler),
+            None => linked.handler.instantiate(&mut store),
+        }
+        .and_then(|handler| Ok((handler.call_handle(&mut store, message)?, handler)));
+        sandbox.disarm();
+        let dropped = store.data().dropped_log_lines();
+        if dropped > 0 {
+            tracing::warn!(target: "plugin", plugin = %plugin.label, dropped,
+                           "plugin logged too much in one call; lines dropped");
+        }
+        let result = match outcome {
+            Ok((output, handler)) => {
+                // The call returned: its instance is sound, kept for the batch's next record
+                // or given back.
+                match self.isolation {
+                    Isolation::Batch => self.live = Some((store, handler)),
+                    Isolation::Record => sandbox.recycle(store),
+                }
+                output.map_err(|e| match e {
+                    bindings::HandlerError::InvalidMessage(reason) => {
+                        HandleError::InvalidMessage(reason)
+                    }
+                    bindings::HandlerError::Rejected(reason) => HandleError::Rejected(reason),
+                })
+            }
+            Err(error) => {
+                // A trapped instance is never entered again.
+                let error = plugin.classify(&store, &error);
+                sandbox.recycle(store);
+                Err(error)
+            }
+        };
+        plugin.validate_output(result?)
+    }
+}
+
+impl Drop for Calls<'_> {
+    fn drop(&mut self) {
+        if let Some((store, _)) = self.live.take() {
+            self.plugin.sandbox.recycle(store);
+        }
     }
 }
 

@@ -38,6 +38,11 @@ fn main() {
         "cargo:rerun-if-changed={}",
         root.join("Cargo.lock").display()
     );
+    // The plugin profile lives in the workspace's manifest.
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("Cargo.toml").display()
+    );
 
     // A separate target dir: the outer cargo holds the lock on `target/<profile>`.
     let target_dir = root.join("target").join("plugins");

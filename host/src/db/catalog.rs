@@ -74,7 +74,7 @@ struct ProductWithInsert {
 /// return their stock. Unknown ids are absent from the map.
 pub async fn lock_stock(
     tx: &mut Tx<'_>,
-    product_ids: &[String],
+    product_ids: &[&str],
 ) -> sqlx::Result<HashMap<String, i64>> {
     let rows: Vec<(String, i64)> = sqlx::query_as(
         "SELECT product_id, stock FROM catalog

@@ -88,7 +88,7 @@ pub async fn set_positions(
     Ok(())
 }
 
-/// Remember these event keys (`domain::event_key`, sorted, distinct) as decided by this
+/// Remember these event keys (`domain::EventKeys`, sorted, distinct) as decided by this
 /// transaction; for each, whether it is new (`false`: a decision of this group holds it
 /// already). The events of a batch are new almost always, so all are inserted at once, in a
 /// savepoint; only when one is not are the decided ones looked up and the rest inserted. A

@@ -6,9 +6,11 @@ mod records;
 mod routes;
 mod verdicts;
 
-pub use records::{Consumed, Header, Record, decode_records, encode_records, event_key};
+pub use records::{Consumed, EventKeys, Header, Record, decode_records, encode_records};
 pub use routes::Routes;
-pub use verdicts::{StatusEvent, VERDICTS_CONTENT_TYPE, decode_verdicts, encode_verdicts};
+pub use verdicts::{
+    StatusEvent, VERDICTS_CONTENT_TYPE, VerdictsWriter, decode_verdicts, encode_verdicts,
+};
 
 use std::fmt;
 
@@ -142,6 +144,15 @@ fn is_format_char(c: char) -> bool {
 pub enum Mutation {
     #[serde(rename_all = "camelCase")]
     StockAdjustment { product_id: ProductId, delta: i64 },
+}
+
+impl Mutation {
+    /// The product it changes.
+    pub fn product(&self) -> &str {
+        match self {
+            Self::StockAdjustment { product_id, .. } => product_id.as_str(),
+        }
+    }
 }
 
 /// A validated order request.

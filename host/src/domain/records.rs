@@ -8,16 +8,28 @@ use sha2::{Digest as _, Sha256};
 use super::codec::{Reader, Writer};
 use super::{EVENT_ID_HEADER, MAX_ID_LEN};
 
-/// The dedupe key of an event id within a consumer group: 8 bytes of SHA-256(group) then the
-/// id's bytes. Exact (the id itself, not a hash of it), and ordered as the ids are, so ids that
+/// The dedupe keys of a consumer group's event ids: 8 bytes of SHA-256(group), then the id's
+/// bytes. Exact (the id itself, not a hash of it), and ordered as the ids are, so ids that
 /// follow each other land on neighbouring index pages. `sluice_event_key` in the schema
 /// computes the same.
-pub fn event_key(group_id: &str, event_id: &str) -> Vec<u8> {
-    let group = Sha256::digest(group_id.as_bytes());
-    let mut key = Vec::with_capacity(8 + event_id.len());
-    key.extend_from_slice(&group[..8]);
-    key.extend_from_slice(event_id.as_bytes());
-    key
+pub struct EventKeys {
+    group: [u8; 8],
+}
+
+impl EventKeys {
+    pub fn new(group_id: &str) -> Self {
+        let digest = Sha256::digest(group_id.as_bytes());
+        let mut group = [0u8; 8];
+        group.copy_from_slice(&digest[..8]);
+        Self { group }
+    }
+
+    pub fn key(&self, event_id: &str) -> Vec<u8> {
+        let mut key = Vec::with_capacity(8 + event_id.len());
+        key.extend_from_slice(&self.group);
+        key.extend_from_slice(event_id.as_bytes());
+        key
+    }
 }
 
 /// A record header; Kafka allows binary and null values.
@@ -71,10 +83,11 @@ pub struct Record {
 /// Records one after the other, each field length-prefixed (`codec`: u32 little-endian,
 /// `u32::MAX` for an absent key, payload or header value). The records of an ingest batch (its
 /// verdicts and dead-letter copies) are one outbox row.
-pub fn encode_records(records: &[Record]) -> Vec<u8> {
+pub fn encode_records<R: std::borrow::Borrow<Record>>(records: &[R]) -> Vec<u8> {
     let mut out = Writer(Vec::with_capacity(records.len() * 256));
     out.len(records.len());
     for record in records {
+        let record = record.borrow();
         out.text(Some(&record.topic));
         out.bytes(record.key.as_deref());
         out.bytes(record.payload.as_deref());
@@ -187,6 +200,7 @@ mod tests {
 
     #[test]
     fn event_keys_separate_groups_and_ids() {
+        let event_key = |group: &str, id: &str| EventKeys::new(group).key(id);
         let key = event_key("sluice-catalog", "e-1");
         assert_eq!(key, event_key("sluice-catalog", "e-1"));
         assert_ne!(key, event_key("sluice-catalog", "e-2"));

@@ -50,28 +50,77 @@ fn status_code(status: OrderStatus) -> u8 {
     }
 }
 
-/// One record's payload for `verdicts`: all of one source partition, decided by one plugin
-/// version, all redriven or none (as an ingest batch or a redrive makes them; what the first
-/// says of these is written for all). `None` when there are none.
+/// A verdict batch being written: what its verdicts share first, then each verdict, the count
+/// filled in at the end. All of one source partition, decided by one plugin version, all
+/// redriven or none (as an ingest batch or a redrive makes them).
+pub struct VerdictsWriter {
+    out: Writer,
+    count_at: usize,
+    count: usize,
+}
+
+impl VerdictsWriter {
+    pub fn new(
+        (topic, partition): (&str, i32),
+        (plugin, plugin_version): (&str, &str),
+        redriven: bool,
+    ) -> Self {
+        let mut out = Writer(Vec::with_capacity(256));
+        out.0.extend_from_slice(MAGIC);
+        out.text(Some(topic));
+        out.i32(partition);
+        out.text(Some(plugin));
+        out.text(Some(plugin_version));
+        out.u8(u8::from(redriven));
+        let count_at = out.0.len();
+        out.u32(0);
+        Self {
+            out,
+            count_at,
+            count: 0,
+        }
+    }
+
+    pub fn push(
+        &mut self,
+        (order_id, offset): (&str, i64),
+        status: OrderStatus,
+        (reason, error_kind): (Option<&str>, Option<&str>),
+        trace: Option<&str>,
+    ) {
+        self.out.text(Some(order_id));
+        self.out.i64(offset);
+        self.out.u8(status_code(status));
+        self.out.text(reason);
+        self.out.text(error_kind);
+        self.out.text(trace);
+        self.count += 1;
+    }
+
+    pub fn finish(mut self) -> Vec<u8> {
+        let count = u32::try_from(self.count).unwrap_or(u32::MAX - 1);
+        self.out.0[self.count_at..self.count_at + 4].copy_from_slice(&count.to_le_bytes());
+        self.out.0
+    }
+}
+
+/// One record's payload for `verdicts` (see `VerdictsWriter`); `None` when there are none.
 pub fn encode_verdicts(verdicts: &[StatusEvent]) -> Option<Vec<u8>> {
     let first = verdicts.first()?;
-    let mut out = Writer(Vec::with_capacity(64 + verdicts.len() * 64));
-    out.0.extend_from_slice(MAGIC);
-    out.text(Some(&first.topic));
-    out.i32(first.partition);
-    out.text(Some(&first.plugin));
-    out.text(Some(&first.plugin_version));
-    out.u8(u8::from(first.redriven));
-    out.len(verdicts.len());
+    let mut writer = VerdictsWriter::new(
+        (&first.topic, first.partition),
+        (&first.plugin, &first.plugin_version),
+        first.redriven,
+    );
     for v in verdicts {
-        out.text(Some(&v.order_id));
-        out.i64(v.offset);
-        out.u8(status_code(v.status));
-        out.text(v.reason.as_deref());
-        out.text(v.error_kind.as_deref());
-        out.text(v.trace.as_deref());
+        writer.push(
+            (&v.order_id, v.offset),
+            v.status,
+            (v.reason.as_deref(), v.error_kind.as_deref()),
+            v.trace.as_deref(),
+        );
     }
-    Some(out.0)
+    Some(writer.finish())
 }
 
 /// The verdicts of a status record: a batch, or one JSON `StatusEvent` (earlier versions).

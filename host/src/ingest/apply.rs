@@ -10,7 +10,7 @@ use sqlx::PgPool;
 
 use super::plan::{self, BatchContext, BatchReport, Handled, Mode, Plan};
 use crate::db::{self, Tx};
-use crate::domain::event_key;
+use crate::domain::EventKeys;
 use crate::otlp;
 use crate::trace::TraceParent;
 
@@ -115,12 +115,13 @@ pub async fn decide_and_write(
 ) -> sqlx::Result<Plan> {
     // Ingest: the event ids this group has not decided before, remembered with this decision.
     // A redrive decides its dead letter's event again (decided, as poison, and remembered then).
-    let new_ids: HashSet<String> = match mode {
+    let new_ids: HashSet<&str> = match mode {
         Mode::Ingest => {
+            let keys = EventKeys::new(&cx.group_id);
             let mut ids: Vec<(Vec<u8>, &str)> = records
                 .iter()
                 .filter_map(|h| h.event_id.as_deref())
-                .map(|id| (event_key(&cx.group_id, id), id))
+                .map(|id| (keys.key(id), id))
                 .collect();
             // Key order: the index pages the inserts (and lookups) touch, in order.
             ids.sort_unstable();
@@ -130,10 +131,13 @@ pub async fn decide_and_write(
             ids.into_iter()
                 .zip(new)
                 .filter(|(_, new)| *new)
-                .map(|((_, id), _)| id.to_string())
+                .map(|((_, id), _)| id)
                 .collect()
         }
-        Mode::Redrive { .. } => records.iter().filter_map(|h| h.event_id.clone()).collect(),
+        Mode::Redrive { .. } => records
+            .iter()
+            .filter_map(|h| h.event_id.as_deref())
+            .collect(),
     };
     let touched = plan::touched_products(records);
     // Locked in id order: concurrent batches cannot deadlock.

@@ -235,6 +235,7 @@ pub fn poll_batch(
     settings: &IngestSettings,
     mut batch: Vec<Consumed>,
 ) -> Vec<Consumed> {
+    batch.reserve(settings.batch_max_messages.saturating_sub(batch.len()));
     let mut deadline: Option<Instant> =
         (!batch.is_empty()).then(|| Instant::now() + settings.batch_max_wait);
     while batch.len() < settings.batch_max_messages {

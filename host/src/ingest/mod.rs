@@ -181,12 +181,17 @@ impl Ingest {
                     records
                         .into_par_iter()
                         .map_init(calls, |(calls, shadow), record| {
-                            let message = bindings::Message::from(&record);
+                            // The record's buffers go to the plugin's message and come back.
+                            let event_id = record.event_id();
+                            let tombstone = record.payload.is_none();
+                            let message = bindings::Message::from(record);
                             let result = calls.handle(&message);
                             let shadow = shadow.as_mut().map(|calls| calls.handle(&message));
                             Handled {
+                                record: message.into_record(tombstone),
+                                event_id,
+                                result,
                                 shadow,
-                                ..Handled::new(record, result)
                             }
                         })
                         .collect()

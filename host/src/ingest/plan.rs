@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use crate::db::ingest::{DeadLetterRow, Outcomes};
 use crate::db::plugins::ShadowTally;
 use crate::domain::{
-    Consumed, EVENT_ID_HEADER, Header, Mutation, OrderStatus, Record, StatusEvent,
-    VERDICTS_CONTENT_TYPE, encode_verdicts,
+    Consumed, EVENT_ID_HEADER, Header, Mutation, OrderStatus, Record, VERDICTS_CONTENT_TYPE,
+    VerdictsWriter,
 };
 use crate::runtime::HandleError;
 use crate::trace::{TRACEPARENT, TraceParent};
@@ -147,6 +147,12 @@ impl Decision {
         }
     }
 
+    /// The reason and the kind, as a verdict carries them.
+    fn reason_and_kind(&self) -> (Option<&str>, Option<&str>) {
+        let (kind, reason) = self.kind_and_reason();
+        (reason, kind)
+    }
+
     pub fn kind_and_reason(&self) -> (Option<&'static str>, Option<&str>) {
         match self {
             Self::Rejected { kind, reason } | Self::DeadLetter { kind, reason } => {
@@ -218,12 +224,12 @@ pub fn select_fresh<'a>(
 }
 
 /// The products the records' mutations touch, sorted (the order rows are locked in).
-pub fn touched_products(records: &[&Handled]) -> Vec<String> {
-    let mut touched: Vec<String> = records
+pub fn touched_products<'a>(records: &[&'a Handled]) -> Vec<&'a str> {
+    let mut touched: Vec<&str> = records
         .iter()
         .filter_map(|h| h.result.as_ref().ok())
         .flatten()
-        .map(|Mutation::StockAdjustment { product_id, .. }| product_id.as_str().to_string())
+        .map(Mutation::product)
         .collect();
     touched.sort_unstable();
     touched.dedup();
@@ -255,17 +261,17 @@ pub fn plan(
     cx: &BatchContext,
     mode: Mode,
     records: &[&Handled],
-    new_ids: &HashSet<String>,
+    new_ids: &HashSet<&str>,
     stock: &mut HashMap<String, i64>,
 ) -> Plan {
     let mut plan = Plan {
         shadow: shadow_tally(cx, records),
         ..Plan::default()
     };
-    let mut changed: Vec<String> = Vec::new();
+    let mut changed: Vec<&str> = Vec::new();
     let mut decided_here: HashSet<&str> = HashSet::new();
     // The verdicts to report, by source partition: one status record each.
-    let mut verdicts: BTreeMap<i32, Vec<StatusEvent>> = BTreeMap::new();
+    let mut verdicts: BTreeMap<i32, PartitionVerdicts> = BTreeMap::new();
     for handled in records {
         let duplicate = handled
             .event_id
@@ -277,8 +283,8 @@ pub fn plan(
             match &handled.result {
                 Err(error) => Decision::from_error(error),
                 Ok(mutations) => match apply_in_memory(stock, mutations) {
-                    Ok(products) => {
-                        changed.extend(products);
+                    Ok(()) => {
+                        changed.extend(mutations.iter().map(Mutation::product));
                         Decision::Applied
                     }
                     Err(refusal) => refusal,
@@ -311,10 +317,28 @@ pub fn plan(
             && cx.status_topic.is_some()
         {
             let trace = processing_context(handled, mode).map(|(_, processing)| processing);
-            verdicts
-                .entry(handled.record.partition)
-                .or_default()
-                .push(status_event(cx, handled, event_id, &decision, mode, trace));
+            let record = &handled.record;
+            let partition = verdicts
+                .entry(record.partition)
+                .or_insert_with(|| PartitionVerdicts {
+                    writer: VerdictsWriter::new(
+                        (&record.topic, record.partition),
+                        (&cx.plugin, &cx.plugin_version),
+                        matches!(mode, Mode::Redrive { .. }),
+                    ),
+                    first: (event_id.clone(), record.offset),
+                    trace: None,
+                });
+            let trace = trace.map(|t| t.to_string());
+            partition.writer.push(
+                (event_id, record.offset),
+                decision.order_status(),
+                decision.reason_and_kind(),
+                trace.as_deref(),
+            );
+            if partition.trace.is_none() {
+                partition.trace = trace;
+            }
         }
         if mode == Mode::Ingest {
             plan.outcomes.push(handled, &decision);
@@ -322,16 +346,16 @@ pub fn plan(
         plan.decisions.push(decision);
     }
     if let Some(topic) = &cx.status_topic {
-        for (partition, events) in verdicts {
+        for (partition, verdicts) in verdicts {
             plan.outbox
-                .extend(verdicts_record(topic, cx, mode, partition, &events));
+                .push(verdicts_record(topic, cx, mode, partition, verdicts));
         }
     }
     changed.sort_unstable();
     changed.dedup();
     plan.stock = changed
         .into_iter()
-        .filter_map(|id| stock.get(&id).map(|value| (id, *value)))
+        .filter_map(|id| stock.get(id).map(|value| (id.to_string(), *value)))
         .collect();
     plan.report.queued = plan.outbox.len();
     plan
@@ -355,17 +379,19 @@ impl Outcomes {
     }
 }
 
-/// Apply one record's mutations to the locked stock, all or nothing.
-/// Returns the products it changed, or the refusal.
+/// Apply one record's mutations to the locked stock, all or nothing; the refusal otherwise.
 pub fn apply_in_memory(
     stock: &mut HashMap<String, i64>,
     mutations: &[Mutation],
-) -> Result<Vec<String>, Decision> {
-    let mut scratch: HashMap<&str, i64> = HashMap::new();
+) -> Result<(), Decision> {
+    // What the record's mutations make of each product, before any is applied. Most records
+    // touch one product or a few: a list, searched from the end.
+    let mut scratch: Vec<(&str, i64)> = Vec::with_capacity(mutations.len().min(16));
     for Mutation::StockAdjustment { product_id, delta } in mutations {
         let id = product_id.as_str();
-        let current = match scratch.get(id) {
-            Some(value) => *value,
+        let earlier = scratch.iter().rposition(|(p, _)| *p == id);
+        let current = match earlier {
+            Some(at) => scratch[at].1,
             None => *stock.get(id).ok_or_else(|| Decision::Rejected {
                 kind: "unknown-product",
                 reason: format!("unknown product {id}"),
@@ -386,13 +412,17 @@ pub fn apply_in_memory(
                 ),
             });
         }
-        scratch.insert(id, updated);
+        match earlier {
+            Some(at) => scratch[at].1 = updated,
+            None => scratch.push((id, updated)),
+        }
     }
-    let touched = scratch.keys().map(|id| id.to_string()).collect();
     for (id, value) in scratch {
-        stock.insert(id.to_string(), value);
+        if let Some(entry) = stock.get_mut(id) {
+            *entry = value;
+        }
     }
-    Ok(touched)
+    Ok(())
 }
 
 fn dead_letter_row(handled: &Handled, kind: &'static str, reason: &str) -> DeadLetterRow {
@@ -442,28 +472,13 @@ fn dead_letter_record(topic: &str, cx: &BatchContext, row: &DeadLetterRow) -> Re
     }
 }
 
-fn status_event(
-    cx: &BatchContext,
-    handled: &Handled,
-    event_id: &str,
-    decision: &Decision,
-    mode: Mode,
-    trace: Option<TraceParent>,
-) -> StatusEvent {
-    let (kind, reason) = decision.kind_and_reason();
-    StatusEvent {
-        order_id: event_id.to_string(),
-        status: decision.order_status(),
-        reason: reason.map(str::to_string),
-        error_kind: kind.map(str::to_string),
-        plugin: cx.plugin.clone(),
-        plugin_version: cx.plugin_version.clone(),
-        topic: handled.record.topic.clone(),
-        partition: handled.record.partition,
-        offset: handled.record.offset,
-        redriven: matches!(mode, Mode::Redrive { .. }),
-        trace: trace.map(|t| t.to_string()),
-    }
+/// The verdicts on one source partition's records, being written.
+struct PartitionVerdicts {
+    writer: VerdictsWriter,
+    /// The first verdict's order id and offset (the record's own event id names them).
+    first: (String, i64),
+    /// The first traced verdict's processing span.
+    trace: Option<String>,
 }
 
 /// The context of a record's processing span, a child of the context the record carries
@@ -495,26 +510,26 @@ fn verdicts_record(
     cx: &BatchContext,
     mode: Mode,
     partition: i32,
-    events: &[StatusEvent],
-) -> Option<Record> {
-    let first = events.first()?;
+    verdicts: PartitionVerdicts,
+) -> Record {
+    let (first_order, first_offset) = &verdicts.first;
     let dedupe_id = match mode {
-        Mode::Ingest => format!("{}/{partition}/{}/status", cx.topic, first.offset),
-        Mode::Redrive { attempt } => format!("{}/redrive/{attempt}", first.order_id),
+        Mode::Ingest => format!("{}/{partition}/{first_offset}/status", cx.topic),
+        Mode::Redrive { attempt } => format!("{first_order}/redrive/{attempt}"),
     };
     let mut headers = vec![
         Header::text(EVENT_ID_HEADER, dedupe_id),
         Header::text("content-type", VERDICTS_CONTENT_TYPE),
     ];
-    if let Some(trace) = events.iter().find_map(|e| e.trace.as_deref()) {
+    if let Some(trace) = verdicts.trace {
         headers.push(Header::text(TRACEPARENT, trace));
     }
-    Some(Record {
+    Record {
         topic: topic.to_string(),
         key: Some(format!("{}/{partition}", cx.topic).into_bytes()),
-        payload: encode_verdicts(events),
+        payload: Some(verdicts.writer.finish()),
         headers,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -658,7 +673,7 @@ mod tests {
             handled(0, 5, None, Ok(vec![adjust("P", -2)])),
         ];
         let records: Vec<&Handled> = batch.iter().collect();
-        let new_ids = HashSet::from(["a".to_string(), "b".to_string(), "c".to_string()]);
+        let new_ids = HashSet::from(["a", "b", "c"]);
         let mut stock = HashMap::from([("P".to_string(), 5)]);
 
         let plan = plan(&cx(), Mode::Ingest, &records, &new_ids, &mut stock);
@@ -741,7 +756,7 @@ mod tests {
             handled(0, 8, Some("b"), Ok(vec![adjust("P", -1)])),
         ];
         let records: Vec<&Handled> = batch.iter().collect();
-        let new_ids = HashSet::from(["a".to_string(), "b".to_string(), "t".to_string()]);
+        let new_ids = HashSet::from(["a", "b", "t"]);
         let mut stock = HashMap::from([("P".to_string(), 10)]);
 
         let plan = plan(&cx(), Mode::Ingest, &records, &new_ids, &mut stock);
@@ -789,7 +804,7 @@ mod tests {
         let records: Vec<&Handled> = batch.iter().collect();
         let mut cx = cx();
         cx.shadow_version = Some("v2".into());
-        let new_ids = HashSet::from(["a".to_string(), "b".to_string(), "c".to_string()]);
+        let new_ids = HashSet::from(["a", "b", "c"]);
         let mut stock = HashMap::from([("P".to_string(), 10)]);
 
         let plan = plan(&cx, Mode::Ingest, &records, &new_ids, &mut stock);
@@ -811,7 +826,7 @@ mod tests {
     fn a_redrive_reports_its_verdict_with_the_error_kind_and_writes_no_new_dead_letter() {
         let batch = [handled(3, 9, Some("e"), Ok(vec![adjust("P", -9)]))];
         let records: Vec<&Handled> = batch.iter().collect();
-        let new_ids = HashSet::from(["e".to_string()]);
+        let new_ids = HashSet::from(["e"]);
         let mut stock = HashMap::from([("P".to_string(), 5)]);
 
         let plan = plan(

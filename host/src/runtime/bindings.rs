@@ -46,6 +46,52 @@ impl From<&Consumed> for Message {
     }
 }
 
+/// The same, taking the record's buffers instead of copying them (ingest gives them back with
+/// [`Message::into_record`] once the calls are made).
+impl From<Consumed> for Message {
+    fn from(record: Consumed) -> Self {
+        Self {
+            topic: record.topic,
+            partition: record.partition,
+            offset: record.offset,
+            key: record.key,
+            payload: record.payload.unwrap_or_default(),
+            headers: record
+                .headers
+                .into_iter()
+                .map(|h| Header {
+                    key: h.key,
+                    value: h.value,
+                })
+                .collect(),
+            timestamp_ms: record.timestamp_ms,
+        }
+    }
+}
+
+impl Message {
+    /// The record this message was made of; `tombstone`: whether it had no payload at all (a
+    /// message's payload is empty for both).
+    pub fn into_record(self, tombstone: bool) -> Consumed {
+        Consumed {
+            topic: self.topic,
+            partition: self.partition,
+            offset: self.offset,
+            key: self.key,
+            payload: (!tombstone).then_some(self.payload),
+            headers: self
+                .headers
+                .into_iter()
+                .map(|h| crate::domain::Header {
+                    key: h.key,
+                    value: h.value,
+                })
+                .collect(),
+            timestamp_ms: self.timestamp_ms,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Settings;
 use crate::control::PluginControl;
 use crate::db;
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, OrderWriter};
 use crate::ingest::{self, Ingest, IngestHealth};
 use crate::metrics::Metrics;
 use crate::outbox::{self, Relay, status};
@@ -88,7 +88,7 @@ impl Application {
         let state = AppState {
             pool: pool.clone(),
             topic: settings.kafka.topic.as_str().into(),
-            relay_wake: Arc::clone(&relay_wake),
+            orders: OrderWriter::start(pool.clone(), Arc::clone(&relay_wake)),
             status_topic: settings.kafka.status_topic.as_str().into(),
             control: Arc::clone(&control),
             routes: settings.kafka.routes.clone(),

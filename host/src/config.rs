@@ -309,7 +309,6 @@ impl Settings {
         settings.kafka.topic = topic.to_string();
         settings.kafka.status_topic = kafka::status_topic_for(topic);
         settings.kafka.routes = Routes::single(topic, "stock");
-        settings.kafka.consumer_defaults = kafka::embedded_broker_consumer_defaults();
         Ok(settings)
     }
 
@@ -338,7 +337,6 @@ impl Settings {
                 status_topic: common.status_topic,
                 orders_group_id: common.orders_group_id,
                 options,
-                consumer_defaults: Vec::new(),
             },
             ingest: IngestSettings {
                 batch_max_messages: common.batch_max_messages.max(1),

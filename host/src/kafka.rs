@@ -18,9 +18,6 @@ pub struct KafkaSettings {
     pub routes: Routes,
     /// librdkafka properties applied last, over Sluice's own defaults.
     pub options: Vec<(String, String)>,
-    /// Defaults for the consumers only, applied before `options` (e.g. `sluice dev` shortens
-    /// `fetch.wait.max.ms` for its embedded broker).
-    pub consumer_defaults: Vec<(String, String)>,
 }
 
 impl KafkaSettings {
@@ -47,11 +44,12 @@ pub fn status_topic_for(topic: &str) -> String {
     format!("{topic}.status")
 }
 
-/// The embedded broker answers a waiting fetch only when `fetch.wait.max.ms` runs out, not
-/// when a record arrives (a real broker does): consumers of it keep the wait short.
-pub fn embedded_broker_consumer_defaults() -> Vec<(String, String)> {
-    vec![("fetch.wait.max.ms".into(), "10".into())]
-}
+/// How long a fetch may wait at the broker for records: librdkafka's 500 ms would be paid per
+/// consumer hop at low rates by brokers that answer only when the wait runs out (the embedded
+/// one does; a Kafka broker answers as soon as a record arrives). Under a backlog every fetch
+/// returns full at once, so the short wait costs nothing there; an idle consumer asks each
+/// broker up to 100 times a second (raise it with `-X fetch.wait.max.ms=…`).
+pub const FETCH_WAIT_MAX_MS: &str = "10";
 
 /// A consumer of one of Sluice's groups. Offsets are never committed automatically; where an
 /// offset is stored is the caller's decision.
@@ -64,8 +62,9 @@ pub fn consumer_config(kafka: &KafkaSettings, group_id: &str, client_id: &str) -
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false");
-    for (key, value) in kafka.consumer_defaults.iter().chain(&kafka.options) {
+        .set("enable.partition.eof", "false")
+        .set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS);
+    for (key, value) in &kafka.options {
         config.set(key, value);
     }
     config

@@ -158,3 +158,14 @@ pub fn percentiles(samples: &mut [Duration]) -> (Duration, Duration) {
     let at = |q: usize| samples[(samples.len() * q / 100).min(samples.len() - 1)];
     (at(50), at(99))
 }
+
+/// CPU seconds of this process's children that have ended (e.g. a finished `pgbench`).
+pub fn children_cpu() -> f64 {
+    // SAFETY: getrusage writes only into the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}

@@ -211,8 +211,8 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     if wanted("http") {
-        let (post, latency) = bench.http().await?;
-        figures.extend([post, latency]);
+        figures.extend(bench.http().await?);
+        figures.push(bench.pgbench().await?);
     }
     let rate = |scenario: &str| {
         figures
@@ -233,6 +233,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
             "per-message",
         ),
         ("with swaps / without", "swaps", "ingest-wasm"),
+        ("POST /orders / pgbench", "http-post", "pgbench"),
     ]
     .into_iter()
     .filter_map(|(what, a, b)| Some((what.to_string(), rate(a)? / rate(b)?)))
@@ -326,9 +327,6 @@ impl Bench<'_> {
         let mut settings = Settings::local(self.url.expose_secret(), &self.brokers, topic)?;
         settings.kafka.group_id = format!("bench-{}", uuid::Uuid::new_v4().simple());
         settings.kafka.orders_group_id = format!("{}-orders", settings.kafka.group_id);
-        if self.args.brokers.is_some() {
-            settings.kafka.consumer_defaults.clear();
-        }
         Ok(settings)
     }
 

@@ -24,34 +24,43 @@ pub struct OrderRow {
 const COLUMNS: &str = "order_id, user_id, product_id, quantity, unit_price, total_price, \
                        status, status_reason, created_at, plugin, plugin_version";
 
-/// Insert the order and queue its event in the outbox, in one statement (so one transaction
-/// and one round trip).
-pub async fn insert_with_event(
+/// Insert orders and queue their events as one outbox row, in one statement (so one
+/// transaction and one round trip, however many orders).
+pub async fn insert_with_events(
     pool: &PgPool,
-    order: &OrderRow,
-    event: &crate::domain::Record,
+    orders: &[(&OrderRow, &crate::domain::Record)],
 ) -> sqlx::Result<()> {
+    let rows = || orders.iter().map(|(row, _)| *row);
+    let events: Vec<&crate::domain::Record> = orders.iter().map(|(_, event)| *event).collect();
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "WITH inserted AS (
-             INSERT INTO orders ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             INSERT INTO orders ({COLUMNS})
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int[], $5::bigint[],
+                                  $6::bigint[], $7::text[], $8::text[], $9::timestamptz[],
+                                  $10::text[], $11::text[])
          )
-         INSERT INTO outbox (topic, key, payload, headers) VALUES ($12, $13, $14, $15)"
+         INSERT INTO outbox (records) VALUES ($12)"
     )))
-    .bind(order.order_id)
-    .bind(&order.user_id)
-    .bind(&order.product_id)
-    .bind(order.quantity)
-    .bind(order.unit_price)
-    .bind(order.total_price)
-    .bind(&order.status)
-    .bind(&order.status_reason)
-    .bind(order.created_at)
-    .bind(&order.plugin)
-    .bind(&order.plugin_version)
-    .bind(&event.topic)
-    .bind(&event.key)
-    .bind(&event.payload)
-    .bind(sqlx::types::Json(&event.headers))
+    .bind(rows().map(|o| o.order_id).collect::<Vec<_>>())
+    .bind(rows().map(|o| o.user_id.as_str()).collect::<Vec<_>>())
+    .bind(rows().map(|o| o.product_id.as_str()).collect::<Vec<_>>())
+    .bind(rows().map(|o| o.quantity).collect::<Vec<_>>())
+    .bind(rows().map(|o| o.unit_price).collect::<Vec<_>>())
+    .bind(rows().map(|o| o.total_price).collect::<Vec<_>>())
+    .bind(rows().map(|o| o.status.as_str()).collect::<Vec<_>>())
+    .bind(
+        rows()
+            .map(|o| o.status_reason.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(rows().map(|o| o.created_at).collect::<Vec<_>>())
+    .bind(rows().map(|o| o.plugin.as_deref()).collect::<Vec<_>>())
+    .bind(
+        rows()
+            .map(|o| o.plugin_version.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(crate::domain::encode_records(&events))
     .execute(pool)
     .await?;
     Ok(())

@@ -5,7 +5,7 @@ mod broker;
 mod postgres;
 
 pub use broker::EmbeddedKafka;
-pub use postgres::EmbeddedPostgres;
+pub use postgres::{EmbeddedPostgres, postgres_program};
 
 use anyhow::Context as _;
 use clap::Args;
@@ -14,7 +14,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Application;
 use crate::config::{CommonArgs, Settings};
-use crate::kafka;
 
 #[derive(Debug, Args)]
 pub struct DevArgs {
@@ -60,13 +59,11 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
         }
     };
 
-    let mut settings = Settings::from_args(
+    let settings = Settings::from_args(
         args.common,
         database_url,
         kafka.bootstrap_servers().to_string(),
     );
-    // -X and SLUICE_KAFKA_OPTIONS still override these.
-    settings.kafka.consumer_defaults = kafka::embedded_broker_consumer_defaults();
     // The embedded broker cannot create topics on request: make every topic Sluice uses.
     let topics = settings.kafka.topics();
     for topic in &topics {

@@ -356,6 +356,13 @@ fn server_user() -> anyhow::Result<Option<User>> {
     Ok(Some(user))
 }
 
+/// One of PostgreSQL's programs (e.g. `pgbench`), from where the server's are.
+pub fn postgres_program(name: &str) -> anyhow::Result<PathBuf> {
+    let program = find_bin_dir()?.join(name);
+    anyhow::ensure!(program.exists(), "{} is not installed", program.display());
+    Ok(program)
+}
+
 /// Where initdb and postgres live: `SLUICE_PG_BIN`, the newest `/usr/lib/postgresql/*/bin`,
 /// or `pg_config --bindir`.
 fn find_bin_dir() -> anyhow::Result<PathBuf> {

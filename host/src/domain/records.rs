@@ -189,7 +189,10 @@ mod tests {
         ];
         let encoded = encode_records(&records);
         assert_eq!(decode_records(&encoded).unwrap(), records);
-        assert_eq!(decode_records(&encode_records(&[])).unwrap(), Vec::new());
+        assert_eq!(
+            decode_records(&encode_records::<Record>(&[])).unwrap(),
+            Vec::new()
+        );
         assert!(decode_records(&encoded[..encoded.len() - 1]).is_err());
         assert!(decode_records(&[encoded.as_slice(), b"x"].concat()).is_err());
         assert!(

@@ -6,6 +6,7 @@ use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use super::order_writer::WriteError;
 use crate::control::InstallError;
 use crate::domain::ValidationError;
 use crate::ingest::redrive::RedriveError;
@@ -97,6 +98,15 @@ impl From<RedriveError> for ApiError {
             }
             RedriveError::Database(e) => e.into(),
             RedriveError::Join(e) => Self::Internal(e.into()),
+        }
+    }
+}
+
+impl From<WriteError> for ApiError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Database(e) => e.into(),
+            WriteError::Stopped => Self::Unavailable("the service is shutting down; retry".into()),
         }
     }
 }

@@ -8,6 +8,7 @@ mod dead_letters;
 mod error;
 mod metrics;
 mod openapi;
+mod order_writer;
 mod orders;
 mod plugins;
 mod server;
@@ -19,7 +20,6 @@ use axum::http::header::CONTENT_TYPE;
 use axum::routing::get;
 use axum::{Router, middleware};
 use sqlx::PgPool;
-use tokio::sync::Notify;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -29,6 +29,7 @@ use crate::ingest::IngestHealth;
 
 pub use admin::AdminAccess;
 pub use error::{ApiError, ApiJson, ApiPath, ApiQuery};
+pub use order_writer::{OrderWriter, WriteError};
 pub use server::{EdgeLimits, serve};
 
 #[derive(Clone)]
@@ -36,8 +37,8 @@ pub struct AppState {
     pub pool: PgPool,
     /// The topic order events are published to.
     pub topic: Arc<str>,
-    /// Wakes the outbox relay after an order commits.
-    pub relay_wake: Arc<Notify>,
+    /// Writes orders with their events, many requests' in one statement.
+    pub orders: OrderWriter,
     /// Where redrive verdicts are reported.
     pub status_topic: Arc<str>,
     /// Plugin installs, rollbacks and the active versions (dead letters are redriven

@@ -178,8 +178,7 @@ pub async fn create(
             trace.header(),
         ],
     };
-    db::orders::insert_with_event(&state.pool, &row, &record).await?;
-    state.relay_wake.notify_one();
+    state.orders.write(row.clone(), record).await?;
     tracing::debug!("order created");
     if otlp::enabled() {
         otlp::export(otlp::Span {

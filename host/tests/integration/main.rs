@@ -12,6 +12,7 @@ mod database_restart;
 mod duplicates;
 mod hardening;
 mod layers;
+mod order_writes;
 mod outbox_crash;
 mod plugin_kit;
 mod plugin_sandbox;

@@ -27,6 +27,10 @@ async fn hostile_plugin_calls_cost_only_their_own_message() {
         .env("RUST_LOG", "info,plugin=debug");
     let mut process = Serve::spawn(&config, "hostile");
     process.wait_healthy().await;
+    // scripts/test runs this test in each isolation setting: the plugin runs in the one asked.
+    let isolation = std::env::var("SLUICE_PLUGIN_ISOLATION").unwrap_or_else(|_| "batch".into());
+    let plugins = get_json(&reqwest::Client::new(), &process.url("/plugins")).await;
+    assert_eq!(plugins[0]["isolation"], isolation.as_str(), "{plugins}");
     let producer = broker.producer();
 
     // Act: every misbehaviour, each between two well-behaved messages, all on one partition.

@@ -263,14 +263,16 @@ pub fn settings(db_url: &str, broker: &Broker, topic: &str, group: &str) -> Sett
     settings.kafka.group_id = group.to_string();
     settings.kafka.orders_group_id = format!("{group}-orders");
     settings.kafka.options = vec![("session.timeout.ms".into(), "6000".into())];
-    if broker.embedded().is_none() {
-        settings.kafka.consumer_defaults.clear();
-    }
     settings.ingest.batch_max_messages = 500;
     settings.ingest.batch_max_wait = Duration::from_millis(10);
     settings.ingest.dedupe_retention = Duration::from_secs(3600);
     settings.ingest.plugin_threads = 2;
-    settings.sandbox = SandboxConfig::default();
+    // The environment's isolation setting stays: scripts/test runs the guarantee and hostile
+    // tests again with SLUICE_PLUGIN_ISOLATION=record.
+    settings.sandbox = SandboxConfig {
+        isolation: settings.sandbox.isolation.clone(),
+        ..SandboxConfig::default()
+    };
     settings.admin = sluice::http::AdminAccess::Loopback;
     settings.public_dead_letters = false;
     // The app runs inside the test binary: compile in a `sluice` child process.

@@ -11,7 +11,8 @@
 //!   positions); [`ingest::redrive`] takes a dead letter through the same two steps.
 //!
 //! **orders** — HTTP request → order + outbox row → relay → Kafka event → verdict:
-//! - [`http`]: `POST /orders` writes the order and its event in one transaction;
+//! - [`http`]: `POST /orders` writes the order and its event in one transaction (the orders
+//!   of concurrent requests in one statement);
 //! - [`outbox::relay`]: publishes committed rows, deletes them once acknowledged;
 //! - [`outbox::status`]: the catalog side's verdicts update the orders.
 //!

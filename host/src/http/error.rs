@@ -105,7 +105,17 @@ impl From<RedriveError> for ApiError {
 impl From<WriteError> for ApiError {
     fn from(e: WriteError) -> Self {
         match e {
-            WriteError::Database(e) => e.into(),
+            WriteError::Database(e) => match std::sync::Arc::try_unwrap(e) {
+                Ok(e) => e.into(),
+                // Shared by the orders of one group: the same answer for each.
+                Err(shared) if database_unavailable(&shared) => {
+                    tracing::warn!(error = %shared, "database unavailable");
+                    Self::Unavailable("the database is unavailable; retry later".into())
+                }
+                Err(shared) => {
+                    Self::Internal(anyhow::anyhow!("{shared}").context("database query failed"))
+                }
+            },
             WriteError::Stopped => Self::Unavailable("the service is shutting down; retry".into()),
         }
     }

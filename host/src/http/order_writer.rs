@@ -18,16 +18,20 @@ const IN_FLIGHT: usize = 1;
 /// Why an order was not written.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
+    /// The statement failed: the error is shared by the orders of a group when the database
+    /// could not be used at all (it is down, the pool timed out), and the order's own otherwise.
     #[error(transparent)]
-    Database(#[from] sqlx::Error),
+    Database(Arc<sqlx::Error>),
     #[error("the order writer has stopped")]
     Stopped,
 }
 
+type Written = Result<(), Arc<sqlx::Error>>;
+
 struct Pending {
     row: OrderRow,
     event: Record,
-    done: oneshot::Sender<sqlx::Result<()>>,
+    done: oneshot::Sender<Written>,
 }
 
 /// Hands orders to the writer task. Cloned into every request's state.
@@ -52,7 +56,10 @@ impl OrderWriter {
             .send(Pending { row, event, done })
             .await
             .map_err(|_| WriteError::Stopped)?;
-        Ok(written.await.map_err(|_| WriteError::Stopped)??)
+        written
+            .await
+            .map_err(|_| WriteError::Stopped)?
+            .map_err(WriteError::Database)
     }
 }
 
@@ -83,31 +90,30 @@ async fn run(pool: PgPool, mut requests: mpsc::Receiver<Pending>, relay_wake: Ar
     let _ = in_flight.acquire_many(IN_FLIGHT as u32).await;
 }
 
-/// One statement for the batch; if it fails, each order alone, so that one order's error is
-/// that order's answer and the others are written.
+/// One statement for the batch. If the database refused it (a constraint, a value), each order
+/// alone, so that one order's error is that order's answer and the others are written; if the
+/// database could not be used, every order of the batch gets that answer at once (trying them
+/// one by one would hold the next batches for as many timeouts).
 async fn write(pool: &PgPool, batch: Vec<Pending>) {
     let orders: Vec<(&OrderRow, &Record)> = batch.iter().map(|p| (&p.row, &p.event)).collect();
     let result = db::orders::insert_with_events(pool, &orders).await;
     drop(orders);
+    let answer = |batch: Vec<Pending>, result: Written| {
+        for pending in batch {
+            // The request may have gone (client disconnected): its order stands.
+            let _ = pending.done.send(result.clone());
+        }
+    };
     match result {
-        Ok(()) => {
-            for pending in batch {
-                // The request may have gone (client disconnected): its order stands.
-                let _ = pending.done.send(Ok(()));
-            }
-        }
-        Err(error) if batch.len() == 1 => {
-            if let Some(pending) = batch.into_iter().next() {
-                let _ = pending.done.send(Err(error));
-            }
-        }
-        Err(error) => {
-            tracing::debug!(%error, orders = batch.len(), "batched order insert failed; writing one by one");
+        Ok(()) => answer(batch, Ok(())),
+        Err(error @ sqlx::Error::Database(_)) if batch.len() > 1 => {
+            tracing::debug!(%error, orders = batch.len(), "batched order insert refused; writing one by one");
             for pending in batch {
                 let result =
                     db::orders::insert_with_events(pool, &[(&pending.row, &pending.event)]).await;
-                let _ = pending.done.send(result);
+                let _ = pending.done.send(result.map_err(Arc::new));
             }
         }
+        Err(error) => answer(batch, Err(Arc::new(error))),
     }
 }

@@ -75,6 +75,31 @@ async fn a_database_restart_mid_stream_skips_nothing() {
         503,
         "POST /orders during the outage"
     );
+    // Concurrent orders share statements (group commit): a group meets the outage once, and
+    // every order of it is answered 503 at once, not one pool timeout after another.
+    let group_asked = Instant::now();
+    let statuses = futures::future::join_all((0..20).map(|i| {
+        client
+            .post(process.url("/orders"))
+            .json(
+                &serde_json::json!({"userId": format!("u{i}"), "productId": "LOAD-00",
+                                      "quantity": 1, "unitPrice": 1}),
+            )
+            .send()
+    }))
+    .await;
+    for status in statuses {
+        assert_eq!(
+            status.unwrap().status().as_u16(),
+            503,
+            "concurrent POST /orders during the outage"
+        );
+    }
+    let group_answered = group_asked.elapsed();
+    assert!(
+        group_answered < Duration::from_secs(10),
+        "20 concurrent orders took {group_answered:?} to be refused (one pool timeout each?)"
+    );
     let catalogs = client.get(process.url("/catalogs")).send().await.unwrap();
     assert_eq!(
         catalogs.status().as_u16(),

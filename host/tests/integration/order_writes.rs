@@ -123,9 +123,10 @@ async fn a_failing_order_fails_alone_and_its_batch_is_written() {
     // events were written.
     for (i, result) in results.iter().enumerate() {
         match (i, result) {
-            (37, Err(WriteError::Database(sqlx::Error::Database(e)))) => {
-                assert_eq!(e.code().as_deref(), Some("23505"), "{e}")
-            }
+            (37, Err(WriteError::Database(e))) => match e.as_ref() {
+                sqlx::Error::Database(e) => assert_eq!(e.code().as_deref(), Some("23505"), "{e}"),
+                other => panic!("the duplicate order: {other}"),
+            },
             (37, other) => panic!("the duplicate order: {other:?}"),
             (_, Ok(())) => {}
             (i, Err(e)) => panic!("order {i} failed: {e}"),

@@ -147,12 +147,6 @@ impl Decision {
         }
     }
 
-    /// The reason and the kind, as a verdict carries them.
-    fn reason_and_kind(&self) -> (Option<&str>, Option<&str>) {
-        let (kind, reason) = self.kind_and_reason();
-        (reason, kind)
-    }
-
     pub fn kind_and_reason(&self) -> (Option<&'static str>, Option<&str>) {
         match self {
             Self::Rejected { kind, reason } | Self::DeadLetter { kind, reason } => {
@@ -330,10 +324,11 @@ pub fn plan(
                     trace: None,
                 });
             let trace = trace.map(|t| t.to_string());
+            let (kind, reason) = decision.kind_and_reason();
             partition.writer.push(
                 (event_id, record.offset),
                 decision.order_status(),
-                decision.reason_and_kind(),
+                (reason, kind),
                 trace.as_deref(),
             );
             if partition.trace.is_none() {

@@ -63,6 +63,14 @@ impl Application {
             tracing::info!(%topic, plugin = name, version = plugin.version(), "route");
         }
 
+        // `auto` becomes what the brokers support, once, for both groups.
+        let mut settings = settings;
+        settings.kafka.group_protocol = {
+            let kafka = settings.kafka.clone();
+            tokio::task::spawn_blocking(move || ingest::consumer::resolve_group_protocol(&kafka))
+                .await
+                .context("resolving the group protocol")?
+        };
         let fence = Arc::new(tokio::sync::Mutex::new(()));
         let consumer = ingest::consumer::create(
             &settings.kafka,

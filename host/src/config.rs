@@ -12,7 +12,7 @@ use secrecy::SecretString;
 use crate::domain::Routes;
 use crate::http::{AdminAccess, EdgeLimits};
 use crate::ingest::IngestSettings;
-use crate::kafka::{self, KafkaSettings};
+use crate::kafka::{self, GroupProtocol, KafkaSettings};
 use crate::runtime::{
     CompileLimits, Compiler, Isolation, IsolationConfig, Limits, NativeHandler, PluginConfig,
     SandboxConfig,
@@ -89,6 +89,20 @@ pub struct CommonArgs {
     /// which may carry personal data, so by default reading them is admin.
     #[arg(long, env = "SLUICE_PUBLIC_DEAD_LETTERS")]
     pub public_dead_letters: bool,
+
+    /// How the members of a group share its partitions: `consumer` (Kafka's consumer group
+    /// protocol, KIP-848: the broker moves only the partitions that change owner), `classic`
+    /// (the cooperative-sticky assignor), or `auto`: `consumer` where the broker supports it
+    /// and no classic-only property (`-X session.timeout.ms=…`) is set.
+    #[arg(long, env = "SLUICE_GROUP_PROTOCOL", default_value = "auto",
+          value_parser = parse_group_protocol)]
+    pub group_protocol: GroupProtocol,
+
+    /// This member's stable name in its groups (static membership; e.g. the pod or host
+    /// name): restarted within the group's session timeout, it gets its partitions back with
+    /// no reassignment. Unique per member.
+    #[arg(long, env = "SLUICE_INSTANCE_ID")]
+    pub instance_id: Option<String>,
 
     /// Consumer group of the order side's status consumer.
     #[arg(long, env = "SLUICE_ORDERS_GROUP_ID", default_value = "sluice-orders")]
@@ -240,6 +254,10 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
+fn parse_group_protocol(raw: &str) -> Result<GroupProtocol, String> {
+    raw.parse()
+}
+
 fn parse_isolation(raw: &str) -> Result<String, String> {
     IsolationConfig::parse([raw]).map(|_| raw.trim().to_string())
 }
@@ -337,6 +355,8 @@ impl Settings {
                 status_topic: common.status_topic,
                 orders_group_id: common.orders_group_id,
                 options,
+                group_protocol: common.group_protocol,
+                instance_id: common.instance_id.filter(|id| !id.trim().is_empty()),
             },
             ingest: IngestSettings {
                 batch_max_messages: common.batch_max_messages.max(1),

@@ -1,6 +1,9 @@
 //! Kafka plumbing both flows share: the settings, client configurations, topic names, and the
 //! conversion of rdkafka's messages and headers to and from the domain's records.
 
+use std::fmt;
+use std::str::FromStr;
+
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header as KafkaHeader, Headers as _, OwnedHeaders};
 
@@ -18,7 +21,67 @@ pub struct KafkaSettings {
     pub routes: Routes,
     /// librdkafka properties applied last, over Sluice's own defaults.
     pub options: Vec<(String, String)>,
+    /// How the consumer groups (ingest, order status) share partitions among members.
+    pub group_protocol: GroupProtocol,
+    /// A member's stable name in its groups (static membership): restarted within the session
+    /// timeout, it gets its partitions back without a reassignment.
+    pub instance_id: Option<String>,
 }
+
+/// How the members of a group share its partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GroupProtocol {
+    /// `consumer` where the broker has it, `classic` otherwise (found out once at start).
+    #[default]
+    Auto,
+    /// Kafka's consumer group protocol (KIP-848, Kafka 4.0): the broker assigns, and a change
+    /// moves only the partitions that change owner, with no group-wide barrier.
+    Consumer,
+    /// The classic protocol with the cooperative-sticky assignor (KIP-429): incremental too,
+    /// but each change takes a group-wide join round.
+    Classic,
+}
+
+impl GroupProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Consumer => "consumer",
+            Self::Classic => "classic",
+        }
+    }
+}
+
+impl fmt::Display for GroupProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for GroupProtocol {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        match raw.trim() {
+            "auto" => Ok(Self::Auto),
+            "consumer" => Ok(Self::Consumer),
+            "classic" => Ok(Self::Classic),
+            other => Err(format!(
+                "unknown group protocol `{other}`: auto, consumer or classic"
+            )),
+        }
+    }
+}
+
+/// librdkafka properties that only the classic protocol takes (the consumer protocol's
+/// equivalents are broker settings); one of them among the options selects `classic` under
+/// `auto`.
+pub const CLASSIC_ONLY_OPTIONS: [&str; 4] = [
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "partition.assignment.strategy",
+    "group.protocol.type",
+];
 
 impl KafkaSettings {
     /// Where poison records of `topic` are copied: `topic` + the dead-letter suffix.
@@ -66,6 +129,29 @@ pub fn consumer_config(kafka: &KafkaSettings, group_id: &str, client_id: &str) -
         .set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS);
     for (key, value) in &kafka.options {
         config.set(key, value);
+    }
+    config
+}
+
+/// A member of one of Sluice's consumer groups: `consumer_config` with the group protocol
+/// (`Auto` is resolved before: see `ingest::consumer::resolve_group_protocol`) and the
+/// instance id. Under `classic` the assignor is cooperative-sticky unless the options name one.
+pub fn member_config(kafka: &KafkaSettings, group_id: &str, client_id: &str) -> ClientConfig {
+    let mut config = consumer_config(kafka, group_id, client_id);
+    if config.get("group.protocol").is_none() {
+        let protocol = match kafka.group_protocol {
+            GroupProtocol::Classic => "classic",
+            GroupProtocol::Auto | GroupProtocol::Consumer => "consumer",
+        };
+        config.set("group.protocol", protocol);
+    }
+    if config.get("group.protocol") == Some("classic")
+        && config.get("partition.assignment.strategy").is_none()
+    {
+        config.set("partition.assignment.strategy", "cooperative-sticky");
+    }
+    if let Some(id) = &kafka.instance_id {
+        config.set("group.instance.id", id);
     }
     config
 }

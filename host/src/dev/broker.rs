@@ -6,6 +6,15 @@ use rdkafka::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, DefaultProducerContext, Producer as _};
 
+/// The consumer groups' session timeout on the embedded broker (a Kafka broker's
+/// `group.consumer.session.timeout.ms`, 45 s by default): how long the partitions of a member
+/// that vanished without leaving (kill -9) wait for it, and how long a static member has to
+/// come back.
+pub const GROUP_SESSION_TIMEOUT_MS: i32 = 10_000;
+/// How often its members heartbeat (a Kafka broker's 5 s): a change of members reaches them
+/// within this.
+pub const GROUP_HEARTBEAT_INTERVAL_MS: i32 = 500;
+
 /// A mock cluster that lives as long as this value.
 pub struct EmbeddedKafka {
     /// The client that owns the mock cluster; dropping it stops the brokers.
@@ -34,10 +43,52 @@ impl EmbeddedKafka {
                 rdkafka_sys::rd_kafka_mock_group_initial_rebalance_delay_ms(cluster, 0);
             }
         }
-        Ok(Self {
+        let kafka = Self {
             owner,
             bootstrap_servers,
-        })
+        };
+        kafka.set_group_timeouts(GROUP_SESSION_TIMEOUT_MS, GROUP_HEARTBEAT_INTERVAL_MS);
+        Ok(kafka)
+    }
+
+    /// The consumer group protocol's session timeout and heartbeat interval, for groups
+    /// created from now on (a Kafka broker's `group.consumer.session.timeout.ms` and
+    /// `group.consumer.heartbeat.interval.ms`).
+    pub fn set_group_timeouts(&self, session_ms: i32, heartbeat_ms: i32) {
+        // SAFETY: the handle is the live client that owns the mock cluster.
+        unsafe {
+            let cluster =
+                rdkafka_sys::rd_kafka_handle_mock_cluster(self.owner.client().native_ptr());
+            if !cluster.is_null() {
+                rdkafka_sys::rd_kafka_mock_set_group_consumer_session_timeout_ms(
+                    cluster, session_ms,
+                );
+                rdkafka_sys::rd_kafka_mock_set_group_consumer_heartbeat_interval_ms(
+                    cluster,
+                    heartbeat_ms,
+                );
+            }
+        }
+    }
+
+    /// Make the broker deny the consumer group protocol, as a Kafka broker before 4.0 does
+    /// (for tests of the fallback).
+    pub fn deny_consumer_group_protocol(&self) {
+        // ConsumerGroupHeartbeat's API key.
+        const CONSUMER_GROUP_HEARTBEAT: i16 = 68;
+        // SAFETY: as above.
+        unsafe {
+            let cluster =
+                rdkafka_sys::rd_kafka_handle_mock_cluster(self.owner.client().native_ptr());
+            if !cluster.is_null() {
+                rdkafka_sys::rd_kafka_mock_set_apiversion(
+                    cluster,
+                    CONSUMER_GROUP_HEARTBEAT,
+                    -1,
+                    -1,
+                );
+            }
+        }
     }
 
     pub fn bootstrap_servers(&self) -> &str {

@@ -4,7 +4,7 @@
 mod broker;
 mod postgres;
 
-pub use broker::EmbeddedKafka;
+pub use broker::{EmbeddedKafka, GROUP_HEARTBEAT_INTERVAL_MS, GROUP_SESSION_TIMEOUT_MS};
 pub use postgres::{EmbeddedPostgres, postgres_program};
 
 use anyhow::Context as _;

@@ -1,17 +1,21 @@
-//! The Kafka side of ingest: consumer configuration, resuming from Postgres positions on
-//! assignment, polling batches, and copying committed positions back to Kafka.
+//! The Kafka side of ingest: group membership (protocol, assignment, revocation), resuming
+//! from Postgres positions on assignment, polling batches, and copying committed positions back
+//! to Kafka.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
-
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use rdkafka::ClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
+};
 use rdkafka::error::KafkaResult;
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::types::RDKafkaRespErr;
 use sqlx::PgPool;
 use tokio::runtime::Handle;
@@ -19,10 +23,136 @@ use tokio::runtime::Handle;
 use super::IngestSettings;
 use crate::db;
 use crate::domain::Consumed;
-use crate::kafka::{self, KafkaSettings};
+use crate::kafka::{self, CLASSIC_ONLY_OPTIONS, GroupProtocol, KafkaSettings};
 use crate::metrics::Metrics;
 
 pub type IngestConsumer = BaseConsumer<IngestContext>;
+
+/// How long a revocation waits for the commit in flight, so that the partition's next owner
+/// starts from the position it wrote (past it, the new owner finds those records decided and
+/// skips them: the stored position is the fence either way).
+const REVOKE_PATIENCE: Duration = Duration::from_secs(5);
+
+/// What `GroupProtocol::Auto` means for these settings and brokers, found out once at start:
+/// `classic` if the options set a classic-only property (`session.timeout.ms`, …) or the
+/// broker refuses the consumer group protocol, `consumer` otherwise. A throwaway member of a
+/// group of its own (`<group>.protocol-probe`, subscribed to an ingest topic, reading nothing) asks
+/// the group coordinator; it blocks for one heartbeat round trip (`PROBE_TIMEOUT` against a
+/// broker without the protocol).
+pub fn resolve_group_protocol(settings: &KafkaSettings) -> GroupProtocol {
+    if settings.group_protocol != GroupProtocol::Auto {
+        return settings.group_protocol;
+    }
+    if let Some((_, value)) = settings.options.iter().find(|(k, _)| k == "group.protocol") {
+        return value.parse().unwrap_or(GroupProtocol::Consumer);
+    }
+    if let Some((key, _)) = settings
+        .options
+        .iter()
+        .find(|(k, _)| CLASSIC_ONLY_OPTIONS.contains(&k.as_str()))
+    {
+        tracing::info!(option = %key, "a classic-protocol property is set: the consumer groups \
+                       use the classic protocol (cooperative-sticky)");
+        return GroupProtocol::Classic;
+    }
+    match probe_consumer_protocol(settings) {
+        Ok(true) => GroupProtocol::Consumer,
+        Ok(false) => {
+            tracing::info!(
+                "the broker does not support the consumer group protocol (KIP-848): \
+                            the consumer groups use the classic protocol (cooperative-sticky)"
+            );
+            GroupProtocol::Classic
+        }
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "cannot tell whether the broker supports \
+                           the consumer group protocol; using it (--group-protocol classic if not)");
+            GroupProtocol::Consumer
+        }
+    }
+}
+
+/// Long enough for a coordinator lookup and one heartbeat on a loaded broker.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `Ok(true)` once a consumer-protocol member is in its group, `Ok(false)` if the broker
+/// refused the protocol or answers everything but that.
+fn probe_consumer_protocol(settings: &KafkaSettings) -> anyhow::Result<bool> {
+    let group = format!("{}.protocol-probe", settings.group_id);
+    let mut config = kafka::consumer_config(settings, &group, "sluice-protocol-probe");
+    // It reads nothing: from the end, and only until its first assignment.
+    config
+        .set("group.protocol", "consumer")
+        .set("auto.offset.reset", "latest");
+    for key in CLASSIC_ONLY_OPTIONS {
+        config.remove(key);
+    }
+    let probe: BaseConsumer<ProbeContext> = config
+        .create_with_context(ProbeContext::default())
+        .context("creating the group protocol probe")?;
+    // The client heartbeats only once its subscription's topics are known: one Sluice reads.
+    let topic = settings.routes.topics().next().unwrap_or(&settings.topic);
+    probe
+        .subscribe(&[topic])
+        .context("subscribing the group protocol probe")?;
+    let deadline = Instant::now() + PROBE_TIMEOUT;
+    while Instant::now() < deadline {
+        // Its records and errors do not matter; only whether it gets into its group.
+        let _ = probe.poll(Duration::from_millis(20));
+        if let Some((code, reason)) = probe.client().fatal_error() {
+            return match code {
+                RDKafkaErrorCode::UnsupportedFeature | RDKafkaErrorCode::UnsupportedVersion => {
+                    Ok(false)
+                }
+                _ => Err(anyhow::anyhow!("the probe failed: {reason}")),
+            };
+        }
+        if probe.context().joined.load(Ordering::Relaxed) {
+            return Ok(true);
+        }
+    }
+    // librdkafka reports no error for a broker without the protocol: it finds no coordinator
+    // to ask and keeps looking. A broker that answers a metadata request but gave the member
+    // no group is such a broker.
+    match probe.fetch_metadata(Some(topic), Duration::from_secs(2)) {
+        Ok(_) => Ok(false),
+        Err(e) => Err(anyhow::Error::new(e).context("the brokers do not answer")),
+    }
+}
+
+/// Notes the probe's first assignment: it is in its group.
+#[derive(Default)]
+struct ProbeContext {
+    joined: AtomicBool,
+}
+
+impl ClientContext for ProbeContext {}
+
+impl ConsumerContext for ProbeContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if matches!(rebalance, Rebalance::Assign(_)) {
+            self.joined.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The consumer stopped for good (librdkafka's fatal error), with what to do about it.
+pub fn fatal_error(consumer: &IngestConsumer) -> Option<anyhow::Error> {
+    let (code, reason) = consumer.client().fatal_error()?;
+    let hint = match code {
+        RDKafkaErrorCode::UnsupportedFeature | RDKafkaErrorCode::UnsupportedVersion => {
+            " (the broker lacks what the group protocol needs: try --group-protocol classic)"
+        }
+        RDKafkaErrorCode::UnreleasedInstanceId | RDKafkaErrorCode::FencedInstanceId => {
+            " (another process holds this --instance-id, or held it and was killed: the broker \
+             frees it after the group's session timeout)"
+        }
+        _ => "",
+    };
+    Some(anyhow::anyhow!(
+        "the Kafka consumer stopped: {reason}{hint}"
+    ))
+}
 
 /// Build the group consumer. Offsets are never committed automatically: a position moves
 /// only after the Postgres transaction that applied the messages before it has committed.
@@ -39,8 +169,10 @@ pub fn create(
         group_id: settings.group_id.clone(),
         fence,
         metrics,
+        revoked: Mutex::new(Vec::new()),
+        any_revoked: AtomicBool::new(false),
     };
-    let mut config = kafka::consumer_config(settings, &settings.group_id, "sluice-ingest");
+    let mut config = kafka::member_config(settings, &settings.group_id, "sluice-ingest");
     if config.get("statistics.interval.ms").is_none() {
         // The consumer lag of `/metrics` comes from librdkafka's statistics: every second, so
         // that it shows a second or two after an assignment (the first fetch brings the end
@@ -65,6 +197,10 @@ pub struct IngestContext {
     /// Held by the batch commit in flight: positions are read after it, not before.
     fence: Arc<tokio::sync::Mutex<()>>,
     metrics: Arc<Metrics>,
+    /// Partitions revoked since the batch in hand was last checked: its records of these are
+    /// dropped (their next owner reads them again from the stored position).
+    revoked: Mutex<Vec<(String, i32)>>,
+    any_revoked: AtomicBool,
 }
 
 impl ClientContext for IngestContext {
@@ -118,7 +254,10 @@ impl ConsumerContext for IngestContext {
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                tracing::info!(count = tpl.count(), partitions = %describe(tpl), "partitions revoked");
+                let waited = self.hand_over(tpl);
+                tracing::info!(count = tpl.count(), partitions = %describe(tpl),
+                               lost = consumer.assignment_lost(),
+                               waited_ms = waited.as_millis() as u64, "partitions revoked");
                 if cooperative {
                     consumer.incremental_unassign(tpl)
                 } else {
@@ -137,6 +276,57 @@ impl ConsumerContext for IngestContext {
 }
 
 impl IngestContext {
+    /// Before `tpl` goes to its next owner: let the commit in flight finish (so that the next
+    /// owner resumes after it) and mark the partitions so that the batch in hand drops their
+    /// records. Partitions that stay are not touched. Returns how long it waited.
+    fn hand_over(&self, tpl: &TopicPartitionList) -> Duration {
+        {
+            let mut revoked = self.revoked.lock().unwrap_or_else(PoisonError::into_inner);
+            revoked.extend(
+                tpl.elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition())),
+            );
+        }
+        self.any_revoked.store(true, Ordering::Release);
+        let started = Instant::now();
+        let fence = Arc::clone(&self.fence);
+        let finished = self.runtime.block_on(async move {
+            tokio::time::timeout(REVOKE_PATIENCE, fence.lock_owned())
+                .await
+                .is_ok()
+        });
+        if !finished {
+            tracing::warn!(
+                "the commit in flight outlasted the revocation; the next owner skips \
+                            what it commits"
+            );
+        }
+        started.elapsed()
+    }
+
+    /// Drop the records of partitions revoked since the last call.
+    pub fn drop_revoked(&self, records: &mut Vec<Consumed>) {
+        if !self.any_revoked.load(Ordering::Acquire) {
+            return;
+        }
+        let revoked =
+            std::mem::take(&mut *self.revoked.lock().unwrap_or_else(PoisonError::into_inner));
+        self.any_revoked.store(false, Ordering::Release);
+        let before = records.len();
+        records.retain(|r| {
+            !revoked
+                .iter()
+                .any(|(topic, partition)| *partition == r.partition && *topic == r.topic)
+        });
+        if records.len() < before {
+            tracing::debug!(
+                dropped = before - records.len(),
+                "records of revoked partitions dropped from the batch in hand"
+            );
+        }
+    }
+
     /// Point each assigned partition at the position stored in Postgres. If Postgres cannot
     /// be read, Kafka's committed offset (never ahead of Postgres) is used instead; messages
     /// already applied are then skipped inside the apply transaction.
@@ -243,7 +433,11 @@ pub fn poll_batch(
             None => Duration::from_millis(100),
             Some(deadline) => deadline.saturating_duration_since(Instant::now()),
         };
-        match consumer.poll(timeout) {
+        let polled = consumer.poll(timeout);
+        // A revocation runs inside `poll`: what was gathered before it may belong to another
+        // member now.
+        consumer.context().drop_revoked(&mut batch);
+        match polled {
             Some(Ok(message)) => {
                 batch.push(kafka::consumed(&message));
                 deadline.get_or_insert_with(|| Instant::now() + settings.batch_max_wait);

@@ -129,11 +129,30 @@ struct Commit {
 }
 
 impl Ingest {
-    /// Consume until `shutdown`. The batch in hand is committed first, or left uncommitted
-    /// (and redelivered to whoever owns the partition next).
+    /// Consume until `shutdown`, then leave the group at once (its partitions go to the other
+    /// members without waiting for a session timeout; with an instance id the broker keeps them
+    /// for this member's return until the session timeout). The batch being committed is
+    /// committed first; the batch in hand, whose calls the shutdown interrupted, is left
+    /// uncommitted and read again by whoever owns its partitions next.
     pub fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(routes = %self.routes, group = %self.kafka.group_id,
+                       protocol = %self.kafka.group_protocol,
+                       instance_id = self.kafka.instance_id.as_deref().unwrap_or("-"),
                        plugin_threads = self.workers.current_num_threads(), "ingest started");
+        let consumed = self.consume(&shutdown);
+        let Self { consumer, .. } = self;
+        let leaving = Instant::now();
+        // Closing runs the revocation (and its hand-over) and tells the coordinator.
+        drop(consumer);
+        tracing::info!(
+            took_ms = leaving.elapsed().as_millis() as u64,
+            "left the consumer group"
+        );
+        consumed
+    }
+
+    fn consume(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let shutdown = shutdown.clone();
         // Records received while a commit was waiting for the database; they lead the next batch.
         let mut carried = Vec::new();
         let mut in_flight: Option<Commit> = None;
@@ -143,6 +162,9 @@ impl Ingest {
             if batch.is_empty() {
                 if let Some(commit) = in_flight.take() {
                     self.finish(commit, &shutdown, &mut carried);
+                }
+                if let Some(fatal) = consumer::fatal_error(&self.consumer) {
+                    return Err(fatal);
                 }
                 continue;
             }
@@ -266,7 +288,9 @@ impl Ingest {
                     }
                     let until = Instant::now() + PATIENCE;
                     while Instant::now() < until && !shutdown.is_cancelled() {
-                        match self.consumer.poll(Duration::from_millis(100)) {
+                        let polled = self.consumer.poll(Duration::from_millis(100));
+                        self.consumer.context().drop_revoked(carried);
+                        match polled {
                             Some(Ok(message)) => carried.push(kafka::consumed(&message)),
                             Some(Err(e)) => {
                                 tracing::debug!(error = %e, "consumer error while paused")

@@ -23,7 +23,7 @@ pub fn create_consumer(settings: &KafkaSettings) -> anyhow::Result<StreamConsume
     // Offsets are committed only after the update committed: at least once, and the update
     // is idempotent.
     let consumer: StreamConsumer =
-        kafka::consumer_config(settings, &settings.orders_group_id, "sluice-order-status")
+        kafka::member_config(settings, &settings.orders_group_id, "sluice-order-status")
             .create()
             .context("creating the status consumer")?;
     consumer
@@ -45,6 +45,9 @@ pub async fn run(
         let first = match first {
             Ok(message) => message,
             Err(e) => {
+                if let Some((_, reason)) = consumer.client().fatal_error() {
+                    anyhow::bail!("the status consumer stopped: {reason}");
+                }
                 tracing::warn!(error = %e, "status consumer error");
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;

@@ -12,6 +12,7 @@ mod database_restart;
 mod duplicates;
 mod hardening;
 mod layers;
+mod membership;
 mod order_writes;
 mod outbox_crash;
 mod plugin_kit;

@@ -110,6 +110,8 @@ impl Broker {
     /// An embedded mock cluster, whatever the environment says.
     pub fn start_embedded() -> Self {
         let kafka = EmbeddedKafka::start(1).expect("starting the embedded broker");
+        // A killed member gives up its partitions quickly.
+        kafka.set_group_timeouts(3000, 300);
         Self {
             bootstrap: kafka.bootstrap_servers().to_string(),
             embedded: Some(kafka),
@@ -262,7 +264,6 @@ pub fn settings(db_url: &str, broker: &Broker, topic: &str, group: &str) -> Sett
     settings.db_max_connections = 5;
     settings.kafka.group_id = group.to_string();
     settings.kafka.orders_group_id = format!("{group}-orders");
-    settings.kafka.options = vec![("session.timeout.ms".into(), "6000".into())];
     settings.ingest.batch_max_messages = 500;
     settings.ingest.batch_max_wait = Duration::from_millis(10);
     settings.ingest.dedupe_retention = Duration::from_secs(3600);

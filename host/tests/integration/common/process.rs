@@ -65,11 +65,6 @@ impl Serve {
             .env("SLUICE_GROUP_ID", &config.group)
             .env("SLUICE_ORDERS_GROUP_ID", format!("{}-orders", config.group))
             .env("SLUICE_HTTP_ADDR", format!("127.0.0.1:{port}"))
-            // A killed member must give up its partitions quickly.
-            .env(
-                "SLUICE_KAFKA_OPTIONS",
-                "session.timeout.ms=1500,heartbeat.interval.ms=300,fetch.wait.max.ms=10",
-            )
             .env("RUST_LOG", "info,sluice=debug")
             // A local setup: the tests call the admin endpoints from loopback.
             .env("SLUICE_ADMIN_OPEN_ON_LOOPBACK", "true")

@@ -114,7 +114,7 @@ pub struct CommonArgs {
     pub dedupe_retention_hours: u64,
 
     /// A librdkafka property for every Kafka client, kcat-style; repeatable
-    /// (e.g. -X session.timeout.ms=6000). Wins over SLUICE_KAFKA_OPTIONS.
+    /// (e.g. -X fetch.wait.max.ms=100). Wins over SLUICE_KAFKA_OPTIONS.
     #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub kafka_option: Vec<(String, String)>,
 

@@ -37,6 +37,11 @@ pub struct Metrics {
     pub batch_commit: HistogramFamily<1>,
     /// End offset − committed position, by topic and partition (librdkafka statistics).
     pub consumer_lag: Family<Labels<2>, Gauge>,
+    /// Partitions this member of the ingest group owns, by topic.
+    pub assigned_partitions: Family<Labels<1>, Gauge>,
+    /// Partitions given to or taken from this member, by change (assigned, revoked, lost:
+    /// taken without a revocation, e.g. after a session timeout).
+    pub partition_changes: Family<Labels<1>, Counter>,
     /// Outbox rows waiting to be published (read at scrape time).
     pub outbox_backlog: Gauge,
     /// From an outbox row's commit to the broker's acknowledgement of its last record.
@@ -82,6 +87,8 @@ impl Metrics {
             batch_records: Family::new_with_constructor(sizes),
             batch_commit: seconds_family(),
             consumer_lag: Family::default(),
+            assigned_partitions: Family::default(),
+            partition_changes: Family::default(),
             outbox_backlog: Gauge::default(),
             outbox_publish: seconds_histogram(),
             http_requests: Family::default(),
@@ -117,6 +124,16 @@ impl Metrics {
             "consumer_lag_records",
             "End offset minus committed position, by topic and partition",
             metrics.consumer_lag.clone(),
+        );
+        r.register(
+            "assigned_partitions",
+            "Partitions of the ingest group this member owns, by topic",
+            metrics.assigned_partitions.clone(),
+        );
+        r.register(
+            "partition_changes",
+            "Partitions given to or taken from this member (assigned, revoked, lost)",
+            metrics.partition_changes.clone(),
         );
         r.register(
             "outbox_backlog_rows",

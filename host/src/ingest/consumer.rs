@@ -171,6 +171,7 @@ pub fn create(
         metrics,
         revoked: Mutex::new(Vec::new()),
         any_revoked: AtomicBool::new(false),
+        metrics_topics: settings.routes.topics().map(str::to_string).collect(),
     };
     let mut config = kafka::member_config(settings, &settings.group_id, "sluice-ingest");
     if config.get("statistics.interval.ms").is_none() {
@@ -201,6 +202,8 @@ pub struct IngestContext {
     /// dropped (their next owner reads them again from the stored position).
     revoked: Mutex<Vec<(String, i32)>>,
     any_revoked: AtomicBool,
+    /// The subscribed topics: each one's owned-partition gauge, zero included.
+    metrics_topics: Vec<String>,
 }
 
 impl ClientContext for IngestContext {
@@ -272,10 +275,38 @@ impl ConsumerContext for IngestContext {
         if let Err(e) = result {
             tracing::error!(error = %e, "applying the new partition assignment failed");
         }
+        self.count_changes(consumer, err, tpl.count());
     }
 }
 
 impl IngestContext {
+    /// The partition metrics after a change of `count` partitions.
+    fn count_changes(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, count: usize) {
+        let change = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => "assigned",
+            _ if consumer.assignment_lost() => "lost",
+            _ => "revoked",
+        };
+        self.metrics
+            .partition_changes
+            .get_or_create(&[("change", change.to_string())])
+            .inc_by(count as u64);
+        let Ok(assignment) = consumer.assignment() else {
+            return;
+        };
+        let mut by_topic: BTreeMap<String, i64> = BTreeMap::new();
+        for element in assignment.elements() {
+            *by_topic.entry(element.topic().to_string()).or_default() += 1;
+        }
+        for topic in self.metrics_topics.iter() {
+            let owned = by_topic.get(topic.as_str()).copied().unwrap_or(0);
+            self.metrics
+                .assigned_partitions
+                .get_or_create(&[("topic", topic.clone())])
+                .set(owned);
+        }
+    }
+
     /// Before `tpl` goes to its next owner: let the commit in flight finish (so that the next
     /// owner resumes after it) and mark the partitions so that the batch in hand drops their
     /// records. Partitions that stay are not touched. Returns how long it waited.

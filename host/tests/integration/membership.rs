@@ -228,6 +228,16 @@ async fn members_join_leave_crash_and_restart_under_load_without_stopping_the_gr
     incarnations.extend(others);
     let n = sent.len() as i64;
     workload::wait_processed(&pool, &group, n, Duration::from_secs(120)).await;
+    // What a's metrics say it went through: alone again, it owns all 8 partitions.
+    let exposition = reqwest::get(a.process.url("/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("the exposition");
+    let gauge = |name: &str, labels: &[(&str, &str)]| common::metric(&exposition, name, labels);
+    let owned = gauge("sluice_assigned_partitions", &[("topic", topic.as_str())]);
+    let revoked = gauge("sluice_partition_changes_total", &[("change", "revoked")]);
     let status = a.process.terminate().await;
     assert!(
         status.success(),
@@ -383,6 +393,11 @@ async fn members_join_leave_crash_and_restart_under_load_without_stopping_the_gr
     if measuring_only {
         return;
     }
+    assert_eq!(owned, Some(8.0), "a owns every partition at the end");
+    assert!(
+        revoked.is_some_and(|n| n >= 1.0),
+        "a counted the partitions it gave up: {revoked:?}"
+    );
     assert!(
         stalls.is_empty(),
         "partitions that kept their owner stopped: {stalls:?}"

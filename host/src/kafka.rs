@@ -5,6 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use rdkafka::ClientConfig;
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header as KafkaHeader, Headers as _, OwnedHeaders};
 
 use crate::domain::{Consumed, Header, Routes};
@@ -168,6 +169,24 @@ pub fn producer_config(kafka: &KafkaSettings, client_id: &str) -> ClientConfig {
         config.set(key, value);
     }
     config
+}
+
+/// A client's fatal error (librdkafka stops it for good), with what to do about it.
+pub fn fatal_error<C: rdkafka::ClientContext>(
+    client: &rdkafka::client::Client<C>,
+) -> Option<String> {
+    let (code, reason) = client.fatal_error()?;
+    let hint = match code {
+        RDKafkaErrorCode::UnsupportedFeature | RDKafkaErrorCode::UnsupportedVersion => {
+            " (the broker lacks what the group protocol needs: try --group-protocol classic)"
+        }
+        RDKafkaErrorCode::UnreleasedInstanceId | RDKafkaErrorCode::FencedInstanceId => {
+            " (another process holds this --instance-id, or held it and was killed: the broker \
+             frees it after the group's session timeout)"
+        }
+        _ => "",
+    };
+    Some(format!("{reason}{hint}"))
 }
 
 /// The headers of a consumed message.

@@ -15,6 +15,9 @@ pub const GROUP_SESSION_TIMEOUT_MS: i32 = 10_000;
 /// within this.
 pub const GROUP_HEARTBEAT_INTERVAL_MS: i32 = 500;
 
+/// ConsumerGroupHeartbeat's API key (KIP-848).
+const CONSUMER_GROUP_HEARTBEAT: i16 = 68;
+
 /// A mock cluster that lives as long as this value.
 pub struct EmbeddedKafka {
     /// The client that owns the mock cluster; dropping it stops the brokers.
@@ -71,11 +74,28 @@ impl EmbeddedKafka {
         }
     }
 
+    /// Answer the next `count` consumer-group heartbeats with `error` (for tests of what a
+    /// member does when the broker refuses it).
+    pub fn fail_heartbeats(&self, error: rdkafka::types::RDKafkaRespErr, count: usize) {
+        let errors = vec![error; count];
+        // SAFETY: as above; the array outlives the call, which copies it.
+        unsafe {
+            let cluster =
+                rdkafka_sys::rd_kafka_handle_mock_cluster(self.owner.client().native_ptr());
+            if !cluster.is_null() {
+                rdkafka_sys::rd_kafka_mock_push_request_errors_array(
+                    cluster,
+                    CONSUMER_GROUP_HEARTBEAT,
+                    errors.len(),
+                    errors.as_ptr(),
+                );
+            }
+        }
+    }
+
     /// Make the broker deny the consumer group protocol, as a Kafka broker before 4.0 does
     /// (for tests of the fallback).
     pub fn deny_consumer_group_protocol(&self) {
-        // ConsumerGroupHeartbeat's API key.
-        const CONSUMER_GROUP_HEARTBEAT: i16 = 68;
         // SAFETY: as above.
         unsafe {
             let cluster =

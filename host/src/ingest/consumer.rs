@@ -138,20 +138,8 @@ impl ConsumerContext for ProbeContext {
 
 /// The consumer stopped for good (librdkafka's fatal error), with what to do about it.
 pub fn fatal_error(consumer: &IngestConsumer) -> Option<anyhow::Error> {
-    let (code, reason) = consumer.client().fatal_error()?;
-    let hint = match code {
-        RDKafkaErrorCode::UnsupportedFeature | RDKafkaErrorCode::UnsupportedVersion => {
-            " (the broker lacks what the group protocol needs: try --group-protocol classic)"
-        }
-        RDKafkaErrorCode::UnreleasedInstanceId | RDKafkaErrorCode::FencedInstanceId => {
-            " (another process holds this --instance-id, or held it and was killed: the broker \
-             frees it after the group's session timeout)"
-        }
-        _ => "",
-    };
-    Some(anyhow::anyhow!(
-        "the Kafka consumer stopped: {reason}{hint}"
-    ))
+    kafka::fatal_error(consumer.client())
+        .map(|reason| anyhow::anyhow!("the Kafka consumer stopped: {reason}"))
 }
 
 /// Build the group consumer. Offsets are never committed automatically: a position moves

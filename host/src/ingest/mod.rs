@@ -144,10 +144,12 @@ impl Ingest {
         let leaving = Instant::now();
         // Closing runs the revocation (and its hand-over) and tells the coordinator.
         drop(consumer);
-        tracing::info!(
-            took_ms = leaving.elapsed().as_millis() as u64,
-            "left the consumer group"
-        );
+        if consumed.is_ok() {
+            tracing::info!(
+                took_ms = leaving.elapsed().as_millis() as u64,
+                "left the consumer group"
+            );
+        }
         consumed
     }
 

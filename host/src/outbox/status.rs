@@ -45,7 +45,7 @@ pub async fn run(
         let first = match first {
             Ok(message) => message,
             Err(e) => {
-                if let Some((_, reason)) = consumer.client().fatal_error() {
+                if let Some(reason) = kafka::fatal_error(consumer.client()) {
                     anyhow::bail!("the status consumer stopped: {reason}");
                 }
                 tracing::warn!(error = %e, "status consumer error");

@@ -473,3 +473,43 @@ async fn auto_falls_back_to_the_classic_protocol_on_a_broker_without_the_new_one
         member.log_tail()
     );
 }
+
+/// A member the broker refuses for good (on Kafka: a static member restarted after a kill -9
+/// while the broker still counts the old process, `UNRELEASED_INSTANCE_ID`) stops with the
+/// reason instead of polling a dead consumer, and `serve` exits non-zero for its supervisor to
+/// start it again; what it decided stays decided once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_the_broker_refuses_stops_with_the_reason() {
+    let (broker, topic, db_url, pool) = Stack::start_embedded(4).await.into_parts();
+    let kafka = broker.embedded().expect("an embedded broker");
+    let initial = workload::add_products(&pool, 4, 1000).await;
+    let orders = workload::orders(100, &initial, 11);
+    let group = format!("group-{}", Uuid::new_v4().simple());
+    let config = ServeConfig::new(&db_url, broker.bootstrap(), &topic, &group)
+        .env("SLUICE_INSTANCE_ID", "member-1");
+    let mut member = Serve::spawn(&config, "refused");
+    member.wait_healthy().await;
+    workload::produce(&broker.producer(), &topic, &orders).await;
+    workload::wait_processed(&pool, &group, orders.len() as i64, Duration::from_secs(60)).await;
+
+    kafka.fail_heartbeats(
+        rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNRELEASED_INSTANCE_ID,
+        4,
+    );
+    let status = member.wait_exit(Duration::from_secs(30)).await;
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "sluice serve went on with a refused consumer\n{}",
+            member.log_tail()
+        )
+    });
+    assert!(!status.success(), "a non-zero exit: {status}");
+    let log = std::fs::read_to_string(&member.log).unwrap_or_default();
+    assert!(
+        log.contains("consumer stopped")
+            && log.contains("another process holds this --instance-id"),
+        "the log says why\n{}",
+        member.log_tail()
+    );
+    workload::check_exactly_once(&pool, &group, &initial, &orders).await;
+}

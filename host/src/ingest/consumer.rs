@@ -112,12 +112,18 @@ fn probe_consumer_protocol(settings: &KafkaSettings) -> anyhow::Result<bool> {
         }
     }
     // librdkafka reports no error for a broker without the protocol: it finds no coordinator
-    // to ask and keeps looking. A broker that answers a metadata request but gave the member
-    // no group is such a broker.
-    match probe.fetch_metadata(Some(topic), Duration::from_secs(2)) {
-        Ok(_) => Ok(false),
-        Err(e) => Err(anyhow::Error::new(e).context("the brokers do not answer")),
-    }
+    // to ask and keeps looking. A broker that answers a metadata request, has the topic, but
+    // gave the member no group is such a broker. (A member whose topic does not exist yet does
+    // not heartbeat at all: that says nothing about the broker.)
+    let metadata = probe
+        .fetch_metadata(Some(topic), Duration::from_secs(2))
+        .context("the brokers do not answer")?;
+    let topic_exists = metadata
+        .topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+    anyhow::ensure!(topic_exists, "topic {topic} does not exist (yet)");
+    Ok(false)
 }
 
 /// Notes the probe's first assignment: it is in its group.

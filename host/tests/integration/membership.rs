@@ -434,6 +434,13 @@ async fn auto_falls_back_to_the_classic_protocol_on_a_broker_without_the_new_one
         GroupProtocol::Consumer,
         "the embedded broker has the consumer group protocol"
     );
+    let mut missing = settings.kafka.clone();
+    missing.routes = sluice::domain::Routes::single("no-such-topic", "stock");
+    assert_eq!(
+        sluice::ingest::consumer::resolve_group_protocol(&missing),
+        GroupProtocol::Consumer,
+        "a topic that does not exist yet says nothing against the broker"
+    );
     settings.kafka.options = vec![("session.timeout.ms".into(), "6000".into())];
     assert_eq!(
         sluice::ingest::consumer::resolve_group_protocol(&settings.kafka),

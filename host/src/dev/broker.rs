@@ -37,19 +37,16 @@ impl EmbeddedKafka {
             .mock_cluster()
             .context("the embedded broker did not start")?
             .bootstrap_servers();
-        // The mock cluster delays a group's first rebalance by 3 s, like a real broker's
-        // group.initial.rebalance.delay.ms; a dev broker has no reason to wait.
-        // SAFETY: the handle is a live client created above with a mock cluster attached.
-        unsafe {
-            let cluster = rdkafka_sys::rd_kafka_handle_mock_cluster(owner.client().native_ptr());
-            if !cluster.is_null() {
-                rdkafka_sys::rd_kafka_mock_group_initial_rebalance_delay_ms(cluster, 0);
-            }
-        }
         let kafka = Self {
             owner,
             bootstrap_servers,
         };
+        // The mock cluster delays a group's first rebalance by 3 s, like a real broker's
+        // group.initial.rebalance.delay.ms; a dev broker has no reason to wait.
+        // SAFETY: `cluster` is the live mock cluster (see `with_cluster`).
+        kafka.with_cluster(|cluster| unsafe {
+            rdkafka_sys::rd_kafka_mock_group_initial_rebalance_delay_ms(cluster, 0);
+        });
         kafka.set_group_timeouts(GROUP_SESSION_TIMEOUT_MS, GROUP_HEARTBEAT_INTERVAL_MS);
         Ok(kafka)
     }
@@ -58,56 +55,47 @@ impl EmbeddedKafka {
     /// created from now on (a Kafka broker's `group.consumer.session.timeout.ms` and
     /// `group.consumer.heartbeat.interval.ms`).
     pub fn set_group_timeouts(&self, session_ms: i32, heartbeat_ms: i32) {
-        // SAFETY: the handle is the live client that owns the mock cluster.
-        unsafe {
-            let cluster =
-                rdkafka_sys::rd_kafka_handle_mock_cluster(self.owner.client().native_ptr());
-            if !cluster.is_null() {
-                rdkafka_sys::rd_kafka_mock_set_group_consumer_session_timeout_ms(
-                    cluster, session_ms,
-                );
-                rdkafka_sys::rd_kafka_mock_set_group_consumer_heartbeat_interval_ms(
-                    cluster,
-                    heartbeat_ms,
-                );
-            }
-        }
+        // SAFETY: `cluster` is the live mock cluster (see `with_cluster`).
+        self.with_cluster(|cluster| unsafe {
+            rdkafka_sys::rd_kafka_mock_set_group_consumer_session_timeout_ms(cluster, session_ms);
+            rdkafka_sys::rd_kafka_mock_set_group_consumer_heartbeat_interval_ms(
+                cluster,
+                heartbeat_ms,
+            );
+        });
     }
 
     /// Answer the next `count` consumer-group heartbeats with `error` (for tests of what a
     /// member does when the broker refuses it).
     pub fn fail_heartbeats(&self, error: rdkafka::types::RDKafkaRespErr, count: usize) {
         let errors = vec![error; count];
-        // SAFETY: as above; the array outlives the call, which copies it.
-        unsafe {
-            let cluster =
-                rdkafka_sys::rd_kafka_handle_mock_cluster(self.owner.client().native_ptr());
-            if !cluster.is_null() {
-                rdkafka_sys::rd_kafka_mock_push_request_errors_array(
-                    cluster,
-                    CONSUMER_GROUP_HEARTBEAT,
-                    errors.len(),
-                    errors.as_ptr(),
-                );
-            }
-        }
+        // SAFETY: as above; `errors` outlives the call, which copies it.
+        self.with_cluster(|cluster| unsafe {
+            rdkafka_sys::rd_kafka_mock_push_request_errors_array(
+                cluster,
+                CONSUMER_GROUP_HEARTBEAT,
+                errors.len(),
+                errors.as_ptr(),
+            );
+        });
     }
 
     /// Make the broker deny the consumer group protocol, as a Kafka broker before 4.0 does
     /// (for tests of the fallback).
     pub fn deny_consumer_group_protocol(&self) {
         // SAFETY: as above.
-        unsafe {
-            let cluster =
-                rdkafka_sys::rd_kafka_handle_mock_cluster(self.owner.client().native_ptr());
-            if !cluster.is_null() {
-                rdkafka_sys::rd_kafka_mock_set_apiversion(
-                    cluster,
-                    CONSUMER_GROUP_HEARTBEAT,
-                    -1,
-                    -1,
-                );
-            }
+        self.with_cluster(|cluster| unsafe {
+            rdkafka_sys::rd_kafka_mock_set_apiversion(cluster, CONSUMER_GROUP_HEARTBEAT, -1, -1);
+        });
+    }
+
+    /// Run `f` on the mock cluster's native handle, which lives as long as `owner`.
+    fn with_cluster(&self, f: impl FnOnce(*mut rdkafka_sys::rd_kafka_mock_cluster_t)) {
+        // SAFETY: `owner` is the live client the mock cluster was created with.
+        let cluster =
+            unsafe { rdkafka_sys::rd_kafka_handle_mock_cluster(self.owner.client().native_ptr()) };
+        if !cluster.is_null() {
+            f(cluster);
         }
     }
 

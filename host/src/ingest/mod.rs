@@ -154,7 +154,6 @@ impl Ingest {
     }
 
     fn consume(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
-        let shutdown = shutdown.clone();
         // Records received while a commit was waiting for the database; they lead the next batch.
         let mut carried = Vec::new();
         let mut in_flight: Option<Commit> = None;
@@ -163,7 +162,7 @@ impl Ingest {
                 consumer::poll_batch(&self.consumer, &self.settings, std::mem::take(&mut carried));
             if batch.is_empty() {
                 if let Some(commit) = in_flight.take() {
-                    self.finish(commit, &shutdown, &mut carried);
+                    self.finish(commit, shutdown, &mut carried);
                 }
                 if let Some(fatal) = consumer::fatal_error(&self.consumer) {
                     return Err(fatal);
@@ -172,7 +171,7 @@ impl Ingest {
             }
             let handled = self.handle(batch)?;
             if let Some(commit) = in_flight.take() {
-                self.finish(commit, &shutdown, &mut carried);
+                self.finish(commit, shutdown, &mut carried);
             }
             if shutdown.is_cancelled() {
                 // Calls in flight were interrupted for the shutdown: their outcomes are not
@@ -180,10 +179,10 @@ impl Ingest {
                 tracing::info!("ingest stopped with a batch uncommitted; it will be redelivered");
                 return Ok(());
             }
-            in_flight = Some(self.start_commit(handled, &shutdown));
+            in_flight = Some(self.start_commit(handled, shutdown));
         }
         if let Some(commit) = in_flight.take() {
-            self.finish(commit, &shutdown, &mut carried);
+            self.finish(commit, shutdown, &mut carried);
         }
         tracing::info!("ingest stopped");
         Ok(())

@@ -49,6 +49,17 @@ impl Incarnation {
         }
     }
 
+    /// SIGTERM, and a clean exit.
+    async fn stop(&mut self) {
+        let status = self.process.terminate().await;
+        assert!(
+            status.success(),
+            "{} stops cleanly: {status}\n{}",
+            self.name,
+            self.process.log_tail()
+        );
+    }
+
     /// What its log says about its partitions and batches.
     fn events(&self) -> Vec<Event> {
         let text = std::fs::read_to_string(&self.process.log).unwrap_or_default();
@@ -198,22 +209,12 @@ async fn members_join_leave_crash_and_restart_under_load_without_stopping_the_gr
         tokio::time::sleep(SETTLE).await;
         // A rolling restart of b: SIGTERM, then the same instance id again.
         log.push(("b restarts", SystemTime::now()));
-        let status = b.process.terminate().await;
-        assert!(
-            status.success(),
-            "b stops cleanly: {status}\n{}",
-            b.process.log_tail()
-        );
+        b.stop().await;
         let b2 = Incarnation::spawn(&config, "b-again", Some("member-b"));
         tokio::time::sleep(SETTLE).await;
         // 3 → 2: c leaves with SIGTERM.
         log.push(("c leaves", SystemTime::now()));
-        let status = c.process.terminate().await;
-        assert!(
-            status.success(),
-            "c stops cleanly: {status}\n{}",
-            c.process.log_tail()
-        );
+        c.stop().await;
         tokio::time::sleep(SETTLE).await;
         // 2 → 1: b crashes.
         log.push(("b killed", SystemTime::now()));
@@ -238,12 +239,7 @@ async fn members_join_leave_crash_and_restart_under_load_without_stopping_the_gr
     let gauge = |name: &str, labels: &[(&str, &str)]| common::metric(&exposition, name, labels);
     let owned = gauge("sluice_assigned_partitions", &[("topic", topic.as_str())]);
     let revoked = gauge("sluice_partition_changes_total", &[("change", "revoked")]);
-    let status = a.process.terminate().await;
-    assert!(
-        status.success(),
-        "a stops cleanly: {status}\n{}",
-        a.process.log_tail()
-    );
+    a.stop().await;
     incarnations.insert(0, a);
 
     // Exactly once, stock exact.

@@ -3,6 +3,7 @@
 //! production messages into those recordings.
 
 pub mod fixtures;
+mod interpreted;
 mod replay;
 pub mod runner;
 pub mod scaffold;
@@ -17,6 +18,7 @@ use clap::{Args, Subcommand};
 use crate::config::SandboxArgs;
 use crate::runtime::{Compiler, Plugin, Registry, Sandbox, explain};
 
+pub use interpreted::Lang;
 pub use replay::ReplayArgs;
 
 #[derive(Debug, Args)]
@@ -27,16 +29,21 @@ pub struct PluginArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
-    /// Create a plugin crate (SDK, a passing test, a sample fixture) that builds and tests on
-    /// the first try, inside this repository's `plugins/` or anywhere else.
+    /// Create a plugin (helper module or SDK, passing tests, a sample fixture) that builds and
+    /// tests on the first try: a Rust crate (inside this repository's `plugins/` or anywhere
+    /// else), or a Python or JavaScript plugin.
     New {
         /// The plugin's name: lowercase letters, digits, `-` and `_`.
         name: String,
         /// Where to create it.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
+        /// The language it is written in.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: Lang,
     },
-    /// Build the plugin crate in DIR for wasm32-wasip2 (release) and print the component's path.
+    /// Build the plugin in DIR into a component and print its path: a crate for wasm32-wasip2
+    /// (release), a Python plugin with componentize-py, a JavaScript one with ComponentizeJS.
     Build {
         #[arg(default_value = ".")]
         dir: PathBuf,
@@ -49,15 +56,16 @@ pub enum PluginCommand {
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
-    /// Without FILE: the crate's unit tests on wasm32-wasip2 under wasmtime (this binary is the
-    /// runner), then its fixtures when --fixtures is given. With FILE: run recorded messages (a
+    /// Without FILE: the plugin's unit tests (a crate's on wasm32-wasip2 under wasmtime, this
+    /// binary the runner; pytest; node --test), then, when --fixtures is given, its build and
+    /// its fixtures. With FILE: run recorded messages (a
     /// `.jsonl` fixture file, or a directory of them) through that component in the real
     /// sandbox, with the real limits; a diff per mismatch.
     Test {
         file: Option<PathBuf>,
         #[arg(long)]
         fixtures: Option<PathBuf>,
-        /// The plugin crate (without FILE).
+        /// The plugin's directory (without FILE).
         #[arg(long, default_value = ".")]
         dir: PathBuf,
         /// The limits and configuration it will run with (as `sluice serve` takes them); a
@@ -80,11 +88,19 @@ pub enum PluginCommand {
 /// `main`); the rest may use one.
 pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
     match command {
-        PluginCommand::New { name, dir } => {
-            let created = scaffold::new(&name, &dir)?;
+        PluginCommand::New { name, dir, lang } => {
+            let created = match lang {
+                Lang::Rust => scaffold::new(&name, &dir)?,
+                lang => interpreted::new(lang, &name, &dir)?,
+            };
             println!("created {}", created.display());
+            let install = match lang {
+                Lang::Rust => "",
+                Lang::Python => "pip install -r requirements.txt && ",
+                Lang::Js => "npm install && ",
+            };
             println!(
-                "next: cd {} && sluice plugin test --fixtures fixtures/",
+                "next: cd {} && {install}sluice plugin test --fixtures fixtures/",
                 created.display()
             );
             Ok(ExitCode::SUCCESS)
@@ -105,7 +121,11 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
             let file = match file {
                 Some(file) => file,
                 None => {
-                    if !unit_tests(&dir)? {
+                    let passed = match Lang::of(&dir)? {
+                        Lang::Rust => unit_tests(&dir)?,
+                        lang => interpreted::unit_tests(lang, &dir)?,
+                    };
+                    if !passed {
                         return Ok(ExitCode::FAILURE);
                     }
                     if fixtures.is_none() {
@@ -215,8 +235,16 @@ fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
-/// `cargo build --release --target wasm32-wasip2` in `dir`; the component it wrote.
+/// Build the plugin in `dir` as its language is built; the component it wrote.
 fn build(dir: &Path) -> anyhow::Result<PathBuf> {
+    match Lang::of(dir)? {
+        Lang::Rust => build_crate(dir),
+        lang => interpreted::build(lang, dir),
+    }
+}
+
+/// `cargo build --release --target wasm32-wasip2` in `dir`; the component it wrote.
+fn build_crate(dir: &Path) -> anyhow::Result<PathBuf> {
     let output = cargo()
         .args([
             "build",

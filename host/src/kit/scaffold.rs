@@ -11,7 +11,7 @@ const SDK_LIB: &str = include_str!("../../../plugins/sdk/src/lib.rs");
 const ORDER_EVENT_LIB: &str = include_str!("../../../plugins/order-event/src/lib.rs");
 /// The build script that gives a plugin's component its small memory footprint.
 const FOOTPRINT: &str = include_str!("../../../plugins/sdk/footprint.rs");
-const CONTRACT: &str = include_str!("../../../wit/handler.wit");
+pub(super) const CONTRACT: &str = include_str!("../../../wit/handler.wit");
 /// The toolchain this repository pins (with the wasm target), for crates outside it.
 const TOOLCHAIN: &str = include_str!("../../../rust-toolchain.toml");
 
@@ -120,7 +120,7 @@ fn write_runner_config(dir: &Path) -> anyhow::Result<()> {
     )
 }
 
-fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+pub(super) fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
@@ -233,7 +233,7 @@ mod tests {
 }
 "#;
 
-const FIXTURES: &str = r#"{"name": "an order of 3", "key": "CATALOG-0001", "headers": [{"key": "event-id", "value": "o-1"}], "payload": "{\"orderId\":\"o-1\",\"userId\":\"u\",\"productId\":\"CATALOG-0001\",\"quantity\":3,\"unitPrice\":1500,\"totalPrice\":4500,\"createdAt\":\"2026-01-01T00:00:00Z\"}", "expect": {"mutations": [{"productId": "CATALOG-0001", "delta": -3}]}}
+pub(super) const FIXTURES: &str = r#"{"name": "an order of 3", "key": "CATALOG-0001", "headers": [{"key": "event-id", "value": "o-1"}], "payload": "{\"orderId\":\"o-1\",\"userId\":\"u\",\"productId\":\"CATALOG-0001\",\"quantity\":3,\"unitPrice\":1500,\"totalPrice\":4500,\"createdAt\":\"2026-01-01T00:00:00Z\"}", "expect": {"mutations": [{"productId": "CATALOG-0001", "delta": -3}]}}
 {"name": "over the configured maximum", "payload": "{\"orderId\":\"o-2\",\"userId\":\"u\",\"productId\":\"CATALOG-0001\",\"quantity\":9,\"unitPrice\":1500,\"totalPrice\":13500,\"createdAt\":\"2026-01-01T00:00:00Z\"}", "config": {"max-quantity": "5"}, "expect": {"error": "rejected", "reason": "at most 5"}}
 {"name": "not an order", "payload": "hello", "expect": {"error": "invalid-message", "reason": "not JSON"}}
 "#;

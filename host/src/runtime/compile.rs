@@ -35,7 +35,9 @@ pub struct CompileLimits {
 impl Default for CompileLimits {
     fn default() -> Self {
         Self {
-            max_component_bytes: 8 << 20,
+            // Room for interpreted plugins: a componentize-py component is ≈ 19 MiB (CPython
+            // and its standard library), a ComponentizeJS one ≈ 12 MiB (SpiderMonkey).
+            max_component_bytes: 32 << 20,
             max_custom_section_bytes: 1 << 20,
             timeout: Duration::from_secs(30),
             memory_bytes: 2 << 30,

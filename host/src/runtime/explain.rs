@@ -34,6 +34,15 @@ const OFFERED: &[&str] = &[
     "wasi:random/random",
     "wasi:random/insecure",
     "wasi:random/insecure-seed",
+    "wasi:filesystem/types",
+    "wasi:filesystem/preopens",
+    "wasi:sockets/network",
+    "wasi:sockets/instance-network",
+    "wasi:sockets/tcp",
+    "wasi:sockets/tcp-create-socket",
+    "wasi:sockets/udp",
+    "wasi:sockets/udp-create-socket",
+    "wasi:sockets/ip-name-lookup",
 ];
 
 /// What is wrong with `component`, as one readable line; `error` is the linker's own report.
@@ -53,11 +62,7 @@ pub fn link_problem(engine: &Engine, component: &Component, error: &str) -> Stri
             }
         }
         if !OFFERED.contains(&interface) {
-            let why = if interface.starts_with("wasi:filesystem")
-                || interface.starts_with("wasi:sockets")
-            {
-                ": plugins have no files and no network"
-            } else if interface.starts_with("wasi:http") {
+            let why = if interface.starts_with("wasi:http") {
                 ": plugins make no HTTP requests"
             } else {
                 ""

@@ -1,9 +1,11 @@
-//! The WASI a plugin gets: what Rust's standard library imports on `wasm32-wasip2` (stdio,
-//! environment, exit, clocks, random, streams and polling), granting nothing and never waiting.
+//! The WASI a plugin gets: what Rust's standard library, CPython (componentize-py) and
+//! SpiderMonkey (ComponentizeJS) import on `wasm32-wasip2` — stdio, environment, exit, clocks,
+//! random, streams, polling, filesystem, sockets — granting nothing and never waiting.
 //!
-//! No filesystem, no sockets: a component that imports them does not link. Environment and
-//! arguments are empty, stdin is closed, stdout is discarded and stderr is captured (its first
-//! bytes go into the error report of a failed call). Nothing here may block: epoch deadlines
+//! The filesystem has no preopened directory, so there is no descriptor to open anything with;
+//! sockets refuse to be created (TCP and UDP are off) and every name lookup fails. Environment
+//! and arguments are empty, stdin is closed, stdout is discarded and stderr is captured (its
+//! first bytes go into the error report of a failed call). Nothing here may block: epoch deadlines
 //! interrupt wasm code, not a host call, so `pollable.block` and `poll` answer at once when
 //! something is ready and trap when the plugin would have to wait (a sleep, a timer, a poll on
 //! a clock).
@@ -16,9 +18,11 @@ use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::cli::{WasiCli, WasiCliView as _};
 use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView as _};
-use wasmtime_wasi::p2::bindings::{cli, clocks, random};
+use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView as _};
+use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, random, sockets};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::random::WasiRandom;
+use wasmtime_wasi::sockets::{WasiSockets, WasiSocketsView as _};
 use wasmtime_wasi::{WasiCtx, WasiView};
 use wasmtime_wasi_io::bindings::wasi::io::poll::HostPollable as _;
 use wasmtime_wasi_io::poll::DynPollable;
@@ -48,8 +52,18 @@ pub fn add_to_linker<T: WasiView + 'static>(linker: &mut Linker<T>) -> wasmtime:
     cli::terminal_stdin::add_to_linker::<T, WasiCli>(l, T::cli)?;
     cli::terminal_stdout::add_to_linker::<T, WasiCli>(l, T::cli)?;
     cli::terminal_stderr::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    // Interpreters' libc imports these: with no preopens and no network they can only fail.
+    filesystem::preopens::add_to_linker::<T, WasiFilesystem>(l, T::filesystem)?;
+    sockets::tcp_create_socket::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
+    sockets::instance_network::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
+    sockets::network::add_to_linker::<T, WasiSockets>(l, &Default::default(), T::sockets)?;
 
-    use wasmtime_wasi::p2::bindings::sync::io;
+    use wasmtime_wasi::p2::bindings::sync::{self as blocking, io};
+    blocking::filesystem::types::add_to_linker::<T, WasiFilesystem>(l, T::filesystem)?;
+    blocking::sockets::tcp::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
+    blocking::sockets::udp::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
+    blocking::sockets::udp_create_socket::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
+    blocking::sockets::ip_name_lookup::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
     wasmtime_wasi_io::bindings::wasi::io::error::add_to_linker::<T, Table>(l, table_of)?;
     io::streams::add_to_linker::<T, Table>(l, table_of)?;
     // The standard `poll` interface defines the `pollable` resource; its two waiting
@@ -123,11 +137,15 @@ fn table_of<T: WasiView>(state: &mut T) -> &mut ResourceTable {
     state.ctx().table
 }
 
-/// A WASI context that grants nothing, with stderr going to `stderr`.
+/// A WASI context that grants nothing, with stderr going to `stderr`: no preopened
+/// directory, no TCP, no UDP, no name lookups (and no address passes the socket check).
 pub fn context(stderr: Capture) -> WasiCtx {
     WasiCtx::builder()
         .stderr(stderr)
         .max_random_size(MAX_RANDOM_BYTES)
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
         .build()
 }
 

@@ -187,7 +187,7 @@ async fn uploads_that_break_the_limits_are_refused_with_the_reason() {
     let response = app
         .http
         .put(app.url("/plugins/big"))
-        .body(vec![0u8; 9 << 20])
+        .body(vec![0u8; 33 << 20])
         .send()
         .await
         .expect("PUT /plugins/big");
@@ -266,7 +266,7 @@ async fn the_watched_directory_reads_only_regular_files_and_never_hangs() {
     // Act: a FIFO, a symlink to a secret, an oversized file; then a valid plugin.
     nix::unistd::mkfifo(&dir.path().join("fifo.wasm"), nix::sys::stat::Mode::S_IRWXU).unwrap();
     std::os::unix::fs::symlink("/etc/shadow", dir.path().join("shadow.wasm")).unwrap();
-    std::fs::write(dir.path().join("huge.wasm"), vec![0u8; 9 << 20]).unwrap();
+    std::fs::write(dir.path().join("huge.wasm"), vec![0u8; 33 << 20]).unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let staged = dir.path().join(".fine.tmp");
     std::fs::write(&staged, read("sluice_fixture_stock_v2")).unwrap();

@@ -11,6 +11,7 @@ mod crash;
 mod database_restart;
 mod duplicates;
 mod hardening;
+mod languages;
 mod layers;
 mod membership;
 mod order_writes;

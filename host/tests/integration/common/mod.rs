@@ -34,6 +34,58 @@ pub fn fixture(stem: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("SLUICE_FIXTURES_DIR")).join(format!("{stem}.wasm"))
 }
 
+/// The component of a Python or JavaScript plugin (`dir` relative to the repository root),
+/// built with `sluice plugin build` when it is missing or older than a source file. Tests
+/// building the same plugin take turns (a lock file beside it). Fails by name when the tools
+/// are missing: `scripts/setup --test` installs them.
+pub fn interpreted(dir: &str) -> std::path::PathBuf {
+    use std::time::SystemTime;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = root
+        .join(dir)
+        .canonicalize()
+        .expect("the plugin directory exists");
+    let stem = dir.file_name().unwrap().to_string_lossy().replace('-', "_");
+    let out = dir.join("build").join(format!("{stem}.wasm"));
+    std::fs::create_dir_all(dir.join("build")).unwrap();
+    let lock = std::fs::File::create(dir.join("build/.lock")).unwrap();
+    lock.lock().unwrap();
+    let modified = |p: &std::path::Path| p.metadata().and_then(|m| m.modified()).ok();
+    let newest_source = ["app.py", "plugin.js"]
+        .iter()
+        .map(|f| dir.join(f))
+        .chain([
+            root.join("plugins/python/sluice_plugin.py"),
+            root.join("plugins/js/sluice.js"),
+        ])
+        .filter_map(|p| modified(&p))
+        .max()
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    if modified(&out).is_none_or(|built| built < newest_source) {
+        // Where scripts/setup --test installs the tools.
+        let mut path = std::ffi::OsString::from(root.join("target/plugin-venv/bin"));
+        path.push(":");
+        path.push(root.join("plugins/js/node_modules/.bin"));
+        path.push(":");
+        path.push(std::env::var_os("PATH").unwrap_or_default());
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["plugin", "build"])
+            .arg(&dir)
+            .env("PATH", path)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "sluice plugin build {} failed (scripts/setup --test installs the tools):\n{}{}",
+            dir.display(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    out
+}
+
 /// Logs go through the test harness's capture (shown for failing tests); `RUST_LOG` filters.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

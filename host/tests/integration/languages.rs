@@ -1,0 +1,322 @@
+//! Plugins in Python and JavaScript on the same contract and sandbox as Rust: the stock plugin
+//! in each language passes the same fixtures, a Python and a JavaScript shadow of the Rust
+//! version agree with it over thousands of live orders, and the hostile plugins in both
+//! languages cost only their own records.
+
+use crate::common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::process::{Serve, ServeConfig};
+use common::{Stack, TestApp, fixture, get_json, interpreted, produce, stock_of, workload};
+use sluice::runtime::version_of;
+
+const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
+const PYTHON_STOCK: &str = "plugins/python/stock";
+const JS_STOCK: &str = "plugins/js/stock";
+
+fn root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// `sluice plugin ARGS`: whether it succeeded, and what it printed.
+fn plugin(args: &[&str]) -> (bool, String) {
+    let output = Command::new(SLUICE)
+        .arg("plugin")
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("running sluice plugin");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[test]
+fn the_stock_plugin_passes_the_same_fixtures_in_rust_python_and_javascript() {
+    let fixtures = root().join("plugins/stock/fixtures");
+    let cases = std::fs::read_to_string(fixtures.join("orders.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    for component in [
+        fixture("sluice_plugin_stock"),
+        interpreted(PYTHON_STOCK),
+        interpreted(JS_STOCK),
+    ] {
+        let (ok, out) = plugin(&[
+            "test",
+            component.to_str().unwrap(),
+            "--fixtures",
+            fixtures.to_str().unwrap(),
+        ]);
+        assert!(ok, "{}:\n{out}", component.display());
+        assert!(
+            out.contains(&format!("{cases} passed; 0 failed")),
+            "{}:\n{out}",
+            component.display()
+        );
+        let (ok, out) = plugin(&["check", component.to_str().unwrap()]);
+        assert!(ok, "{}:\n{out}", component.display());
+        assert!(out.contains("self-test passed"), "{out}");
+    }
+    // What the interpreters import, and the host links while granting nothing.
+    let (_, python) = plugin(&["check", interpreted(PYTHON_STOCK).to_str().unwrap()]);
+    assert!(python.contains("wasi:sockets/tcp"), "{python}");
+    assert!(python.contains("wasi:filesystem/types"), "{python}");
+    let (_, js) = plugin(&["check", interpreted(JS_STOCK).to_str().unwrap()]);
+    assert!(!js.contains("wasi:http"), "built without fetch: {js}");
+}
+
+/// Install `component` as the shadow of `stock`, feed `orders` valid orders and `poison` bad
+/// records, and return the shadow report once everything is compared.
+async fn shadow_run(
+    app: &TestApp,
+    component: &Path,
+    products: &HashMap<String, i64>,
+    orders: usize,
+    seed: u64,
+) -> serde_json::Value {
+    let bytes = std::fs::read(component).unwrap();
+    let response = app
+        .http
+        .put(app.url("/plugins/stock?mode=shadow"))
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    assert_eq!(status, 200, "{}", response.text().await.unwrap());
+    let before = app.processed_count().await;
+    let valid = workload::orders(orders, products, seed);
+    let producer = app.broker.producer();
+    workload::produce(&producer, &app.topic, &valid).await;
+    let poison: [&[u8]; 6] = [
+        b"not json",
+        b"[1,2]",
+        b"",
+        br#"{"orderId":"p","userId":"u","productId":"LOAD-01","quantity":0,"unitPrice":1,"totalPrice":1,"createdAt":"t"}"#,
+        br#"{"orderId":"p","userId":"u","productId":"LOAD-01","quantity":"2","unitPrice":1,"totalPrice":1,"createdAt":"t"}"#,
+        br#"{"orderId":"p","userId":"u","productId":"LOAD-01","quantity":1,"quantity":9,"unitPrice":1,"totalPrice":1,"createdAt":"t"}"#,
+    ];
+    for (i, payload) in poison.iter().enumerate() {
+        produce(
+            &producer,
+            &app.topic,
+            "p",
+            payload,
+            Some(&format!("poison-{seed}-{i}")),
+        )
+        .await;
+    }
+    let total = before + (orders + poison.len()) as i64;
+    app.wait_processed(total, Duration::from_secs(120)).await;
+    let (status, report) = app.get_json("/plugins/stock/shadow").await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["shadowVersion"], version_of(&bytes).as_str());
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_and_javascript_shadows_of_the_rust_stock_plugin_agree_on_every_record() {
+    let app = TestApp::spawn().await;
+    let products = workload::add_products(&app.pool, 20, 1_000_000).await;
+    for (component, orders, seed) in [
+        (interpreted(PYTHON_STOCK), 3_000, 1),
+        (interpreted(JS_STOCK), 2_000, 2),
+    ] {
+        let report = shadow_run(&app, &component, &products, orders, seed).await;
+        let compared = report["compared"].as_i64().unwrap();
+        assert!(compared >= orders as i64 + 6, "{report}");
+        assert_eq!(
+            report["agreements"],
+            compared,
+            "{}: {report}",
+            component.display()
+        );
+        eprintln!(
+            "shadow {}: {compared} records compared, all agree",
+            component.display()
+        );
+        let response = app
+            .http
+            .delete(app.url("/plugins/stock/shadow"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 204);
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_python_and_javascript_plugins_cost_only_their_own_records() {
+    // (plugin dir, payload, outcome, error kind, words of the reason, one of which must appear)
+    type Case = (
+        &'static str,
+        &'static str,
+        Option<&'static str>,
+        &'static [&'static str],
+    );
+    let python: &[Case] = &[
+        (
+            "files",
+            "REJECTED",
+            None,
+            &[
+                "files: FileNotFoundError",
+                "files: PermissionError",
+                "files: OSError",
+            ],
+        ),
+        (
+            "write-file",
+            "REJECTED",
+            None,
+            &[
+                "write-file: FileNotFoundError",
+                "write-file: PermissionError",
+                "write-file: OSError",
+            ],
+        ),
+        ("sockets", "REJECTED", None, &["sockets: "]),
+        ("lookup", "REJECTED", None, &["lookup: "]),
+        ("env", "REJECTED", None, &["env: 0 variables"]),
+        ("clocks", "APPLIED", None, &[]),
+        ("stdin", "APPLIED", None, &[]),
+        (
+            "sleep",
+            "DEAD_LETTER",
+            Some("blocked"),
+            &["plugins must not block"],
+        ),
+        ("loop", "DEAD_LETTER", Some("timeout"), &["deadline"]),
+        (
+            "alloc",
+            "DEAD_LETTER",
+            Some("trap"),
+            &["memory limit", "MemoryError"],
+        ),
+        (
+            "recurse",
+            "DEAD_LETTER",
+            Some("trap"),
+            &["RecursionError", "stack overflow", "memory limit"],
+        ),
+        ("exit", "DEAD_LETTER", Some("trap"), &["exit", "SystemExit"]),
+        (
+            "crash",
+            "DEAD_LETTER",
+            Some("trap"),
+            &["hostile plugin raises on purpose"],
+        ),
+    ];
+    let js: &[Case] = &[
+        // Built without fetch, StarlingMonkey aborts the call that reaches for it.
+        ("fetch", "DEAD_LETTER", Some("trap"), &["unreachable"]),
+        ("env", "REJECTED", None, &["env: no process environment"]),
+        ("modules", "REJECTED", None, &["modules: globals present"]),
+        ("clocks", "APPLIED", None, &[]),
+        ("timer", "APPLIED", None, &[]),
+        ("sleep", "DEAD_LETTER", Some("timeout"), &["deadline"]),
+        ("loop", "DEAD_LETTER", Some("timeout"), &["deadline"]),
+        (
+            "alloc",
+            "DEAD_LETTER",
+            Some("trap"),
+            &["memory limit", "out of memory"],
+        ),
+        (
+            "recurse",
+            "DEAD_LETTER",
+            Some("trap"),
+            &["too much recursion", "stack overflow", "InternalError"],
+        ),
+        (
+            "crash",
+            "DEAD_LETTER",
+            Some("trap"),
+            &["hostile plugin throws on purpose"],
+        ),
+    ];
+    for (dir, name, cases) in [
+        (
+            "host/tests/plugins/hostile-python",
+            "hostile_python",
+            python,
+        ),
+        ("host/tests/plugins/hostile-js", "hostile_js", js),
+    ] {
+        let component = interpreted(dir);
+        let (broker, topic, db_url, pool) = Stack::start(common::PARTITIONS).await.into_parts();
+        let group = format!("{name}-group");
+        let config = ServeConfig::new(&db_url, broker.bootstrap(), &topic, &group)
+            .env("SLUICE_PLUGINS", component.display())
+            .env("SLUICE_ROUTES", format!("{topic}={name}"))
+            .env("SLUICE_PLUGIN_TIMEOUT_MS", "2000");
+        let mut process = Serve::spawn(&config, name);
+        process.wait_healthy().await;
+        let producer = broker.producer();
+        for (payload, _, _, _) in cases {
+            produce(&producer, &topic, "k", payload.as_bytes(), Some(payload)).await;
+            let ok_id = format!("ok-after-{payload}");
+            produce(&producer, &topic, "k", b"ok", Some(&ok_id)).await;
+        }
+        let total = 2 * cases.len() as i64;
+        workload::wait_processed(&pool, &group, total, Duration::from_secs(120)).await;
+
+        let rows: Vec<(String, String, Option<String>, Option<String>)> =
+            sqlx::query_as("SELECT event_id, outcome, error_kind, reason FROM processed_messages")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        let by_id: HashMap<&str, (&str, Option<&str>, &str)> = rows
+            .iter()
+            .map(|(id, outcome, kind, reason)| {
+                let reason = reason.as_deref().unwrap_or("");
+                (id.as_str(), (outcome.as_str(), kind.as_deref(), reason))
+            })
+            .collect();
+        let mut wrong = Vec::new();
+        for (payload, outcome, kind, words) in cases {
+            let (got, got_kind, reason) = by_id[payload];
+            let fits = got == *outcome
+                && (kind.is_none() || got_kind == *kind)
+                && (words.is_empty() || words.iter().any(|w| reason.contains(w)))
+                && !reason.contains("LEAKED");
+            if !fits {
+                wrong.push(format!(
+                    "{payload}: {got} {got_kind:?} `{reason}`, expected {outcome} {kind:?} with one of {words:?}"
+                ));
+            }
+        }
+        assert!(wrong.is_empty(), "{name}:\n{}", wrong.join("\n"));
+        let applied = rows.iter().filter(|r| r.1 == "APPLIED").count() as i64;
+        let expected_applied =
+            cases.len() as i64 + cases.iter().filter(|c| c.1 == "APPLIED").count() as i64;
+        assert_eq!(
+            applied, expected_applied,
+            "every well-behaved record applied"
+        );
+        assert_eq!(stock_of(&pool, "CATALOG-0001").await, 100 - applied);
+        let plugin = get_json(
+            &reqwest::Client::new(),
+            &process.url(&format!("/plugins/{name}")),
+        )
+        .await;
+        assert_eq!(plugin["messagesHandled"], total, "{plugin}");
+        let status = process.terminate().await;
+        assert!(
+            status.success(),
+            "the host survived: {status}\n{}",
+            process.log_tail()
+        );
+        eprintln!("{name}: {} hostile records contained", cases.len());
+    }
+}

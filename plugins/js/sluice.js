@@ -1,0 +1,318 @@
+// Write Sluice handler plugins in JavaScript: messages, order parsing, mutations, log, config.
+//
+// The same module runs inside the component (built by `sluice plugin build` with
+// ComponentizeJS against wit/handler.wit) and natively under `node --test`, where the host's
+// `log` and `get-config` are answered by the `testing` helpers below.
+//
+// A plugin module exports `handle(message)` returning an array of mutations (`stock(...)`) or
+// throwing `Invalid` / `Rejected`, and optionally `selfTest()`. Any other exception is a bug
+// in the plugin: the record becomes a dead letter of kind `trap` with the error as its reason.
+
+/** The largest quantity one order may take (as the Rust plugins' `MAX_QUANTITY`). */
+export const MAX_QUANTITY = 1000000n;
+
+/** The message cannot be used (the reason should name the field): a dead letter. */
+export class Invalid extends Error {
+  constructor(reason) {
+    super(reason);
+    this.name = 'Invalid';
+    this.reason = reason;
+    this.sluiceError = 'invalid-message';
+  }
+}
+
+/** The message is well formed but refused on business grounds: `REJECTED`. */
+export class Rejected extends Error {
+  constructor(reason) {
+    super(reason);
+    this.name = 'Rejected';
+    this.reason = reason;
+    this.sluiceError = 'rejected';
+  }
+}
+
+/** A stock adjustment: change `productId`'s stock by `delta` (negative takes stock out). */
+export function stock(productId, delta) {
+  return { tag: 'stock-adjustment', val: { productId: String(productId), delta: BigInt(delta) } };
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** The payload as UTF-8 text (`Invalid` if it is not). */
+export function text(message) {
+  try {
+    return utf8.decode(message.payload);
+  } catch (e) {
+    throw new Invalid(`payload is not UTF-8: ${e.message}`);
+  }
+}
+
+/** The first header named `key` (a Uint8Array, or undefined). */
+export function header(message, key) {
+  const found = (message.headers || []).find((h) => h.key === key);
+  return found ? found.value : undefined;
+}
+
+/** The record key as text, or undefined. */
+export function keyString(message) {
+  if (message.key === undefined || message.key === null) return undefined;
+  try {
+    return utf8.decode(message.key);
+  } catch {
+    return undefined;
+  }
+}
+
+function kind(value) {
+  if (value === null) return 'null';
+  if (typeof value === 'boolean') return 'a boolean';
+  if (typeof value === 'number') return 'a number';
+  if (typeof value === 'string') return 'a string';
+  if (Array.isArray(value)) return 'an array';
+  return 'an object';
+}
+
+// The top-level fields of a JSON object (already validated by JSON.parse), in order, with
+// each value's raw text: JSON.parse keeps the last of repeated keys and reads integers as
+// doubles, and an order must refuse the first and keep the second exact.
+function topLevelFields(body) {
+  const fields = [];
+  let i = body.indexOf('{') + 1;
+  const skipSpace = () => {
+    while (i < body.length && ' \t\r\n'.includes(body[i])) i++;
+  };
+  const scanString = () => {
+    const start = i++;
+    while (body[i] !== '"') i += body[i] === '\\' ? 2 : 1;
+    i++;
+    return body.slice(start, i);
+  };
+  const scanValue = () => {
+    const start = i;
+    if (body[i] === '"') {
+      scanString();
+      return body.slice(start, i);
+    }
+    if (body[i] === '{' || body[i] === '[') {
+      let depth = 0;
+      do {
+        if (body[i] === '"') {
+          scanString();
+          continue;
+        }
+        if (body[i] === '{' || body[i] === '[') depth++;
+        if (body[i] === '}' || body[i] === ']') depth--;
+        i++;
+      } while (depth > 0);
+      return body.slice(start, i);
+    }
+    while (i < body.length && !',}'.includes(body[i]) && !' \t\r\n'.includes(body[i])) i++;
+    return body.slice(start, i);
+  };
+  for (;;) {
+    skipSpace();
+    if (body[i] === '}') return fields;
+    const key = JSON.parse(scanString());
+    skipSpace();
+    i++; // ':'
+    skipSpace();
+    fields.push([key, scanValue()]);
+    skipSpace();
+    if (body[i] === ',') i++;
+  }
+}
+
+/** The deepest nesting an event may have (as the Rust plugins' JSON parser allows). */
+const MAX_DEPTH = 128;
+
+function depth(document) {
+  let deepest = 0;
+  const pending = [[document, 1]];
+  while (pending.length > 0) {
+    const [value, level] = pending.pop();
+    if (value === null || typeof value !== 'object') continue;
+    deepest = Math.max(deepest, level);
+    for (const child of Object.values(value)) pending.push([child, level + 1]);
+  }
+  return deepest;
+}
+
+const INTEGER = /^-?(0|[1-9][0-9]*)$/;
+const I64_MIN = -(2n ** 63n);
+const I64_MAX = 2n ** 63n - 1n;
+
+/**
+ * The order service's event, parsed strictly as the Rust plugins do: every field present and
+ * well typed, keys unique, quantity in range. `Invalid` names what is wrong. Numbers come back
+ * as BigInt (`quantity`), as the contract's s64.
+ */
+export function parseOrder(payload) {
+  if (!payload || payload.length === 0) throw new Invalid('empty payload');
+  let body;
+  try {
+    body = utf8.decode(payload);
+  } catch (e) {
+    throw new Invalid(`payload is not UTF-8: ${e.message}`);
+  }
+  let document;
+  try {
+    document = JSON.parse(body);
+  } catch (e) {
+    throw new Invalid(`payload is not JSON: ${e.message}`);
+  }
+  if (depth(document) > MAX_DEPTH) {
+    throw new Invalid('payload is not JSON: recursion limit exceeded');
+  }
+  if (document === null || typeof document !== 'object' || Array.isArray(document)) {
+    throw new Invalid(`payload is JSON ${kind(document)} but must be an object`);
+  }
+  const raw = new Map();
+  for (const [key, value] of topLevelFields(body)) {
+    if (raw.has(key)) throw new Invalid(`payload is ambiguous: duplicate field \`${key}\``);
+    raw.set(key, value);
+  }
+  const present = (name) => {
+    const value = document[name];
+    if (value === undefined || value === null || !Object.hasOwn(document, name)) {
+      throw new Invalid(`missing field \`${name}\``);
+    }
+    return value;
+  };
+  const nonEmptyString = (name) => {
+    const value = present(name);
+    if (typeof value !== 'string') {
+      throw new Invalid(`field \`${name}\` must be a string, got ${kind(value)}`);
+    }
+    if (value.trim() === '') throw new Invalid(`field \`${name}\` is empty`);
+    return value;
+  };
+  const integer = (name) => {
+    const value = present(name);
+    if (typeof value !== 'number') {
+      throw new Invalid(`field \`${name}\` must be an integer, got ${kind(value)}`);
+    }
+    const text = raw.get(name);
+    const exact = INTEGER.test(text) ? BigInt(text) : undefined;
+    if (exact === undefined || exact < I64_MIN || exact > I64_MAX) {
+      throw new Invalid(`field \`${name}\` must be an integer, got ${text}`);
+    }
+    return exact;
+  };
+  const orderId = nonEmptyString('orderId');
+  nonEmptyString('userId');
+  const productId = nonEmptyString('productId');
+  const quantity = integer('quantity');
+  if (quantity <= 0n) throw new Invalid(`field \`quantity\` must be positive, got ${quantity}`);
+  if (quantity > MAX_QUANTITY) {
+    throw new Invalid(`field \`quantity\` must be at most ${MAX_QUANTITY}, got ${quantity}`);
+  }
+  const unitPrice = integer('unitPrice');
+  if (unitPrice < 0n) {
+    throw new Invalid(`field \`unitPrice\` must not be negative, got ${unitPrice}`);
+  }
+  integer('totalPrice');
+  nonEmptyString('createdAt');
+  return { orderId, productId, quantity };
+}
+
+/** The message's payload as an order event (`Invalid` says what is wrong). */
+export function order(message) {
+  return parseOrder(message.payload);
+}
+
+const LEVELS = ['trace', 'debug', 'info', 'warn', 'error'];
+const KEPT_LOG_LINES = 1000;
+const logs = [];
+const config = new Map();
+
+// Inside the component the build's entry module sets this to the contract's `host` imports.
+const host = () => globalThis.__sluiceHost;
+
+/** Write a line to the host's log (tagged with the plugin's name and version there). */
+export function log(level, message) {
+  if (!LEVELS.includes(level)) {
+    throw new TypeError(`log level is one of ${LEVELS.join(', ')}, got ${level}`);
+  }
+  if (logs.length < KEPT_LOG_LINES) logs.push([level, String(message)]);
+  host()?.log(level, String(message));
+}
+
+export const debug = (message) => log('debug', message);
+export const info = (message) => log('info', message);
+export const warn = (message) => log('warn', message);
+export const error = (message) => log('error', message);
+
+/** This plugin's configuration value for `key` (set by the operator), or undefined. */
+export function getConfig(key) {
+  if (config.has(key)) return config.get(key);
+  return host()?.getConfig(key) ?? undefined;
+}
+
+/**
+ * `key`'s value parsed by `parse` (Number by default), `fallback` when it is not set; a value
+ * that does not parse (NaN) is `Invalid` naming the key.
+ */
+export function configOr(key, fallback, parse = Number) {
+  const raw = getConfig(key);
+  if (raw === undefined) return fallback;
+  let value;
+  try {
+    value = parse(raw.trim());
+  } catch (e) {
+    throw new Invalid(`configuration \`${key}\` = \`${raw}\`: ${e.message}`);
+  }
+  if (typeof value === 'number' && Number.isNaN(value)) {
+    throw new Invalid(`configuration \`${key}\` = \`${raw}\`: not a number`);
+  }
+  return value;
+}
+
+const encoder = new TextEncoder();
+
+/** For tests: messages, configuration, log lines (natively; the component ignores them). */
+export const testing = {
+  message(payload, fields = {}) {
+    const bytes = typeof payload === 'string' ? encoder.encode(payload) : payload;
+    return {
+      topic: 'test',
+      partition: 0,
+      offset: 0n,
+      key: undefined,
+      payload: bytes,
+      headers: [],
+      timestampMs: undefined,
+      ...fields,
+    };
+  },
+  order(orderId, productId, quantity) {
+    const payload = JSON.stringify({
+      orderId,
+      userId: 'test',
+      productId,
+      quantity,
+      unitPrice: 100,
+      totalPrice: 100 * quantity,
+      createdAt: '2026-01-01T00:00:00Z',
+    });
+    return testing.message(payload, {
+      key: encoder.encode(productId),
+      headers: [{ key: 'event-id', value: encoder.encode(orderId) }],
+    });
+  },
+  setConfig(key, value) {
+    config.set(key, value);
+  },
+  clearConfig() {
+    config.clear();
+  },
+  logs() {
+    return [...logs];
+  },
+  clearLogs() {
+    logs.length = 0;
+  },
+  /** The [product, delta] pairs of an array of mutations (deltas as Numbers). */
+  adjustments(mutations) {
+    return mutations.map((m) => [m.val.productId, Number(m.val.delta)]);
+  },
+};

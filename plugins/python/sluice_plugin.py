@@ -1,0 +1,364 @@
+"""Write Sluice handler plugins in Python: messages, order parsing, mutations, log, config.
+
+The same module runs inside the component (built by ``sluice plugin build`` with
+componentize-py against ``wit/handler.wit``) and natively under pytest, where the host's
+``log`` and ``get-config`` are answered by the ``testing`` helpers below.
+
+A plugin module defines ``handle(message)`` returning a list of mutations (``stock(...)``) or
+raising ``Invalid`` / ``Rejected``, optionally ``self_test()``, and ends with::
+
+    WitWorld = sluice_plugin.export(handle, self_test=self_test)
+
+Any other exception is a bug in the plugin: the call traps and the record becomes a dead
+letter with the traceback's last lines as its reason.
+"""
+
+import json
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional
+
+try:  # Inside the component: the bindings componentize-py generated for the contract.
+    from componentize_py_types import Err
+    from wit_world.imports import host as _host
+    from wit_world.imports import types as _types
+
+    IN_COMPONENT = True
+except ImportError:  # Natively (pytest): the same shapes, and a host the tests control.
+    IN_COMPONENT = False
+    _host = None
+    _types = None
+
+#: The largest quantity one order may take (as the Rust plugins' ``MAX_QUANTITY``).
+MAX_QUANTITY = 1_000_000
+
+
+class Invalid(Exception):
+    """The message cannot be used (the reason should name the field): a dead letter."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Rejected(Exception):
+    """The message is well formed but refused on business grounds: ``REJECTED``."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class Header:
+    key: str
+    value: Optional[bytes]
+
+
+@dataclass
+class Message:
+    """One Kafka record, as the host hands it over (the component's own type has these fields)."""
+
+    topic: str = "test"
+    partition: int = 0
+    offset: int = 0
+    key: Optional[bytes] = None
+    payload: bytes = b""
+    headers: List[Header] = field(default_factory=list)
+    timestamp_ms: Optional[int] = None
+
+
+@dataclass
+class StockAdjustment:
+    """Change ``product_id``'s stock by ``delta`` (negative takes stock out)."""
+
+    product_id: str
+    delta: int
+
+
+def stock(product_id: str, delta: int) -> StockAdjustment:
+    """A stock adjustment mutation."""
+    return StockAdjustment(product_id, delta)
+
+
+def text(message) -> str:
+    """The payload as UTF-8 text (``Invalid`` if it is not)."""
+    try:
+        return bytes(message.payload).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise Invalid(f"payload is not UTF-8: {e}") from None
+
+
+def header(message, key: str) -> Optional[bytes]:
+    """The first header named ``key``."""
+    for h in message.headers:
+        if h.key == key:
+            return h.value
+    return None
+
+
+def key_str(message) -> Optional[str]:
+    """The record key as text."""
+    if message.key is None:
+        return None
+    try:
+        return bytes(message.key).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+@dataclass
+class OrderEvent:
+    order_id: str
+    product_id: str
+    quantity: int
+
+
+def _kind(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+class _Repeated(Exception):
+    pass
+
+
+def _unique(pairs):
+    seen = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _Repeated(key)
+        seen[key] = value
+    return seen
+
+
+#: The deepest nesting an event may have (as the Rust plugins' JSON parser allows).
+MAX_DEPTH = 128
+
+
+def _depth(document) -> int:
+    deepest, pending = 0, [(document, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, (list, dict)):
+            deepest = max(deepest, depth)
+            children = value.values() if isinstance(value, dict) else value
+            pending.extend((child, depth + 1) for child in children if isinstance(child, (list, dict)))
+    return deepest
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_order(payload: bytes) -> OrderEvent:
+    """The order service's event, parsed strictly as the Rust plugins do: every field present
+    and well typed, keys unique, quantity in range. ``Invalid`` names what is wrong."""
+    payload = bytes(payload)
+    if not payload:
+        raise Invalid("empty payload")
+    try:
+        body = payload.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise Invalid(f"payload is not UTF-8: {e}") from None
+    try:
+        document = json.loads(body, object_pairs_hook=_unique, parse_constant=_no_constant)
+    except _Repeated as e:
+        raise Invalid(f"payload is ambiguous: duplicate field `{e}`") from None
+    except ValueError as e:
+        raise Invalid(f"payload is not JSON: {e}") from None
+    except RecursionError:
+        raise Invalid("payload is not JSON: recursion limit exceeded") from None
+    if _depth(document) > MAX_DEPTH:
+        raise Invalid("payload is not JSON: recursion limit exceeded")
+    if not isinstance(document, dict):
+        raise Invalid(f"payload is JSON {_kind(document)} but must be an object")
+
+    def present(name):
+        value = document.get(name)
+        if value is None:
+            raise Invalid(f"missing field `{name}`")
+        return value
+
+    def non_empty_string(name):
+        value = present(name)
+        if not isinstance(value, str):
+            raise Invalid(f"field `{name}` must be a string, got {_kind(value)}")
+        if not value.strip():
+            raise Invalid(f"field `{name}` is empty")
+        return value
+
+    def integer(name):
+        value = present(name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise Invalid(f"field `{name}` must be an integer, got {_kind(value)}")
+        if isinstance(value, float) or not -(2**63) <= value < 2**63:
+            raise Invalid(f"field `{name}` must be an integer, got {value}")
+        return value
+
+    order_id = non_empty_string("orderId")
+    non_empty_string("userId")
+    product_id = non_empty_string("productId")
+    quantity = integer("quantity")
+    if quantity <= 0:
+        raise Invalid(f"field `quantity` must be positive, got {quantity}")
+    if quantity > MAX_QUANTITY:
+        raise Invalid(f"field `quantity` must be at most {MAX_QUANTITY}, got {quantity}")
+    unit_price = integer("unitPrice")
+    if unit_price < 0:
+        raise Invalid(f"field `unitPrice` must not be negative, got {unit_price}")
+    integer("totalPrice")
+    non_empty_string("createdAt")
+    return OrderEvent(order_id, product_id, quantity)
+
+
+def order(message) -> OrderEvent:
+    """The message's payload as an order event (``Invalid`` says what is wrong)."""
+    return parse_order(message.payload)
+
+
+# Log levels, as the contract names them.
+TRACE, DEBUG, INFO, WARN, ERROR = "trace", "debug", "info", "warn", "error"
+_LEVELS = (TRACE, DEBUG, INFO, WARN, ERROR)
+_KEPT_LOG_LINES = 1000
+_logs: list = []
+_config: dict = {}
+
+
+def log(level: str, message: str) -> None:
+    """Write a line to the host's log (tagged with the plugin's name and version there)."""
+    if level not in _LEVELS:
+        raise ValueError(f"log level is one of {', '.join(_LEVELS)}, got {level!r}")
+    if len(_logs) < _KEPT_LOG_LINES:
+        _logs.append((level, message))
+    if IN_COMPONENT:
+        _host.log(_host.Level[level.upper()], message)
+
+
+def debug(message: str) -> None:
+    log(DEBUG, message)
+
+
+def info(message: str) -> None:
+    log(INFO, message)
+
+
+def warn(message: str) -> None:
+    log(WARN, message)
+
+
+def error(message: str) -> None:
+    log(ERROR, message)
+
+
+def config(key: str) -> Optional[str]:
+    """This plugin's configuration value for ``key`` (set by the operator), if any."""
+    if key in _config:
+        return _config[key]
+    if IN_COMPONENT:
+        return _host.get_config(key)
+    return None
+
+
+def config_or(key: str, default, parse: Callable = None):
+    """``key``'s value parsed as the type of ``default`` (or by ``parse``), ``default`` when it
+    is not set; a value that does not parse is ``Invalid`` naming the key."""
+    raw = config(key)
+    if raw is None:
+        return default
+    convert = parse or type(default)
+    try:
+        return convert(raw.strip())
+    except (TypeError, ValueError) as e:
+        raise Invalid(f"configuration `{key}` = `{raw}`: {e}") from None
+
+
+def _to_component(mutation):
+    if not isinstance(mutation, StockAdjustment):
+        raise TypeError(f"a mutation is made with stock(...), got {mutation!r}")
+    return _types.Mutation_StockAdjustment(
+        _types.StockAdjustment(mutation.product_id, mutation.delta)
+    )
+
+
+def export(handle: Callable, self_test: Callable = None):
+    """The class componentize-py instantiates (assign it to ``WitWorld`` in the app module):
+    ``handle``'s list of mutations, or its ``Invalid``/``Rejected``, in the contract's types."""
+
+    class WitWorld:
+        def handle(self, message):
+            try:
+                return [_to_component(m) for m in handle(message)]
+            except Invalid as e:
+                raise Err(_types.HandlerError_InvalidMessage(e.reason)) from None
+            except Rejected as e:
+                raise Err(_types.HandlerError_Rejected(e.reason)) from None
+
+        def self_test(self):
+            if self_test is None:
+                return None
+            try:
+                self_test()
+            except Exception as e:  # noqa: BLE001 - every failure refuses the version
+                raise Err(f"{type(e).__name__}: {e}") from None
+            return None
+
+    return WitWorld
+
+
+class testing:
+    """For tests: messages, configuration, log lines (natively; the component ignores them)."""
+
+    @staticmethod
+    def message(payload, **fields) -> Message:
+        if isinstance(payload, str):
+            payload = payload.encode()
+        return Message(payload=payload, **fields)
+
+    @staticmethod
+    def order(order_id: str, product_id: str, quantity: int) -> Message:
+        payload = json.dumps(
+            {
+                "orderId": order_id,
+                "userId": "test",
+                "productId": product_id,
+                "quantity": quantity,
+                "unitPrice": 100,
+                "totalPrice": 100 * quantity,
+                "createdAt": "2026-01-01T00:00:00Z",
+            }
+        )
+        return Message(
+            payload=payload.encode(),
+            key=product_id.encode(),
+            headers=[Header("event-id", order_id.encode())],
+        )
+
+    @staticmethod
+    def set_config(key: str, value: str) -> None:
+        _config[key] = value
+
+    @staticmethod
+    def clear_config() -> None:
+        _config.clear()
+
+    @staticmethod
+    def logs() -> list:
+        return list(_logs)
+
+    @staticmethod
+    def clear_logs() -> None:
+        _logs.clear()
+
+    @staticmethod
+    def adjustments(mutations) -> list:
+        """The (product, delta) pairs of a list of mutations."""
+        return [(m.product_id, m.delta) for m in mutations]

@@ -20,13 +20,7 @@ impl Bench<'_> {
             }
             None => STOCK_PLUGIN.to_vec(),
         };
-        let component = compile::compile_here(sandbox.engine(), &bytes)?;
-        let wasm = Plugin::load(
-            &sandbox,
-            "stock",
-            crate::runtime::version_of(&bytes),
-            &component,
-        )?;
+        let wasm = load(&sandbox, &bytes)?;
         let native = Plugin::native(&sandbox, "native", native_stock);
         let message = bindings::Message {
             topic: TOPIC.into(),
@@ -59,36 +53,105 @@ impl Bench<'_> {
                 Isolation::Record,
             ),
         ] {
-            let start = self.processes.cpu();
-            let mut samples = Vec::with_capacity(self.args.plugin_calls);
-            let started = Instant::now();
-            let mut calls = plugin.calls_in(isolation);
-            for i in 0..self.args.plugin_calls {
-                if i % batch == 0 {
-                    calls = plugin.calls_in(isolation); // the next batch's instance
-                }
-                let call = Instant::now();
-                calls
-                    .handle(&message)
-                    .map_err(|e| anyhow::anyhow!("the benchmark call failed: {e}"))?;
-                samples.push(call.elapsed());
-            }
-            drop(calls);
-            let seconds = started.elapsed().as_secs_f64();
-            let (p50, p99) = percentiles(&mut samples);
-            figures.push(Figure {
+            let calls = self.args.plugin_calls;
+            figures.push(self.time_calls(scenario, what, plugin, isolation, &message, calls)?);
+        }
+        // The stock plugin in Python and JavaScript, when built (`sluice plugin build`).
+        for (scenario, lang, path) in [
+            ("call-python", "Python", &self.args.python_component),
+            ("call-js", "JavaScript", &self.args.js_component),
+        ] {
+            let Ok(bytes) = std::fs::read(path) else {
+                eprintln!(
+                    "{scenario}: {} is not built (sluice plugin build {}); not measured",
+                    path.display(),
+                    path.parent()
+                        .and_then(|build| build.parent())
+                        .unwrap_or(path)
+                        .display()
+                );
+                continue;
+            };
+            let plugin = load(&sandbox, &bytes)?;
+            // An interpreter's call costs a thousand Rust ones: fewer calls give the figure.
+            let calls = (self.args.plugin_calls / 10).max(100);
+            figures.push(self.time_calls(
                 scenario,
-                what,
-                rate: Some(self.args.plugin_calls as f64 / seconds),
-                p50_ms: Some(p50.as_secs_f64() * 1e3),
-                p99_ms: Some(p99.as_secs_f64() * 1e3),
-                count: self.args.plugin_calls as u64,
-                seconds,
-                cpu: self.processes.cpu().since(start),
-                peak_rss_mib: None,
-                statements: Vec::new(),
-            });
+                format!("{lang} stock plugin, record isolation: fresh instance + call"),
+                &plugin,
+                Isolation::Record,
+                &message,
+                calls / 4,
+            )?);
+            let batched: &'static str = if scenario == "call-python" {
+                "call-python-batch"
+            } else {
+                "call-js-batch"
+            };
+            figures.push(self.time_calls(
+                batched,
+                format!("{lang} stock plugin, batch isolation: {batch} calls per instance"),
+                &plugin,
+                Isolation::Batch,
+                &message,
+                calls,
+            )?);
         }
         Ok(figures)
     }
+
+    /// `calls` calls of `plugin` in `isolation`, each timed (a fresh instance every
+    /// `--batch` calls in batch isolation).
+    fn time_calls(
+        &self,
+        scenario: &'static str,
+        what: String,
+        plugin: &Plugin,
+        isolation: Isolation,
+        message: &bindings::Message,
+        calls: usize,
+    ) -> anyhow::Result<Figure> {
+        let batch = self.args.batch.max(1);
+        let start = self.processes.cpu();
+        let mut samples = Vec::with_capacity(calls);
+        let started = Instant::now();
+        let mut instance = plugin.calls_in(isolation);
+        for i in 0..calls {
+            if i % batch == 0 {
+                instance = plugin.calls_in(isolation); // the next batch's instance
+            }
+            let call = Instant::now();
+            instance
+                .handle(message)
+                .map_err(|e| anyhow::anyhow!("the benchmark call failed: {e}"))?;
+            samples.push(call.elapsed());
+        }
+        drop(instance);
+        let seconds = started.elapsed().as_secs_f64();
+        let (p50, p99) = percentiles(&mut samples);
+        Ok(Figure {
+            scenario,
+            what,
+            rate: Some(calls as f64 / seconds),
+            p50_ms: Some(p50.as_secs_f64() * 1e3),
+            p99_ms: Some(p99.as_secs_f64() * 1e3),
+            count: calls as u64,
+            seconds,
+            cpu: self.processes.cpu().since(start),
+            peak_rss_mib: None,
+            statements: Vec::new(),
+        })
+    }
+}
+
+/// `bytes` compiled here and loaded as the plugin `stock`.
+fn load(sandbox: &std::sync::Arc<Sandbox>, bytes: &[u8]) -> anyhow::Result<Plugin> {
+    let component = compile::compile_here(sandbox.engine(), bytes)?;
+    Plugin::load(
+        sandbox,
+        "stock",
+        crate::runtime::version_of(bytes),
+        &component,
+    )
+    .map_err(anyhow::Error::from)
 }

@@ -49,6 +49,20 @@ pub struct BenchArgs {
     /// The component the call scenarios time [default: the bundled stock plugin].
     #[arg(long, value_name = "FILE")]
     pub component: Option<PathBuf>,
+    /// The Python stock plugin the `call-python` scenarios time.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "plugins/python/stock/build/stock.wasm"
+    )]
+    pub python_component: PathBuf,
+    /// The JavaScript stock plugin the `call-js` scenarios time.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "plugins/js/stock/build/stock.wasm"
+    )]
+    pub js_component: PathBuf,
     /// Calls per instance in batch isolation's call scenario.
     #[arg(long, default_value_t = 1000)]
     pub batch: usize,

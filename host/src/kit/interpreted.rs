@@ -57,6 +57,10 @@ const PY_TEMPLATE: &[(&str, &str)] = &[
         include_str!("../../../plugins/python/template/tests/test_app.py"),
     ),
     (
+        "conftest.py",
+        include_str!("../../../plugins/python/template/conftest.py"),
+    ),
+    (
         "requirements.txt",
         include_str!("../../../plugins/python/template/requirements.txt"),
     ),

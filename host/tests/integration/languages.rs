@@ -22,20 +22,9 @@ fn root() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
-/// `sluice plugin ARGS`: whether it succeeded, and what it printed.
+/// `sluice plugin ARGS` at the repository root.
 fn plugin(args: &[&str]) -> (bool, String) {
-    let output = Command::new(SLUICE)
-        .arg("plugin")
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("running sluice plugin");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
+    plugin_in(root(), args)
 }
 
 #[test]
@@ -45,6 +34,7 @@ fn the_stock_plugin_passes_the_same_fixtures_in_rust_python_and_javascript() {
         .unwrap()
         .lines()
         .count();
+    let mut checks = Vec::new();
     for component in [
         fixture("sluice_plugin_stock"),
         interpreted(PYTHON_STOCK),
@@ -65,13 +55,16 @@ fn the_stock_plugin_passes_the_same_fixtures_in_rust_python_and_javascript() {
         let (ok, out) = plugin(&["check", component.to_str().unwrap()]);
         assert!(ok, "{}:\n{out}", component.display());
         assert!(out.contains("self-test passed"), "{out}");
+        checks.push(out);
     }
     // What the interpreters import, and the host links while granting nothing.
-    let (_, python) = plugin(&["check", interpreted(PYTHON_STOCK).to_str().unwrap()]);
-    assert!(python.contains("wasi:sockets/tcp"), "{python}");
-    assert!(python.contains("wasi:filesystem/types"), "{python}");
-    let (_, js) = plugin(&["check", interpreted(JS_STOCK).to_str().unwrap()]);
-    assert!(!js.contains("wasi:http"), "built without fetch: {js}");
+    assert!(checks[1].contains("wasi:sockets/tcp"), "{}", checks[1]);
+    assert!(checks[1].contains("wasi:filesystem/types"), "{}", checks[1]);
+    assert!(
+        !checks[2].contains("wasi:http"),
+        "built without fetch: {}",
+        checks[2]
+    );
 }
 
 /// Install `component` as the shadow of `stock`, feed `orders` valid orders and `poison` bad
@@ -319,4 +312,106 @@ async fn hostile_python_and_javascript_plugins_cost_only_their_own_records() {
         );
         eprintln!("{name}: {} hostile records contained", cases.len());
     }
+}
+
+/// `sluice plugin ARGS` in `dir`, with the tools where scripts/setup --test installs them.
+fn plugin_in(dir: &Path, args: &[&str]) -> (bool, String) {
+    let mut path = std::ffi::OsString::from(root().join("target/plugin-venv/bin"));
+    path.push(":");
+    path.push(root().join("plugins/js/node_modules/.bin"));
+    path.push(":");
+    path.push(std::env::var_os("PATH").unwrap_or_default());
+    let output = Command::new(SLUICE)
+        .arg("plugin")
+        .args(args)
+        .current_dir(dir)
+        .env("PATH", path)
+        .output()
+        .expect("running sluice plugin");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaffolded_python_and_javascript_plugins_test_build_check_and_go_live() {
+    let app = TestApp::spawn().await;
+    let parent = tempfile::tempdir().unwrap();
+    for (lang, name, test_file, wrong) in [
+        (
+            "python",
+            "rules-py",
+            "tests/test_app.py",
+            ("(\"CATALOG-0001\", -3)", "(\"CATALOG-0001\", -4)"),
+        ),
+        (
+            "js",
+            "rules-js",
+            "test/plugin.test.js",
+            ("['CATALOG-0001', -3]", "['CATALOG-0001', -4]"),
+        ),
+    ] {
+        let (ok, out) = plugin_in(parent.path(), &["new", name, "--lang", lang]);
+        assert!(ok, "{out}");
+        let dir = parent.path().join(name);
+
+        // Its unit tests, build and fixtures pass on the first try...
+        let (ok, out) = plugin_in(&dir, &["test", "--fixtures", "fixtures/"]);
+        assert!(ok, "{lang}: {out}");
+        assert!(out.contains("3 passed; 0 failed"), "{lang}: {out}");
+        // ...and a failing unit test fails the command before anything is built.
+        let test_path = dir.join(test_file);
+        let tests = std::fs::read_to_string(&test_path).unwrap();
+        assert!(tests.contains(wrong.0), "{lang}: {tests}");
+        std::fs::write(&test_path, tests.replace(wrong.0, wrong.1)).unwrap();
+        let (ok, out) = plugin_in(&dir, &["test", "--fixtures", "fixtures/"]);
+        assert!(!ok, "{lang}: a wrong expectation must fail: {out}");
+        assert!(!out.contains("running 3 fixtures"), "{lang}: {out}");
+        std::fs::write(&test_path, tests).unwrap();
+
+        // `plugin test --fixtures` built it (as `plugin build` does).
+        let component = dir
+            .join("build")
+            .join(format!("{}.wasm", name.replace('-', "_")));
+        let (ok, out) = plugin_in(&dir, &["check", component.to_str().unwrap()]);
+        assert!(ok && out.contains("self-test passed"), "{lang}: {out}");
+
+        // Swapped in as the live stock plugin, it decides the next order.
+        let bytes = std::fs::read(&component).unwrap();
+        let response = app
+            .http
+            .put(app.url("/plugins/stock"))
+            .body(bytes.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status().as_u16(),
+            200,
+            "{}",
+            response.text().await.unwrap()
+        );
+        let (_, listed) = app.get_json("/plugins/stock").await;
+        assert_eq!(listed["version"], version_of(&bytes).as_str(), "{listed}");
+        let before = stock_of(&app.pool, "CATALOG-0001").await;
+        let processed = app.processed_count().await;
+        let response = app
+            .post_order(
+                serde_json::json!({"userId": "author", "productId": "CATALOG-0001",
+                                           "quantity": 2, "unitPrice": 100}),
+            )
+            .await;
+        assert_eq!(response.status().as_u16(), 201);
+        app.wait_processed(processed + 1, Duration::from_secs(30))
+            .await;
+        assert_eq!(
+            stock_of(&app.pool, "CATALOG-0001").await,
+            before - 2,
+            "{lang}"
+        );
+    }
+    app.stop().await;
 }

@@ -83,11 +83,29 @@ async fn send(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_poison_record_costs_only_itself() {
+    poison_run(ServeConfig::new).await;
+}
+
+/// The same corpus with the Python version of the stock plugin active (as `stock`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_poison_record_costs_only_itself_with_the_python_plugin_active() {
+    let python = common::interpreted("plugins/python/stock");
+    poison_run(|db, brokers, topic, group| {
+        ServeConfig::new(db, brokers, topic, group)
+            .env("SLUICE_PLUGINS", python.display())
+            // An interpreter's fresh instance and call cost more than the default 100 ms
+            // allow on a loaded debug build (README "Plugins in Python and JavaScript").
+            .env("SLUICE_PLUGIN_TIMEOUT_MS", "1000")
+    })
+    .await;
+}
+
+async fn poison_run(config: impl FnOnce(&str, &str, &str, &str) -> ServeConfig) {
     // Arrange
     let (broker, topic, db_url, pool) = Stack::start(common::PARTITIONS).await.into_parts();
     let initial = workload::add_products(&pool, 3, 1_000).await;
     let valid = workload::orders(300, &initial, 7);
-    let config = ServeConfig::new(&db_url, broker.bootstrap(), &topic, "poison-group");
+    let config = config(&db_url, broker.bootstrap(), &topic, "poison-group");
     let mut process = Serve::spawn(&config, "poison");
     process.wait_healthy().await;
     let producer: FutureProducer = ClientConfig::new()
@@ -117,7 +135,7 @@ async fn every_poison_record_costs_only_itself() {
         }
     }
     let total = (corpus.len() + valid.len()) as i64;
-    workload::wait_processed(&pool, "poison-group", total, Duration::from_secs(30)).await;
+    workload::wait_processed(&pool, "poison-group", total, Duration::from_secs(60)).await;
 
     // Assert: each poison record has its outcome and a reason that says why.
     let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(

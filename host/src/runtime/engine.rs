@@ -237,6 +237,9 @@ impl Sandbox {
         wasi::add_to_linker(&mut linker)
             .map_err(anyhow::Error::from)
             .context("linking WASI")?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("linking wasi:http")?;
         Handler::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(anyhow::Error::from)
             .context("linking the host interface")?;
@@ -385,6 +388,8 @@ impl InFlight {
 /// The state of one plugin call.
 pub struct PluginState {
     wasi: WasiCtx,
+    http: wasmtime_wasi_http::WasiHttpCtx,
+    http_hooks: wasi::DenyHttp,
     table: ResourceTable,
     pub(super) limiter: Limiter,
     pub(super) stderr: Capture,
@@ -399,6 +404,8 @@ impl PluginState {
         let stderr = Capture::new(STDERR_CAPTURE_BYTES);
         Self {
             wasi: wasi::context(stderr.clone()),
+            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            http_hooks: wasi::DenyHttp,
             table: ResourceTable::new(),
             limiter: Limiter::new(Limits::default()),
             stderr,
@@ -437,6 +444,16 @@ impl WasiView for PluginState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl wasmtime_wasi_http::WasiHttpView for PluginState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            hooks: &mut self.http_hooks,
+            table: &mut self.table,
+            ctx: &mut self.http,
         }
     }
 }

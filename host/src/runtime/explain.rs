@@ -43,6 +43,8 @@ const OFFERED: &[&str] = &[
     "wasi:sockets/udp",
     "wasi:sockets/udp-create-socket",
     "wasi:sockets/ip-name-lookup",
+    "wasi:http/types",
+    "wasi:http/outgoing-handler",
 ];
 
 /// What is wrong with `component`, as one readable line; `error` is the linker's own report.
@@ -63,7 +65,7 @@ pub fn link_problem(engine: &Engine, component: &Component, error: &str) -> Stri
         }
         if !OFFERED.contains(&interface) {
             let why = if interface.starts_with("wasi:http") {
-                ": plugins make no HTTP requests"
+                ": plugins serve no HTTP requests"
             } else {
                 ""
             };

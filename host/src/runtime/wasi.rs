@@ -3,7 +3,8 @@
 //! random, streams, polling, filesystem, sockets — granting nothing and never waiting.
 //!
 //! The filesystem has no preopened directory, so there is no descriptor to open anything with;
-//! sockets refuse to be created (TCP and UDP are off) and every name lookup fails. Environment
+//! sockets refuse to be created (TCP and UDP are off) and every name lookup fails; an outgoing
+//! HTTP request (`wasi:http`, which ComponentizeJS's `fetch` imports) is denied. Environment
 //! and arguments are empty, stdin is closed, stdout is discarded and stderr is captured (its
 //! first bytes go into the error report of a failed call). Nothing here may block: epoch deadlines
 //! interrupt wasm code, not a host call, so `pollable.block` and `poll` answer at once when
@@ -242,5 +243,32 @@ impl tokio::io::AsyncWrite for Capture {
         _cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// The `wasi:http` hooks of a plugin: every outgoing request is denied at once
+/// (`HTTP-request-denied`), before anything is resolved or connected.
+pub struct DenyHttp;
+
+/// What a sent request resolves to (wasmtime-wasi-http's hook signature).
+type Sent = Box<
+    dyn Future<
+            Output = wasmtime_wasi_http::Result<(
+                http::Response<wasmtime_wasi_http::WasiBody>,
+                Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+            )>,
+        > + Send,
+>;
+
+impl wasmtime_wasi_http::WasiHttpHooks for DenyHttp {
+    fn send_request(
+        &mut self,
+        _request: http::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> Sent {
+        Box::new(std::future::ready(Err(
+            wasmtime_wasi_http::Error::HttpRequestDenied,
+        )))
     }
 }

@@ -65,6 +65,35 @@ fn the_stock_plugin_passes_the_same_fixtures_in_rust_python_and_javascript() {
         "built without fetch: {}",
         checks[2]
     );
+
+    // ComponentizeJS's default build imports wasi:http (for `fetch`): it loads too (every
+    // request it would send is denied) and decides the fixtures the same.
+    let stock_js = root().join(JS_STOCK);
+    let with_fetch = stock_js.join("build/stock-with-fetch.wasm");
+    {
+        let lock = std::fs::File::create(stock_js.join("build/.lock")).unwrap();
+        lock.lock().unwrap();
+        let staging = stock_js.join(".sluice-build");
+        let status = Command::new(root().join("plugins/js/node_modules/.bin/componentize-js"))
+            .current_dir(&staging)
+            .args(["bundle.js", "--wit", "wit", "-n", "checked-handler", "-o"])
+            .arg(&with_fetch)
+            .status()
+            .unwrap();
+        assert!(status.success(), "componentize-js with its defaults");
+    }
+    let (ok, out) = plugin(&["check", with_fetch.to_str().unwrap()]);
+    assert!(ok && out.contains("wasi:http/outgoing-handler"), "{out}");
+    let (ok, out) = plugin(&[
+        "test",
+        with_fetch.to_str().unwrap(),
+        "--fixtures",
+        fixtures.to_str().unwrap(),
+    ]);
+    assert!(
+        ok && out.contains(&format!("{cases} passed; 0 failed")),
+        "{out}"
+    );
 }
 
 /// Install `component` as the shadow of `stock`, feed `orders` valid orders and `poison` bad

@@ -6,7 +6,7 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential pkg-config zlib1g-dev libssl-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-# rust-toolchain.toml pins the compiler and adds the wasm32-wasip2 target for the plugins.
+# rust-toolchain.toml pins the compiler and adds the wasm targets (wasm32-wasip2 for the plugins, wasm32-unknown-unknown for the embedded stock plugin).
 COPY rust-toolchain.toml ./
 RUN rustup toolchain install
 COPY . .

@@ -1,5 +1,12 @@
 //! Builds the bundled plugins for wasm32-wasip2 so that `cargo build` alone yields a `sluice`
 //! that runs out of the box: the stock plugin is embedded in the binary.
+//!
+//! The embedded stock plugin is built a second time, for wasm32-unknown-unknown, and made a
+//! component here. It needs nothing from WASI, and without WASI imports a component is one core
+//! instance: the wasip2 build imports std's WASI interfaces, and lowering those takes two more
+//! core modules (a shim and its fixup), which is most of what a fresh instance per record costs
+//! (README "Performance"). The wasip2 build stays: it is what `sluice plugin build` makes, and
+//! the tests that run the stock plugin's unit tests and fixtures use it too.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -46,7 +53,14 @@ fn main() {
 
     // A separate target dir: the outer cargo holds the lock on `target/<profile>`.
     let target_dir = root.join("target").join("plugins");
-    build_plugins(root, &target_dir);
+    let packages: Vec<&str> = PLUGINS.iter().map(|(package, _)| *package).collect();
+    build_plugins(root, &target_dir, "wasm32-wasip2", &packages);
+    build_plugins(
+        root,
+        &target_dir,
+        "wasm32-unknown-unknown",
+        &["sluice-plugin-stock"],
+    );
     println!("cargo:rustc-env=SLUICE_FIXTURES_DIR={}", out_dir.display());
     for (_, stem) in PLUGINS {
         let built = target_dir
@@ -57,9 +71,20 @@ fn main() {
         std::fs::copy(&built, &dest)
             .unwrap_or_else(|e| panic!("copying {} to {}: {e}", built.display(), dest.display()));
     }
+    let core = target_dir
+        .join("wasm32-unknown-unknown")
+        .join("plugin")
+        .join("sluice_plugin_stock.wasm");
+    let bytes = std::fs::read(&core).unwrap_or_else(|e| panic!("reading {}: {e}", core.display()));
+    let component = wit_component::ComponentEncoder::default()
+        .module(&bytes)
+        .and_then(|encoder| encoder.validate(true).encode())
+        .unwrap_or_else(|e| panic!("making {} a component: {e:#}", core.display()));
+    std::fs::write(out_dir.join("sluice_plugin_stock.wasm"), component)
+        .unwrap_or_else(|e| panic!("writing the embedded stock plugin: {e}"));
 }
 
-fn build_plugins(root: &Path, target_dir: &Path) {
+fn build_plugins(root: &Path, target_dir: &Path, target: &str, packages: &[&str]) {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command
@@ -68,15 +93,11 @@ fn build_plugins(root: &Path, target_dir: &Path) {
             "build",
             "--quiet",
             "--target",
-            "wasm32-wasip2",
+            target,
             "--profile",
             "plugin",
         ])
-        .args(
-            PLUGINS
-                .iter()
-                .flat_map(|(package, _)| ["--package", package]),
-        )
+        .args(packages.iter().flat_map(|package| ["--package", package]))
         .arg("--target-dir")
         .arg(target_dir);
     // Flags meant for the host build must not leak into the wasm build.
@@ -93,7 +114,7 @@ fn build_plugins(root: &Path, target_dir: &Path) {
         .unwrap_or_else(|e| panic!("running cargo to build the plugins: {e}"));
     assert!(
         status.success(),
-        "building the plugins for wasm32-wasip2 failed ({status}); \
-         is the target installed? `rustup target add wasm32-wasip2`"
+        "building the plugins for {target} failed ({status}); \
+         is the target installed? `rustup target add {target}`"
     );
 }

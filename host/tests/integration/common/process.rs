@@ -85,13 +85,24 @@ impl Serve {
         format!("{}{path}", self.base)
     }
 
+    /// Wait until `/healthz` answers. A process that exits first fails at once, with its log;
+    /// the limit is generous because a start may compile an interpreted plugin (≈ 10 s in a
+    /// debug build, several times that on a loaded 2-core machine).
     pub async fn wait_healthy(&self) {
         let client = reqwest::Client::new();
         let url = self.url("/healthz");
+        let pid = self.child.as_ref().map(Child::id);
         eventually(
-            Duration::from_secs(30),
+            Duration::from_secs(120),
             "sluice serve to answer /healthz",
             || async {
+                if let Some(pid) = pid {
+                    assert!(
+                        is_running(pid),
+                        "sluice serve exited before it answered /healthz; its log ends:\n{}",
+                        self.log_tail()
+                    );
+                }
                 let response = client.get(&url).send().await.ok()?;
                 response.status().is_success().then_some(())
             },
@@ -136,6 +147,17 @@ impl Serve {
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie waiting to be reaped).
+fn is_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat.rsplit_once(") ")?.1.chars().next()?;
+            Some(state != 'Z' && state != 'X')
+        })
+        .unwrap_or(false)
 }
 
 impl Drop for Serve {

@@ -12,10 +12,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Plugins built with every host build: (package, crate file stem). The stock plugin is
-/// embedded in the binary; the fixtures are the hostile and versioned plugins the tests load
-/// (their directory is `SLUICE_FIXTURES_DIR` at compile time).
+/// embedded in the binary; the velocity example and the fixtures (hostile and versioned
+/// plugins, all of contract 0.1) are what the tests load (their directory is
+/// `SLUICE_FIXTURES_DIR` at compile time).
 const PLUGINS: &[(&str, &str)] = &[
     ("sluice-plugin-stock", "sluice_plugin_stock"),
+    ("sluice-plugin-velocity", "sluice_plugin_velocity"),
     ("sluice-fixture-hostile", "sluice_fixture_hostile"),
     ("sluice-fixture-wrong-world", "sluice_fixture_wrong_world"),
     ("sluice-fixture-stock-v2", "sluice_fixture_stock_v2"),

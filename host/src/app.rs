@@ -49,7 +49,7 @@ impl Application {
         let control = Arc::new(PluginControl::new(
             pool.clone(),
             Arc::clone(&registry),
-            settings.plugins.versions_kept,
+            settings.plugins.policy.clone(),
             Arc::clone(&metrics),
         ));
         control.load_defaults(&settings.plugins.paths).await?;
@@ -193,6 +193,7 @@ impl Application {
             shutdown.child_token(),
         ));
         let follow = tokio::spawn(Arc::clone(&self.control).follow(shutdown.child_token()));
+        let guard = tokio::spawn(Arc::clone(&self.control).guard(shutdown.child_token()));
         let watch = self.plugin_dir.map(|dir| {
             tokio::spawn(Arc::clone(&self.control).watch_dir(dir, shutdown.child_token()))
         });
@@ -216,6 +217,7 @@ impl Application {
         tasks.spawn(async move { ("order status consumer", flatten(status.await)) });
         tasks.spawn(async move { ("dedupe retention", flatten(retention.await)) });
         tasks.spawn(async move { ("plugin follower", flatten(follow.await)) });
+        tasks.spawn(async move { ("plugin guard", flatten(guard.await)) });
         if let Some(watch) = watch {
             tasks.spawn(async move { ("plugin directory watcher", flatten(watch.await)) });
         }

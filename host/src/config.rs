@@ -9,7 +9,9 @@ use std::time::Duration;
 use clap::{Args, Parser};
 use secrecy::SecretString;
 
-use crate::domain::Routes;
+use crate::control::{GuardPolicy, Policy};
+use crate::db;
+use crate::domain::{OutputLimits, Routes};
 use crate::http::{AdminAccess, EdgeLimits};
 use crate::ingest::IngestSettings;
 use crate::kafka::{self, GroupProtocol, KafkaSettings};
@@ -17,7 +19,6 @@ use crate::runtime::{
     CompileLimits, Compiler, Isolation, IsolationConfig, Limits, NativeHandler, PluginConfig,
     SandboxConfig,
 };
-use crate::{control, db};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -74,6 +75,62 @@ pub struct CommonArgs {
     #[arg(long = "route", env = "SLUICE_ROUTES", value_name = "TOPIC=PLUGIN",
           value_delimiter = ',', value_parser = parse_key_value)]
     pub routes: Vec<(String, String)>,
+
+    /// Topics whose route keeps keyed state (contract 0.2): each call gets the state of its
+    /// record's key, and may set or clear it in the batch's transaction; repeatable or comma
+    /// separated.
+    #[arg(
+        long = "state",
+        env = "SLUICE_STATE",
+        value_name = "TOPIC",
+        value_delimiter = ','
+    )]
+    pub state: Vec<String>,
+
+    /// Where the route of TOPIC may emit records (contract 0.2): a topic, or a prefix ending in
+    /// `*`; repeatable or comma separated (`orders=alerts,orders=audit.*`). A record emitted
+    /// anywhere else makes its message a dead letter.
+    #[arg(long = "emit", env = "SLUICE_EMIT", value_name = "TOPIC=ALLOWED",
+          value_delimiter = ',', value_parser = parse_key_value)]
+    pub emit: Vec<(String, String)>,
+
+    /// Records one message may emit.
+    #[arg(long, env = "SLUICE_EMIT_MAX_RECORDS",
+          default_value_t = OutputLimits::default().emit_records)]
+    pub emit_max_records: usize,
+
+    /// Bytes one message may emit, in all (keys, values, headers), KiB.
+    #[arg(long, env = "SLUICE_EMIT_MAX_KIB",
+          default_value_t = OutputLimits::default().emit_bytes >> 10)]
+    pub emit_max_kib: usize,
+
+    /// Bytes of one key's state, KiB.
+    #[arg(long, env = "SLUICE_STATE_MAX_KIB",
+          default_value_t = OutputLimits::default().state_bytes >> 10)]
+    pub state_max_kib: usize,
+
+    /// Records a newly installed or promoted version decides (fleet-wide) before the guard
+    /// judges it.
+    #[arg(long, env = "SLUICE_GUARD_RECORDS",
+          default_value_t = GuardPolicy::default().window)]
+    pub guard_records: u64,
+
+    /// The guard rolls a new version back when its failure rate (dead letters) is more than
+    /// this many percentage points above its predecessor's...
+    #[arg(long, env = "SLUICE_GUARD_POINTS",
+          default_value_t = GuardPolicy::default().points)]
+    pub guard_points: f64,
+
+    /// ...and also more than this many times its predecessor's.
+    #[arg(long, env = "SLUICE_GUARD_FACTOR",
+          default_value_t = GuardPolicy::default().factor)]
+    pub guard_factor: f64,
+
+    /// Records a shadow candidate must have been compared on, with no difference, before it
+    /// may be promoted (unless forced).
+    #[arg(long, env = "SLUICE_SHADOW_MIN_COMPARED",
+          default_value_t = Policy::default().shadow_min_compared)]
+    pub shadow_min_compared: u64,
 
     /// Directory watched for `<plugin>.wasm` files: dropping or replacing one installs it as
     /// the fleet's active version of that plugin.
@@ -134,7 +191,7 @@ pub struct CommonArgs {
 
     /// Versions of each plugin kept in the database, besides the active and previous ones.
     #[arg(long, env = "SLUICE_PLUGIN_VERSIONS_KEPT",
-          default_value_t = control::DEFAULT_VERSIONS_KEPT)]
+          default_value_t = Policy::default().versions_kept)]
     pub plugin_versions_kept: u32,
 
     /// Threads that run plugin calls in parallel [default: the number of CPUs].
@@ -298,8 +355,8 @@ pub struct PluginSettings {
     /// Where uploaded and dropped components are compiled.
     pub compiler: Compiler,
     pub compile_limits: CompileLimits,
-    /// Versions of each plugin kept besides the active and previous ones.
-    pub versions_kept: u32,
+    /// Versions kept, the guard, the bar for shadow promotions.
+    pub policy: Policy,
     /// Handlers compiled into the host, loaded as plugins of these names (the benchmark's
     /// native baseline).
     pub native: Vec<(String, NativeHandler)>,
@@ -322,7 +379,7 @@ impl Settings {
             common,
             SecretString::from(database_url.to_string()),
             brokers.to_string(),
-        );
+        )?;
         settings.http_addr = SocketAddr::from(([127, 0, 0, 1], 0));
         settings.kafka.topic = topic.to_string();
         settings.kafka.status_topic = kafka::status_topic_for(topic);
@@ -330,15 +387,31 @@ impl Settings {
         Ok(settings)
     }
 
+    /// Settings from the flags; an allowance (`--state`, `--emit`) for a topic with no route is
+    /// an error.
     pub fn from_args(
         common: CommonArgs,
         database_url: SecretString,
         kafka_brokers: String,
-    ) -> Self {
+    ) -> anyhow::Result<Self> {
         // Flags win over the environment: apply the env list first.
         let mut options = common.kafka_options;
         options.extend(common.kafka_option);
-        Self {
+        let routes = if common.routes.is_empty() {
+            Routes::new(vec![(common.topic.clone(), "stock".to_string())])
+        } else {
+            Routes::new(common.routes)
+        };
+        let routes = routes
+            .allow(&common.state, &common.emit)
+            .map_err(anyhow::Error::msg)?;
+        let mut sandbox = common.sandbox.sandbox_config();
+        sandbox.output = OutputLimits {
+            emit_records: common.emit_max_records,
+            emit_bytes: common.emit_max_kib.saturating_mul(1 << 10),
+            state_bytes: common.state_max_kib.saturating_mul(1 << 10),
+        };
+        Ok(Self {
             http_addr: common.http_addr,
             database_url,
             db_max_connections: common.db_max_connections,
@@ -346,11 +419,7 @@ impl Settings {
                 brokers: kafka_brokers,
                 group_id: common.group_id,
                 dead_letter_suffix: common.dead_letter_suffix,
-                routes: if common.routes.is_empty() {
-                    Routes::new(vec![(common.topic.clone(), "stock".to_string())])
-                } else {
-                    Routes::new(common.routes)
-                },
+                routes,
                 topic: common.topic,
                 status_topic: common.status_topic,
                 orders_group_id: common.orders_group_id,
@@ -369,13 +438,22 @@ impl Settings {
                     .unwrap_or_else(|| IngestSettings::default().plugin_threads),
                 ..IngestSettings::default()
             },
-            sandbox: common.sandbox.sandbox_config(),
+            sandbox,
             plugins: PluginSettings {
                 paths: common.plugins,
                 dir: common.plugin_dir,
                 compiler: Compiler::this_binary(),
                 compile_limits: common.sandbox.compile_limits(),
-                versions_kept: common.plugin_versions_kept,
+                policy: Policy {
+                    versions_kept: common.plugin_versions_kept,
+                    guard: GuardPolicy {
+                        window: common.guard_records.max(1),
+                        points: common.guard_points,
+                        factor: common.guard_factor,
+                        ..GuardPolicy::default()
+                    },
+                    shadow_min_compared: common.shadow_min_compared,
+                },
                 native: Vec::new(),
             },
             admin: AdminAccess::from_token(common.admin_token),
@@ -387,7 +465,7 @@ impl Settings {
                 request_timeout: Duration::from_secs(common.http_request_timeout_s.max(1)),
                 shutdown_grace: Duration::from_secs(common.shutdown_grace_s),
             },
-        }
+        })
     }
 
     /// The settings of `sluice serve`: as `from_args`, and an admin token unless the operator
@@ -399,7 +477,7 @@ impl Settings {
                  `database-url` in the --config file"
             )
         })?;
-        let settings = Self::from_args(args.common, database_url, args.kafka_brokers);
+        let settings = Self::from_args(args.common, database_url, args.kafka_brokers)?;
         if let AdminAccess::Loopback = settings.admin {
             if !args.admin_open_on_loopback {
                 anyhow::bail!(

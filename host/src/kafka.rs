@@ -90,12 +90,15 @@ impl KafkaSettings {
         format!("{topic}{}", self.dead_letter_suffix)
     }
 
-    /// Every topic Sluice uses: the order and status topics, each routed topic and its
-    /// dead-letter topic.
+    /// Every topic Sluice uses: the order and status topics, each routed topic, its
+    /// dead-letter topic and the topics its plugin may emit to by name.
     pub fn topics(&self) -> Vec<String> {
         let mut topics = vec![self.topic.clone(), self.status_topic.clone()];
         for topic in self.routes.topics() {
             topics.extend([topic.to_string(), self.dead_letter_topic(topic)]);
+            // The topics a route may emit to by name (prefixes name none).
+            let allowed = self.routes.allowances(topic).emit_to;
+            topics.extend(allowed.into_iter().filter(|t| !t.ends_with('*')));
         }
         topics.sort();
         topics.dedup();

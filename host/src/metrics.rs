@@ -58,6 +58,10 @@ pub struct Metrics {
     /// Changes of the active version on this instance, by plugin (installs, rollbacks,
     /// promotions, and versions followed from the fleet).
     pub plugin_swaps: Family<Labels<1>, Counter>,
+    /// Records plugins emitted (contract 0.2) in committed batches, by topic emitted to.
+    pub emitted_records: Family<Labels<1>, Counter>,
+    /// Versions the guard rolled back, by plugin.
+    pub guard_rollbacks: Family<Labels<1>, Counter>,
 }
 
 /// Bucket bounds of the duration histograms: 1, 2.5 and 5 of each decade from 10 µs to 5 s,
@@ -96,6 +100,8 @@ impl Metrics {
             plugin_installs: Family::default(),
             plugin_refusals: Family::default(),
             plugin_swaps: Family::default(),
+            emitted_records: Family::default(),
+            guard_rollbacks: Family::default(),
         };
         let r = &mut metrics.registry;
         r.register(
@@ -172,6 +178,16 @@ impl Metrics {
             "Changes of the active plugin version on this instance, by plugin",
             metrics.plugin_swaps.clone(),
         );
+        r.register(
+            "emitted_records",
+            "Records plugins emitted in committed batches, by topic",
+            metrics.emitted_records.clone(),
+        );
+        r.register(
+            "guard_rollbacks",
+            "Versions the guard rolled back on its own, by plugin",
+            metrics.guard_rollbacks.clone(),
+        );
         metrics
     }
 
@@ -190,6 +206,18 @@ impl Metrics {
                 .get_or_create(&[plugin, version, ("outcome", outcome.to_string())])
                 .inc_by(n as u64);
         }
+    }
+
+    pub fn observe_emitted(&self, topic: &str, n: u64) {
+        self.emitted_records
+            .get_or_create(&[("topic", topic.to_string())])
+            .inc_by(n);
+    }
+
+    pub fn guard_rolled_back(&self, plugin: &str) {
+        self.guard_rollbacks
+            .get_or_create(&[("plugin", plugin.to_string())])
+            .inc();
     }
 
     pub fn observe_batch(&self, topic: &str, records: usize, took: Duration) {

@@ -7,6 +7,7 @@ use anyhow::Context as _;
 
 use super::measure::percentiles;
 use super::{Bench, Figure, TOPIC, broker, native_stock};
+use crate::domain::Allowances;
 use crate::runtime::{Isolation, Plugin, STOCK_PLUGIN, Sandbox, SandboxConfig, bindings, compile};
 
 impl Bench<'_> {
@@ -115,14 +116,15 @@ impl Bench<'_> {
         let start = self.processes.cpu();
         let mut samples = Vec::with_capacity(calls);
         let started = Instant::now();
-        let mut instance = plugin.calls_in(isolation);
+        let route = Allowances::default();
+        let mut instance = plugin.calls_in(isolation, &route);
         for i in 0..calls {
             if i % batch == 0 {
-                instance = plugin.calls_in(isolation); // the next batch's instance
+                instance = plugin.calls_in(isolation, &route); // the next batch's instance
             }
             let call = Instant::now();
             instance
-                .handle(message)
+                .handle(message, None)
                 .map_err(|e| anyhow::anyhow!("the benchmark call failed: {e}"))?;
             samples.push(call.elapsed());
         }

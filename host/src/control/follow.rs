@@ -1,7 +1,7 @@
 //! Plugin control, following: this instance runs the fleet's active version (and shadow
 //! candidate) of every plugin, told by LISTEN/NOTIFY and re-checked periodically.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -21,6 +21,22 @@ impl PluginControl {
     /// not load here is logged and the running one stays.
     pub async fn sync_all(&self) -> Result<(), InstallError> {
         let fleet = db::plugins::list_active(&self.pool).await?;
+        {
+            let mut guards = self.guards.lock().unwrap_or_else(PoisonError::into_inner);
+            *guards = fleet
+                .iter()
+                .map(|a| {
+                    let status = super::GuardStatus {
+                        enabled: a.guard,
+                        state: a.guard_state.clone(),
+                        version: a.guard_version.clone(),
+                        reason: a.guard_reason.clone(),
+                        changed_at: a.guard_changed_at,
+                    };
+                    (a.name.clone(), status)
+                })
+                .collect();
+        }
         for active in &fleet {
             let running = self.registry.active(&active.name);
             if running.as_deref().map(Plugin::version) != Some(active.version.as_str()) {

@@ -39,13 +39,13 @@ impl PluginControl {
             )
             .await?;
         }
-        let pruned = db::plugins::prune_versions(&mut tx, name, self.versions_kept).await?;
+        let pruned = db::plugins::prune_versions(&mut tx, name, self.policy.versions_kept).await?;
         tx.commit().await?;
         if pruned > 0 {
             tracing::info!(
                 plugin = name,
                 pruned,
-                kept = self.versions_kept,
+                kept = self.policy.versions_kept,
                 "old plugin versions removed"
             );
         }
@@ -198,8 +198,16 @@ impl PluginControl {
         })
     }
 
-    /// Make the shadow candidate the active version, fleet-wide.
-    pub async fn promote_shadow(&self, name: &str) -> Result<Installed, InstallError> {
+    /// Make the shadow candidate the active version, fleet-wide: once it was compared on
+    /// enough records and agreed on all of them, or at once with `force`.
+    pub async fn promote_shadow(&self, name: &str, force: bool) -> Result<Installed, InstallError> {
+        if !force {
+            let active = self.registry.active_and_shadow(name);
+            let Some((_, Some(candidate))) = active else {
+                return Err(InstallError::NoShadow(name.to_string()));
+            };
+            self.shadow_proven(name, candidate.version()).await?;
+        }
         let installed = self
             .switch(name, "shadow", |current| {
                 current

@@ -4,17 +4,23 @@
 //!
 //! - `install`: install, roll back, shadow, promote, delete (the changes, fleet-wide);
 //! - `follow`: this instance following the fleet's active versions;
+//! - `guard`: watching each new version's first records, rolling a bad one back;
 //! - `watch`: the watched plugin directory.
 
 mod follow;
+mod guard;
 mod install;
 mod watch;
 
-use std::sync::Arc;
+pub use guard::{GuardPolicy, Verdict};
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use sqlx::PgPool;
 
+use crate::db;
 use crate::metrics::Metrics;
 use crate::runtime::{LoadError, Plugin, Registry};
 
@@ -37,6 +43,9 @@ pub enum InstallError {
     NoShadow(String),
     #[error("plugin {0} handles topics {1}: remove its routes first")]
     Routed(String, String),
+    /// A shadow candidate not yet shown to agree with the active version.
+    #[error("not promoted: {0}")]
+    Unproven(String),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -51,30 +60,83 @@ pub struct Installed {
     pub changed: bool,
 }
 
+/// How plugin changes are held to account.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// Versions kept per plugin besides the active and the previous one.
+    pub versions_kept: u32,
+    /// When a newly activated version is rolled back on its own.
+    pub guard: GuardPolicy,
+    /// Records a shadow candidate must have been compared on before it may be promoted.
+    pub shadow_min_compared: u64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            versions_kept: DEFAULT_VERSIONS_KEPT,
+            guard: GuardPolicy::default(),
+            shadow_min_compared: 100,
+        }
+    }
+}
+
+/// What the guard says of a plugin, as the fleet last recorded it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GuardStatus {
+    pub enabled: bool,
+    /// `watching`, `passed`, `rolled-back`; `None`: nothing to watch.
+    pub state: Option<String>,
+    /// The version it is about.
+    pub version: Option<String>,
+    pub reason: Option<String>,
+    pub changed_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 pub struct PluginControl {
     pool: PgPool,
     registry: Arc<Registry>,
-    /// Versions kept per plugin besides the active and the previous one.
-    versions_kept: u32,
+    policy: Policy,
     /// One install at a time, on this instance.
     installing: tokio::sync::Mutex<()>,
     metrics: Arc<Metrics>,
+    /// The guard's status per plugin, as last read from the fleet (`sync_all`).
+    guards: Mutex<HashMap<String, GuardStatus>>,
 }
 
 impl PluginControl {
     pub fn new(
         pool: PgPool,
         registry: Arc<Registry>,
-        versions_kept: u32,
+        policy: Policy,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             pool,
             registry,
-            versions_kept,
+            policy,
             installing: tokio::sync::Mutex::new(()),
             metrics,
+            guards: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// What the guard says of plugin `name`.
+    pub fn guard_status(&self, name: &str) -> GuardStatus {
+        let guards = self.guards.lock().unwrap_or_else(PoisonError::into_inner);
+        guards.get(name).cloned().unwrap_or_default()
+    }
+
+    /// Turn the guard of plugin `name` on or off, fleet-wide.
+    pub async fn set_guard(&self, name: &str, enabled: bool) -> Result<(), InstallError> {
+        let mut tx = self.pool.begin().await?;
+        if db::plugins::lock_active(&mut tx, name).await?.is_none() {
+            return Err(InstallError::Unknown(name.to_string()));
+        }
+        db::plugins::set_guard(&mut tx, name, enabled).await?;
+        tx.commit().await?;
+        tracing::info!(plugin = name, enabled, "plugin guard set");
+        self.sync_all().await
     }
 
     /// Make `plugin` this instance's active version of its name.

@@ -184,11 +184,14 @@ pub async fn record_outcomes(
         .iter()
         .map(|m| m.as_deref().and_then(|json| std::str::from_utf8(json).ok()))
         .collect();
+    let decided = rows.outcome.iter().filter(|o| **o != "DUPLICATE").count();
+    let dead_lettered = rows.outcome.iter().filter(|o| **o == "DEAD_LETTER").count();
     // The batch's row, then its records' (one round trip).
     sqlx::query(
         "WITH batch AS (
-             INSERT INTO processed_batches (group_id, topic, plugin, plugin_version)
-             VALUES ($1, $2, $10, $11) RETURNING id
+             INSERT INTO processed_batches (group_id, topic, plugin, plugin_version, decided,
+                                            dead_lettered)
+             VALUES ($1, $2, $10, $11, $12, $13) RETURNING id
          )
          INSERT INTO processed_records (batch, partition, \"offset\", event_id, outcome, error_kind,
                                         reason, mutations)
@@ -209,6 +212,8 @@ pub async fn record_outcomes(
     .bind(&mutations)
     .bind(plugin)
     .bind(plugin_version)
+    .bind(i32::try_from(decided).unwrap_or(i32::MAX))
+    .bind(i32::try_from(dead_lettered).unwrap_or(i32::MAX))
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -6,6 +6,7 @@ pub mod ingest;
 pub mod orders;
 pub mod outbox;
 pub mod plugins;
+pub mod state;
 
 use secrecy::ExposeSecret;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

@@ -17,9 +17,18 @@ pub struct Active {
     pub activated_at: DateTime<Utc>,
     /// A candidate running in the shadow of the active version.
     pub shadow_version: Option<String>,
+    /// Whether the guard watches this plugin's new versions.
+    pub guard: bool,
+    /// `watching`, `passed` or `rolled-back`; `None` when there is nothing to watch.
+    pub guard_state: Option<String>,
+    /// The version the guard state is about (after a rollback: the version rolled back).
+    pub guard_version: Option<String>,
+    pub guard_reason: Option<String>,
+    pub guard_changed_at: Option<DateTime<Utc>>,
 }
 
-const ACTIVE: &str = "name, version, previous_version, source, activated_at, shadow_version";
+const ACTIVE: &str = "name, version, previous_version, source, activated_at, shadow_version, \
+                      guard, guard_state, guard_version, guard_reason, guard_changed_at";
 
 pub async fn save_version(
     tx: &mut Tx<'_>,
@@ -213,7 +222,8 @@ pub async fn shadow_report(
     Ok((stats, differences))
 }
 
-/// Make `version` active and tell every instance.
+/// Make `version` active and tell every instance. The guard watches it unless it comes back
+/// by a rollback.
 pub async fn set_active(
     tx: &mut Tx<'_>,
     name: &str,
@@ -222,11 +232,15 @@ pub async fn set_active(
     source: &str,
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "INSERT INTO active_plugins (name, version, previous_version, source, activated_at)
-         VALUES ($1, $2, $3, $4, now())
+        "INSERT INTO active_plugins (name, version, previous_version, source, activated_at,
+                                     guard_state, guard_version, guard_changed_at)
+         VALUES ($1, $2, $3, $4, now(),
+                 CASE WHEN $4 = 'rollback' THEN NULL ELSE 'watching' END, $2, now())
          ON CONFLICT (name) DO UPDATE SET version = EXCLUDED.version,
              previous_version = EXCLUDED.previous_version, source = EXCLUDED.source,
-             activated_at = EXCLUDED.activated_at, shadow_version = NULL, shadow_since = NULL",
+             activated_at = EXCLUDED.activated_at, shadow_version = NULL, shadow_since = NULL,
+             guard_state = EXCLUDED.guard_state, guard_version = EXCLUDED.guard_version,
+             guard_reason = NULL, guard_changed_at = EXCLUDED.guard_changed_at",
     )
     .bind(name)
     .bind(version)
@@ -272,4 +286,100 @@ pub async fn adopt_default(
     .execute(&mut **tx)
     .await?;
     Ok(done.rows_affected() > 0)
+}
+
+/// Turn the guard of plugin `name` on or off, and tell every instance.
+pub async fn set_guard(tx: &mut Tx<'_>, name: &str, enabled: bool) -> sqlx::Result<()> {
+    sqlx::query("UPDATE active_plugins SET guard = $2 WHERE name = $1")
+        .bind(name)
+        .bind(enabled)
+        .execute(&mut **tx)
+        .await?;
+    notify(tx, name).await
+}
+
+/// The active versions the guard watches: guard on, state `watching`.
+pub async fn guard_watching(pool: &PgPool) -> sqlx::Result<Vec<Active>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ACTIVE} FROM active_plugins
+         WHERE guard AND guard_state = 'watching' ORDER BY name"
+    )))
+    .fetch_all(pool)
+    .await
+}
+
+/// Records `version` of `name` decided since `since` (duplicates aside), and how many of them
+/// became dead letters, fleet-wide.
+pub async fn outcome_tally(
+    pool: &PgPool,
+    (name, version): (&str, &str),
+    since: DateTime<Utc>,
+) -> sqlx::Result<(i64, i64)> {
+    sqlx::query_as(
+        "SELECT coalesce(sum(decided), 0)::bigint, coalesce(sum(dead_lettered), 0)::bigint
+         FROM processed_batches
+         WHERE plugin = $1 AND plugin_version = $2 AND processed_at >= $3",
+    )
+    .bind(name)
+    .bind(version)
+    .bind(since)
+    .fetch_one(pool)
+    .await
+}
+
+/// Records the last batches (up to 50) of `version` of `name` before `until` decided, and how
+/// many became dead letters: a version's recent failure rate.
+pub async fn recent_tally(
+    pool: &PgPool,
+    (name, version): (&str, &str),
+    until: DateTime<Utc>,
+) -> sqlx::Result<(i64, i64)> {
+    sqlx::query_as(
+        "SELECT coalesce(sum(decided), 0)::bigint, coalesce(sum(dead_lettered), 0)::bigint
+         FROM (SELECT decided, dead_lettered FROM processed_batches
+               WHERE plugin = $1 AND plugin_version = $2 AND processed_at < $3
+               ORDER BY id DESC LIMIT 50) AS recent",
+    )
+    .bind(name)
+    .bind(version)
+    .bind(until)
+    .fetch_one(pool)
+    .await
+}
+
+/// The guard let `version` of `name` stand.
+pub async fn guard_passed(pool: &PgPool, name: &str, version: &str, why: &str) -> sqlx::Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "UPDATE active_plugins SET guard_state = 'passed', guard_reason = $3,
+             guard_changed_at = now()
+         WHERE name = $1 AND version = $2 AND guard_state = 'watching'",
+    )
+    .bind(name)
+    .bind(version)
+    .bind(why)
+    .execute(&mut *tx)
+    .await?;
+    notify(&mut tx, name).await?;
+    tx.commit().await
+}
+
+/// The guard rolled `version` of `name` back (after the rollback made another one active).
+pub async fn guard_rolled_back(
+    tx: &mut Tx<'_>,
+    name: &str,
+    version: &str,
+    reason: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE active_plugins SET guard_state = 'rolled-back', guard_version = $2,
+             guard_reason = $3, guard_changed_at = now()
+         WHERE name = $1",
+    )
+    .bind(name)
+    .bind(version)
+    .bind(reason)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

@@ -63,7 +63,7 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
         args.common,
         database_url,
         kafka.bootstrap_servers().to_string(),
-    );
+    )?;
     // The embedded broker cannot create topics on request: make every topic Sluice uses.
     let topics = settings.kafka.topics();
     for topic in &topics {

@@ -1,11 +1,16 @@
 //! The vocabulary both flows share, validated at the edge; no I/O here: ids, orders and
-//! their statuses, mutations, the records Sluice consumes and produces, routes.
+//! their statuses, mutations and what a route allows of them, the records Sluice consumes and
+//! produces, routes.
 
 mod codec;
+mod output;
 mod records;
 mod routes;
 mod verdicts;
 
+pub use output::{
+    Allowances, Mutation, OutputLimits, emitted_event_id, emitted_headers, state_change,
+};
 pub use records::{Consumed, EventKeys, Header, Record, decode_records, encode_records};
 pub use routes::Routes;
 pub use verdicts::{
@@ -136,23 +141,6 @@ fn is_format_char(c: char) -> bool {
     FORMAT_CHARS
         .iter()
         .any(|&(low, high)| (low..=high).contains(&c))
-}
-
-/// A change a plugin asked for, already checked for shape (not yet against the catalog).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "type", rename_all = "camelCase")]
-pub enum Mutation {
-    #[serde(rename_all = "camelCase")]
-    StockAdjustment { product_id: ProductId, delta: i64 },
-}
-
-impl Mutation {
-    /// The product it changes.
-    pub fn product(&self) -> &str {
-        match self {
-            Self::StockAdjustment { product_id, .. } => product_id.as_str(),
-        }
-    }
 }
 
 /// A validated order request.

@@ -1,9 +1,14 @@
-//! Routes: which plugin handles which topic (`topic=plugin`); the ingest flow consumes these
-//! topics.
+//! Routes: which plugin handles which topic (`topic=plugin`), and what each route lets its
+//! plugin do beyond stock adjustments (keyed state, topics to emit to); the ingest flow
+//! consumes these topics.
 
-/// `topic=plugin` pairs, one plugin per topic.
+use std::collections::HashMap;
+
+use super::output::Allowances;
+
+/// `topic=plugin` pairs, one plugin per topic, with each route's allowances.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Routes(Vec<(String, String)>);
+pub struct Routes(Vec<(String, String)>, HashMap<String, Allowances>);
 
 impl Routes {
     /// Later pairs for the same topic replace earlier ones.
@@ -13,12 +18,49 @@ impl Routes {
             routes.retain(|(t, _)| *t != topic);
             routes.push((topic, plugin));
         }
-        Self(routes)
+        Self(routes, HashMap::new())
     }
 
     /// The one route `topic=plugin`.
     pub fn single(topic: &str, plugin: &str) -> Self {
-        Self(vec![(topic.to_string(), plugin.to_string())])
+        Self::new(vec![(topic.to_string(), plugin.to_string())])
+    }
+
+    /// Let the routes of `state` topics keep keyed state, and the route of each `emit` pair's
+    /// topic emit to its second part (a topic, or a prefix ending in `*`). A topic that is
+    /// not routed is an error naming it.
+    pub fn allow(mut self, state: &[String], emit: &[(String, String)]) -> Result<Self, String> {
+        let routed = |topic: &str| {
+            if self.plugin_for(topic).is_none() {
+                return Err(format!(
+                    "`{topic}` has no route (routes: {self}); state and emit are per route"
+                ));
+            }
+            Ok(topic.to_string())
+        };
+        let mut allowances = HashMap::<String, Allowances>::new();
+        for topic in state {
+            allowances.entry(routed(topic)?).or_default().state = true;
+        }
+        for (topic, allowed) in emit {
+            if allowed.is_empty() || allowed.contains(',') {
+                return Err(format!(
+                    "emit `{topic}={allowed}`: name one topic or prefix*"
+                ));
+            }
+            allowances
+                .entry(routed(topic)?)
+                .or_default()
+                .emit_to
+                .push(allowed.clone());
+        }
+        self.1 = allowances;
+        Ok(self)
+    }
+
+    /// What the route of `topic` lets its plugin do beyond stock adjustments.
+    pub fn allowances(&self, topic: &str) -> Allowances {
+        self.1.get(topic).cloned().unwrap_or_default()
     }
 
     /// The plugin that handles `topic`.
@@ -50,7 +92,23 @@ impl Routes {
 
 impl std::fmt::Display for Routes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let pairs: Vec<String> = self.0.iter().map(|(t, p)| format!("{t}={p}")).collect();
+        let pairs: Vec<String> = self
+            .0
+            .iter()
+            .map(|(t, p)| {
+                let allowed = self.allowances(t);
+                let mut extras = Vec::new();
+                if allowed.state {
+                    extras.push("state".to_string());
+                }
+                extras.extend(allowed.emit_to.iter().map(|e| format!("emit {e}")));
+                if extras.is_empty() {
+                    format!("{t}={p}")
+                } else {
+                    format!("{t}={p} ({})", extras.join(", "))
+                }
+            })
+            .collect();
         f.write_str(&pairs.join(","))
     }
 }

@@ -81,9 +81,10 @@ impl From<InstallError> for ApiError {
                 Self::Unprocessable(e.to_string())
             }
             InstallError::Unknown(_) => Self::NotFound(e.to_string()),
-            InstallError::NoPrevious(_) | InstallError::NoShadow(_) | InstallError::Routed(..) => {
-                Self::Conflict(e.to_string())
-            }
+            InstallError::NoPrevious(_)
+            | InstallError::NoShadow(_)
+            | InstallError::Routed(..)
+            | InstallError::Unproven(_) => Self::Conflict(e.to_string()),
             InstallError::Database(e) => e.into(),
         }
     }
@@ -97,7 +98,6 @@ impl From<RedriveError> for ApiError {
                 Self::Conflict(e.to_string())
             }
             RedriveError::Database(e) => e.into(),
-            RedriveError::Join(e) => Self::Internal(e.into()),
         }
     }
 }

@@ -104,6 +104,8 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(plugins::rollback))
         .routes(routes!(plugins::shadow, plugins::discard))
         .routes(routes!(plugins::promote))
+        .routes(routes!(plugins::set_guard))
+        .routes(routes!(plugins::get_state))
         .routes(routes!(catalogs::put))
         .routes(routes!(dead_letters::redrive))
         .route_layer(middleware::from_fn_with_state(

@@ -15,10 +15,10 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::ErrorBody;
 use super::openapi::PluginName;
 use super::{ApiError, ApiPath, ApiQuery, AppState};
-use crate::control::{InstallError, Installed};
+use crate::control::{GuardStatus, InstallError, Installed};
 use crate::db;
-use crate::domain::Routes;
 use crate::domain::format_time;
+use crate::domain::{Allowances, Routes};
 use crate::runtime::{Plugin, Slot};
 
 /// A plugin as this instance runs it.
@@ -50,10 +50,33 @@ pub struct PluginView {
     /// order in it; `record`: a fresh instance per record.
     #[schema(value_type = String, example = "batch")]
     isolation: &'static str,
+    /// The contract version the component targets.
+    #[schema(value_type = String, example = "sluice:handler@0.2.0")]
+    contract: &'static str,
+    /// What the guard does after a version becomes active.
+    guard: GuardView,
+}
+
+/// The guard of a plugin: after an install or a promotion it watches the new version's first
+/// records and rolls it back fleet-wide if their failure rate is far above its predecessor's.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = Guard)]
+pub struct GuardView {
+    enabled: bool,
+    /// `watching`, `passed`, `rolled-back`; absent when there is nothing to watch (a default
+    /// version, a rollback).
+    #[schema(example = "rolled-back")]
+    state: Option<String>,
+    /// The version it is about (after a rollback: the one rolled back).
+    version: Option<String>,
+    /// Why it passed or rolled back, with the figures.
+    reason: Option<String>,
+    changed_at: Option<String>,
 }
 
 impl PluginView {
-    fn new(name: &str, slot: &Slot, routes: &Routes) -> Self {
+    fn new(name: &str, slot: &Slot, routes: &Routes, guard: GuardStatus) -> Self {
         let counts = slot.active.counts();
         Self {
             name: name.to_string(),
@@ -69,6 +92,14 @@ impl PluginView {
             config: slot.active.config().clone().into_iter().collect(),
             shadow_version: slot.shadow.as_deref().map(|p| p.version().to_string()),
             isolation: slot.active.isolation().as_str(),
+            contract: slot.active.contract(),
+            guard: GuardView {
+                enabled: guard.enabled,
+                state: guard.state,
+                version: guard.version,
+                reason: guard.reason,
+                changed_at: guard.changed_at.map(format_time),
+            },
         }
     }
 }
@@ -128,7 +159,9 @@ pub async fn list(State(state): State<AppState>) -> Json<Vec<PluginView>> {
         .registry()
         .slots()
         .iter()
-        .map(|(name, slot)| PluginView::new(name, slot, &state.routes))
+        .map(|(name, slot)| {
+            PluginView::new(name, slot, &state.routes, state.control.guard_status(name))
+        })
         .collect();
     Json(views)
 }
@@ -158,7 +191,8 @@ pub async fn get(
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<PluginView>, ApiError> {
     let slot = slot_of(&state, &name)?;
-    Ok(Json(PluginView::new(&name, &slot, &state.routes)))
+    let guard = state.control.guard_status(&name);
+    Ok(Json(PluginView::new(&name, &slot, &state.routes, guard)))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -350,24 +384,139 @@ pub async fn shadow(
     }))
 }
 
-/// The shadow candidate becomes the active version, fleet-wide.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PromoteParams {
+    /// Promote even if the candidate was compared on fewer records than required
+    /// (`--shadow-min-compared`) or differed from the active version.
+    force: Option<bool>,
+}
+
+/// The shadow candidate becomes the active version, fleet-wide, once it was compared on
+/// enough records (`--shadow-min-compared`) and agreed on all of them.
 #[utoipa::path(
     post,
     path = "/plugins/{name}/shadow/promote",
     tag = "plugins",
     operation_id = "promoteShadow",
-    params(("name" = inline(PluginName), Path, description = "The plugin's name")),
+    params(("name" = inline(PluginName), Path, description = "The plugin's name"), PromoteParams),
     responses(
         (status = 200, description = "The version now active", body = InstallView),
+        (status = 400, description = "`force` is not a boolean", body = ErrorBody),
         (status = 404, description = "No plugin of that name", body = ErrorBody),
-        (status = 409, description = "No shadow run", body = ErrorBody),
+        (status = 409, description = "No shadow run, or a candidate not compared on enough records or with differences (without force)", body = ErrorBody),
     )
 )]
 pub async fn promote(
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
+    ApiQuery(params): ApiQuery<PromoteParams>,
 ) -> Result<Json<InstallView>, ApiError> {
-    activated(&state, state.control.promote_shadow(&name).await)
+    let force = params.force.unwrap_or(false);
+    activated(&state, state.control.promote_shadow(&name, force).await)
+}
+
+/// Whether the guard watches the plugin's new versions.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = GuardSetting)]
+pub struct GuardSetting {
+    enabled: bool,
+}
+
+/// Turn the plugin's guard on or off, fleet-wide.
+#[utoipa::path(
+    put,
+    path = "/plugins/{name}/guard",
+    tag = "plugins",
+    operation_id = "setPluginGuard",
+    params(("name" = inline(PluginName), Path, description = "The plugin's name")),
+    request_body = GuardSetting,
+    responses(
+        (status = 204, description = "Set"),
+        (status = 400, description = "Not a guard setting", body = ErrorBody),
+        (status = 404, description = "No plugin of that name", body = ErrorBody),
+    )
+)]
+pub async fn set_guard(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    super::ApiJson(setting): super::ApiJson<GuardSetting>,
+) -> Result<StatusCode, ApiError> {
+    done(state.control.set_guard(&name, setting.enabled).await)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StateParams {
+    /// `text` (default): the key is the path segment's text; `base64url`: the path segment is
+    /// the key's bytes in unpadded base64url (for keys that are not UTF-8).
+    #[param(pattern = "^(text|base64url)$")]
+    encoding: Option<String>,
+}
+
+/// The state a plugin keeps for one record key.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = PluginState)]
+pub struct StateView {
+    plugin: String,
+    /// The key as text (lossy where it is not UTF-8).
+    key: String,
+    /// The value as text, when it is UTF-8.
+    value: Option<String>,
+    /// The value's bytes, base64.
+    value_base64: String,
+    bytes: usize,
+    updated_at: String,
+}
+
+/// The state plugin `name` keeps for record key `key` (routes with `--state`).
+#[utoipa::path(
+    get,
+    path = "/plugins/{name}/state/{key}",
+    tag = "plugins",
+    operation_id = "getPluginState",
+    params(
+        ("name" = inline(PluginName), Path, description = "The plugin's name"),
+        ("key" = String, Path, description = "The record key"),
+        StateParams,
+    ),
+    responses(
+        (status = 200, description = "The key's state", body = StateView),
+        (status = 400, description = "A key that is not base64url with `encoding=base64url`", body = ErrorBody),
+        (status = 404, description = "No plugin of that name, or no state for that key", body = ErrorBody),
+    )
+)]
+pub async fn get_state(
+    State(state): State<AppState>,
+    ApiPath((name, key)): ApiPath<(String, String)>,
+    ApiQuery(params): ApiQuery<StateParams>,
+) -> Result<Json<StateView>, ApiError> {
+    use base64::Engine as _;
+    slot_of(&state, &name)?;
+    let bytes = match params.encoding.as_deref() {
+        None | Some("text") => key.into_bytes(),
+        Some("base64url") => base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(key.trim_end_matches('='))
+            .map_err(|e| ApiError::BadRequest(format!("the key is not base64url: {e}")))?,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "encoding must be `text` or `base64url`, got `{other}`"
+            )));
+        }
+    };
+    let (value, updated_at) = db::state::get(&state.pool, &name, &bytes)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("plugin {name} keeps no state for that key")))?;
+    Ok(Json(StateView {
+        plugin: name,
+        key: String::from_utf8_lossy(&bytes).into_owned(),
+        bytes: value.len(),
+        value_base64: base64::engine::general_purpose::STANDARD.encode(&value),
+        value: String::from_utf8(value).ok(),
+        updated_at: format_time(updated_at),
+    }))
 }
 
 /// Stop the shadow run, fleet-wide.
@@ -406,7 +555,8 @@ fn done(result: Result<(), InstallError>) -> Result<StatusCode, ApiError> {
 }
 
 /// The plugin routed to `topic`, as active now.
-pub fn plugin_for(state: &AppState, topic: &str) -> Option<Arc<Plugin>> {
+pub fn plugin_for(state: &AppState, topic: &str) -> Option<(Arc<Plugin>, Allowances)> {
     let name = state.routes.plugin_for(topic)?;
-    state.control.registry().active(name)
+    let plugin = state.control.registry().active(name)?;
+    Some((plugin, state.routes.allowances(topic)))
 }

@@ -1,13 +1,16 @@
 //! The one transaction of ingest: read what the decision needs (positions, which event ids are
-//! new, the stock), decide (`plan`), and write the decision: mutations, every record's outcome,
-//! dead letters, status events and the consumer positions commit together or not at all.
-//! Redrive goes through the same read, decision and write.
+//! new, the stock, the keys' state), decide (`plan`), and write the decision: mutations, state,
+//! every record's outcome, dead letters, emitted records, status events and the consumer
+//! positions commit together or not at all. Redrive goes through the same read, decision and
+//! write.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use sqlx::PgPool;
 
+use super::keyed::Caller;
 use super::plan::{self, BatchContext, BatchReport, Handled, Mode, Plan};
 use crate::db::{self, Tx};
 use crate::domain::EventKeys;
@@ -20,6 +23,7 @@ pub async fn apply_batch(
     pool: &PgPool,
     cx: &BatchContext,
     batch: &[Handled],
+    caller: Option<&Arc<Caller>>,
 ) -> sqlx::Result<BatchReport> {
     let started = SystemTime::now();
     let mut tx = pool.begin().await?;
@@ -30,7 +34,7 @@ pub async fn apply_batch(
     let stored = db::ingest::lock_positions(&mut tx, &cx.group_id, &cx.topic, &partitions).await?;
     let (fresh, next) = plan::select_fresh(batch, &stored);
 
-    let plan = decide_and_write(&mut tx, cx, Mode::Ingest, &fresh).await?;
+    let plan = decide_and_write(&mut tx, cx, Mode::Ingest, &fresh, caller).await?;
 
     let (parts, offsets): (Vec<i32>, Vec<i64>) = next.iter().map(|(p, o)| (*p, *o)).unzip();
     db::ingest::set_positions(&mut tx, &cx.group_id, &cx.topic, &parts, &offsets).await?;
@@ -106,12 +110,15 @@ fn export_spans(
 }
 
 /// Read, decide and write `records` in the caller's transaction (ingest: the fresh records of
-/// a batch; redrive: one dead letter). Positions are the caller's.
+/// a batch; redrive: one dead letter). Positions are the caller's. `caller`: on a route that
+/// keeps state, how to call a key's records again when what they saw is not the key's state
+/// (see `keyed`).
 pub async fn decide_and_write(
     tx: &mut Tx<'_>,
     cx: &BatchContext,
     mode: Mode,
     records: &[&Handled],
+    caller: Option<&Arc<Caller>>,
 ) -> sqlx::Result<Plan> {
     // Ingest: the event ids this group has not decided before, remembered with this decision.
     // A redrive decides its dead letter's event again (decided, as poison, and remembered then).
@@ -141,16 +148,48 @@ pub async fn decide_and_write(
     };
     let touched = plan::touched_products(records);
     // Locked in id order: concurrent batches cannot deadlock.
-    let mut stock: HashMap<String, i64> = if touched.is_empty() {
+    let stock: HashMap<String, i64> = if touched.is_empty() {
         HashMap::new()
     } else {
         db::catalog::lock_stock(tx, &touched).await?
     };
-    let plan = plan::plan(cx, mode, records, &new_ids, &mut stock);
-    write(tx, cx, &plan).await?;
-    Ok(plan)
+    // The keys' state, locked in key order after the stock (the same order for every member).
+    let keys = plan::state_keys(records);
+    let states = match caller {
+        Some(_) if !keys.is_empty() => db::state::lock(tx, &cx.plugin, &keys).await?,
+        _ => HashMap::new(),
+    };
+    // Records called again, when some saw another state than the key's (rare: a refused record
+    // whose key later records followed, or a key changed elsewhere meanwhile).
+    let mut recalled: Option<Vec<Handled>> = None;
+    loop {
+        let current: Vec<&Handled> = match &recalled {
+            Some(records) => records.iter().collect(),
+            None => records.to_vec(),
+        };
+        let (mut stock, mut states) = (stock.clone(), states.clone());
+        let keyed = caller.is_some().then_some(&mut states);
+        let plan = plan::plan(cx, mode, &current, &new_ids, &mut stock, keyed);
+        let Some(caller) = caller.filter(|_| !plan.recall.is_empty()) else {
+            write(tx, cx, &plan).await?;
+            return Ok(plan);
+        };
+        let mut again: Vec<Handled> = current.into_iter().cloned().collect();
+        for (position, state) in plan.recall {
+            let key = again[position].record.key.clone();
+            let chain: Vec<usize> = (position..again.len())
+                .filter(|&i| again[i].seen_state.is_some() && again[i].record.key == key)
+                .collect();
+            let chain_records = chain.iter().map(|&i| again[i].record.clone()).collect();
+            let called = caller.call_chain_blocking(chain_records, state).await;
+            for (i, handled) in chain.into_iter().zip(called) {
+                again[i] = handled;
+            }
+        }
+        tracing::debug!(topic = %cx.topic, "records called again with their keys' state");
+        recalled = Some(again);
+    }
 }
-
 /// Persist a plan: stock, outcomes, dead letters, and the outbox row of its records.
 async fn write(tx: &mut Tx<'_>, cx: &BatchContext, plan: &Plan) -> sqlx::Result<()> {
     if !plan.stock.is_empty() {
@@ -158,6 +197,12 @@ async fn write(tx: &mut Tx<'_>, cx: &BatchContext, plan: &Plan) -> sqlx::Result<
             plan.stock.iter().map(|(id, v)| (id.as_str(), *v)).unzip();
         db::catalog::set_stock(tx, &ids, &values).await?;
     }
+    let state: Vec<(&[u8], Option<&[u8]>)> = plan
+        .state
+        .iter()
+        .map(|(key, value)| (key.as_slice(), value.as_deref()))
+        .collect();
+    db::state::write(tx, &cx.plugin, &state).await?;
     db::ingest::record_outcomes(
         tx,
         &cx.group_id,

@@ -8,6 +8,7 @@
 
 pub mod apply;
 pub mod consumer;
+pub mod keyed;
 pub mod plan;
 pub mod redrive;
 
@@ -27,8 +28,9 @@ use crate::db;
 use crate::domain::{Consumed, Routes};
 use crate::kafka::{self, KafkaSettings};
 use crate::metrics::Metrics;
-use crate::runtime::{Plugin, Registry, bindings};
+use crate::runtime::{Plugin, Registry};
 use consumer::IngestConsumer;
+use keyed::Caller;
 use plan::{BatchContext, BatchReport, Handled};
 
 /// How long the ingest thread waits for a commit before it pauses its partitions and keeps
@@ -128,6 +130,10 @@ struct Commit {
     task: JoinHandle<Option<Vec<(String, BatchReport)>>>,
 }
 
+/// One topic's share of a batch, handled: how to apply it, its records, and (on a route that
+/// keeps state) how to call a key's records again.
+type Handled_ = (BatchContext, Vec<Handled>, Option<Arc<Caller>>);
+
 impl Ingest {
     /// Consume until `shutdown`, then leave the group at once (its partitions go to the other
     /// members without waiting for a session timeout; with an instance id the broker keeps them
@@ -169,7 +175,10 @@ impl Ingest {
                 }
                 continue;
             }
-            let handled = self.handle(batch)?;
+            let Some(handled) = self.handle(batch, shutdown)? else {
+                tracing::info!("ingest stopped with a batch uncommitted; it will be redelivered");
+                return Ok(());
+            };
             if let Some(commit) = in_flight.take() {
                 self.finish(commit, shutdown, &mut carried);
             }
@@ -188,50 +197,111 @@ impl Ingest {
         Ok(())
     }
 
-    /// Run each record's plugin, in parallel on the workers; per topic, in order.
-    fn handle(&self, batch: Vec<Consumed>) -> anyhow::Result<Vec<(BatchContext, Vec<Handled>)>> {
-        by_topic(batch)
+    /// Run each record's plugin, in parallel on the workers; per topic, in order. On a route
+    /// that keeps state, a key's records are called one after another, from the state read
+    /// first (retried while the database is away; `None` if shutdown came first).
+    fn handle(
+        &self,
+        batch: Vec<Consumed>,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Option<Vec<Handled_>>> {
+        let mut handled = Vec::new();
+        for (topic, records) in by_topic(batch) {
+            // One version for the whole batch: a swap takes effect at the next one.
+            let (plugin, shadow) = self.plugin_for(&topic)?;
+            let mut cx = self.batch_context(&topic, &plugin);
+            cx.shadow_version = shadow.as_ref().map(|s| s.version().to_string());
+            let caller = Arc::new(Caller {
+                plugin,
+                shadow,
+                allowed: self.routes.allowances(&topic),
+            });
+            if !caller.allowed.state {
+                let records = self.call_each(&caller, records);
+                handled.push((cx, records, None));
+                continue;
+            }
+            let Some(records) = self.call_by_key(&caller, records, shutdown) else {
+                return Ok(None);
+            };
+            handled.push((cx, records, Some(caller)));
+        }
+        Ok(Some(handled))
+    }
+
+    /// Each worker's share of the records is called in order, in the instances its `Calls`
+    /// keep (one per record, or one for the share: the plugin's isolation).
+    fn call_each(&self, caller: &Caller, records: Vec<Consumed>) -> Vec<Handled> {
+        self.workers.install(|| {
+            records
+                .into_par_iter()
+                .map_init(
+                    || caller.calls(),
+                    |calls, record| Caller::call_one(calls, record, None),
+                )
+                .collect()
+        })
+    }
+
+    /// The records of each key in order, from the key's committed state; keys in parallel.
+    fn call_by_key(
+        &self,
+        caller: &Caller,
+        records: Vec<Consumed>,
+        shutdown: &CancellationToken,
+    ) -> Option<Vec<Handled>> {
+        let chains = keyed::chains(&records);
+        let mut keys: Vec<&[u8]> = records.iter().filter_map(|r| r.key.as_deref()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let plugin = caller.plugin.name();
+        let load = || db::state::load(&self.pool, plugin, &keys);
+        let mut states = self.runtime.block_on(backoff::retry(
+            "reading the keys' state",
+            shutdown,
+            load,
+            |e| self.health.set_stuck(e.to_string()),
+        ))?;
+        let count = records.len();
+        let mut slots: Vec<Option<Consumed>> = records.into_iter().map(Some).collect();
+        // Each key's records (their positions, themselves) and its committed state.
+        type Chain = (Vec<usize>, Vec<Consumed>, Option<Vec<u8>>);
+        let chains: Vec<Chain> = chains
             .into_iter()
-            .map(|(topic, records)| {
-                // One version for the whole batch: a swap takes effect at the next one.
-                let (plugin, shadow) = self.plugin_for(&topic)?;
-                let mut cx = self.batch_context(&topic, &plugin);
-                cx.shadow_version = shadow.as_ref().map(|s| s.version().to_string());
-                // Each worker's share of the batch is called in order, in the instances its
-                // `Calls` keep (one per record, or one for the share: the plugin's isolation).
-                let calls = || (plugin.calls(), shadow.as_ref().map(|s| s.calls()));
-                let handled = self.workers.install(|| {
-                    records
-                        .into_par_iter()
-                        .map_init(calls, |(calls, shadow), record| {
-                            // The record's buffers go to the plugin's message and come back.
-                            let event_id = record.event_id();
-                            let tombstone = record.payload.is_none();
-                            let message = bindings::Message::from(record);
-                            let result = calls.handle(&message);
-                            let shadow = shadow.as_mut().map(|calls| calls.handle(&message));
-                            Handled {
-                                record: message.into_record(tombstone),
-                                event_id,
-                                result,
-                                shadow,
-                            }
-                        })
-                        .collect()
-                });
-                Ok((cx, handled))
+            .map(|positions| {
+                let chain: Vec<Consumed> =
+                    positions.iter().filter_map(|&p| slots[p].take()).collect();
+                let state = chain
+                    .first()
+                    .and_then(|r| r.key.as_deref())
+                    .and_then(|key| states.remove(key));
+                (positions, chain, state)
             })
-            .collect()
+            .collect();
+        let called: Vec<(Vec<usize>, Vec<Handled>)> = self.workers.install(|| {
+            chains
+                .into_par_iter()
+                .map_init(
+                    || caller.calls(),
+                    |calls, (positions, chain, state)| {
+                        (positions, Caller::call_chain(calls, chain, state))
+                    },
+                )
+                .collect()
+        });
+        let mut placed: Vec<Option<Handled>> = (0..count).map(|_| None).collect();
+        for (positions, chain) in called {
+            for (position, handled) in positions.into_iter().zip(chain) {
+                placed[position] = Some(handled);
+            }
+        }
+        Some(placed.into_iter().flatten().collect())
     }
 
     /// Commit `batches` in a task: retried with capped backoff while the database is
     /// unavailable (a valid record is never skipped or dead-lettered because a dependency was
     /// down), given up only at shutdown.
-    fn start_commit(
-        &self,
-        batches: Vec<(BatchContext, Vec<Handled>)>,
-        shutdown: &CancellationToken,
-    ) -> Commit {
+    fn start_commit(&self, batches: Vec<Handled_>, shutdown: &CancellationToken) -> Commit {
         let (pool, health, fence, metrics) = (
             self.pool.clone(),
             Arc::clone(&self.health),
@@ -242,10 +312,10 @@ impl Ingest {
         let task = self.runtime.spawn(async move {
             let _positions_move = fence.lock_owned().await;
             let mut reports = Vec::with_capacity(batches.len());
-            for (cx, handled) in &batches {
+            for (cx, handled, caller) in &batches {
                 let attempt = || async {
                     let started = Instant::now();
-                    let report = apply::apply_batch(&pool, cx, handled).await?;
+                    let report = apply::apply_batch(&pool, cx, handled, caller.as_ref()).await?;
                     metrics.observe_batch(&cx.topic, handled.len(), started.elapsed());
                     Ok::<_, sqlx::Error>(report)
                 };
@@ -367,6 +437,9 @@ fn count_outcomes(metrics: &Metrics, cx: &BatchContext, report: &BatchReport) {
         ("stale", report.stale),
     ] {
         metrics.observe_records(&cx.plugin, &cx.plugin_version, outcome, n);
+    }
+    for (topic, n) in &report.emitted {
+        metrics.observe_emitted(topic, *n);
     }
 }
 

@@ -9,7 +9,7 @@ use crate::db::ingest::{DeadLetterRow, Outcomes};
 use crate::db::plugins::ShadowTally;
 use crate::domain::{
     Consumed, EVENT_ID_HEADER, Header, Mutation, OrderStatus, Record, VERDICTS_CONTENT_TYPE,
-    VerdictsWriter,
+    VerdictsWriter, emitted_event_id, emitted_headers, state_change,
 };
 use crate::runtime::HandleError;
 use crate::trace::{TRACEPARENT, TraceParent};
@@ -18,13 +18,16 @@ use crate::trace::{TRACEPARENT, TraceParent};
 pub type Output = Result<Vec<Mutation>, HandleError>;
 
 /// One consumed record after its plugin ran (and the shadow candidate, if one runs).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Handled {
     pub record: Consumed,
     pub event_id: Option<String>,
     pub result: Output,
     /// The shadow candidate's output: compared, never applied.
     pub shadow: Option<Output>,
+    /// On a route that keeps state, the key's state the calls were given (`Some(None)`: the
+    /// key had none); `None` where they were given none to see (no state kept, no key).
+    pub seen_state: Option<Option<Vec<u8>>>,
 }
 
 impl Handled {
@@ -34,6 +37,7 @@ impl Handled {
             record,
             result,
             shadow: None,
+            seen_state: None,
         }
     }
 }
@@ -185,6 +189,8 @@ pub struct BatchReport {
     pub queued: usize,
     /// Partition → next offset, as now stored.
     pub positions: Vec<(i32, i64)>,
+    /// Records the applied records emitted, by topic.
+    pub emitted: BTreeMap<String, u64>,
 }
 
 impl BatchReport {
@@ -223,11 +229,24 @@ pub fn touched_products<'a>(records: &[&'a Handled]) -> Vec<&'a str> {
         .iter()
         .filter_map(|h| h.result.as_ref().ok())
         .flatten()
-        .map(Mutation::product)
+        .filter_map(Mutation::product)
         .collect();
     touched.sort_unstable();
     touched.dedup();
     touched
+}
+
+/// The keys whose state the records' calls saw, sorted and distinct (their rows are locked in
+/// this order).
+pub fn state_keys<'a>(records: &[&'a Handled]) -> Vec<&'a [u8]> {
+    let mut keys: Vec<&[u8]> = records
+        .iter()
+        .filter(|h| h.seen_state.is_some())
+        .filter_map(|h| h.record.key.as_deref())
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
 }
 
 /// What to write for a batch.
@@ -245,28 +264,60 @@ pub struct Plan {
     pub outbox: Vec<Record>,
     /// What the shadow candidate's outputs add to its tally.
     pub shadow: Option<ShadowTally>,
+    /// Keys whose state changes, with their new state (`None`: cleared).
+    pub state: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Records whose calls saw another state than the one they would apply on (an earlier
+    /// record of their key was refused, or another member changed it meanwhile): the first of
+    /// each such key, by position in `records`, with the state it must be called with. When
+    /// there are any the plan is not to be written: the records of those keys from there on
+    /// are called again and the batch decided anew.
+    pub recall: Vec<(usize, Option<Vec<u8>>)>,
     pub report: BatchReport,
 }
 
 /// Decide `records` in order. `new_ids`: the event ids this transaction recorded first (an id
 /// outside it was decided before, or appears twice here); `stock`: the locked stock of every
-/// product the records touch, updated as records apply.
+/// product the records touch, updated as records apply; `states`: on a route that keeps
+/// state, the locked state of every key whose state the records' calls saw (keys without one
+/// absent), updated as records apply.
 pub fn plan(
     cx: &BatchContext,
     mode: Mode,
     records: &[&Handled],
     new_ids: &HashSet<&str>,
     stock: &mut HashMap<String, i64>,
+    mut states: Option<&mut HashMap<Vec<u8>, Vec<u8>>>,
 ) -> Plan {
     let mut plan = Plan {
         shadow: shadow_tally(cx, records),
         ..Plan::default()
     };
     let mut changed: Vec<&str> = Vec::new();
+    let mut state_changed: Vec<&[u8]> = Vec::new();
+    let mut recalled: HashSet<&[u8]> = HashSet::new();
     let mut decided_here: HashSet<&str> = HashSet::new();
     // The verdicts to report, by source partition: one status record each.
     let mut verdicts: BTreeMap<i32, PartitionVerdicts> = BTreeMap::new();
-    for handled in records {
+    for (position, handled) in records.iter().enumerate() {
+        // The state the call saw must be the key's state at this point of the batch.
+        let keyed = match (
+            states.as_deref_mut(),
+            &handled.seen_state,
+            &handled.record.key,
+        ) {
+            (Some(states), Some(seen), Some(key)) => Some((states, seen, key.as_slice())),
+            _ => None,
+        };
+        if let Some((states, seen, key)) = &keyed
+            && (recalled.contains(key) || states.get(*key) != seen.as_ref())
+        {
+            if recalled.insert(key) {
+                plan.recall.push((position, states.get(*key).cloned()));
+            }
+            // This plan is not written; the record's place is kept.
+            plan.decisions.push(Decision::Duplicate);
+            continue;
+        }
         let duplicate = handled
             .event_id
             .as_deref()
@@ -278,7 +329,17 @@ pub fn plan(
                 Err(error) => Decision::from_error(error),
                 Ok(mutations) => match apply_in_memory(stock, mutations) {
                     Ok(()) => {
-                        changed.extend(mutations.iter().map(Mutation::product));
+                        changed.extend(mutations.iter().filter_map(Mutation::product));
+                        if let (Some((states, _, key)), Some(change)) =
+                            (keyed, state_change(mutations))
+                        {
+                            match change {
+                                Some(value) => states.insert(key.to_vec(), value.to_vec()),
+                                None => states.remove(key),
+                            };
+                            state_changed.push(key);
+                        }
+                        emit(&mut plan, cx, handled, mutations);
                         Decision::Applied
                     }
                     Err(refusal) => refusal,
@@ -352,8 +413,41 @@ pub fn plan(
         .into_iter()
         .filter_map(|id| stock.get(id).map(|value| (id.to_string(), *value)))
         .collect();
+    state_changed.sort_unstable();
+    state_changed.dedup();
+    if let Some(states) = states {
+        plan.state = state_changed
+            .into_iter()
+            .map(|key| (key.to_vec(), states.get(key).cloned()))
+            .collect();
+    }
     plan.report.queued = plan.outbox.len();
     plan
+}
+
+/// Queue the records an applied record emits, each with its own `event-id`.
+fn emit(plan: &mut Plan, cx: &BatchContext, handled: &Handled, mutations: &[Mutation]) {
+    let source = &handled.record;
+    let emitted = mutations.iter().filter_map(|m| match m {
+        Mutation::Emit(record) => Some(record),
+        _ => None,
+    });
+    for (index, record) in emitted.enumerate() {
+        let id = emitted_event_id(
+            &cx.group_id,
+            &source.topic,
+            source.partition,
+            source.offset,
+            index,
+        );
+        plan.outbox.push(Record {
+            topic: record.topic.clone(),
+            key: record.key.clone(),
+            payload: record.payload.clone(),
+            headers: emitted_headers(&record.headers, id),
+        });
+        *plan.report.emitted.entry(record.topic.clone()).or_default() += 1;
+    }
 }
 
 impl Outcomes {
@@ -382,7 +476,10 @@ pub fn apply_in_memory(
     // What the record's mutations make of each product, before any is applied. Most records
     // touch one product or a few: a list, searched from the end.
     let mut scratch: Vec<(&str, i64)> = Vec::with_capacity(mutations.len().min(16));
-    for Mutation::StockAdjustment { product_id, delta } in mutations {
+    for mutation in mutations {
+        let Mutation::StockAdjustment { product_id, delta } = mutation else {
+            continue;
+        };
         let id = product_id.as_str();
         let earlier = scratch.iter().rposition(|(p, _)| *p == id);
         let current = match earlier {
@@ -671,7 +768,7 @@ mod tests {
         let new_ids = HashSet::from(["a", "b", "c"]);
         let mut stock = HashMap::from([("P".to_string(), 5)]);
 
-        let plan = plan(&cx(), Mode::Ingest, &records, &new_ids, &mut stock);
+        let plan = plan(&cx(), Mode::Ingest, &records, &new_ids, &mut stock, None);
 
         let outcomes: Vec<&str> = plan.decisions.iter().map(Decision::outcome).collect();
         assert_eq!(
@@ -754,7 +851,7 @@ mod tests {
         let new_ids = HashSet::from(["a", "b", "t"]);
         let mut stock = HashMap::from([("P".to_string(), 10)]);
 
-        let plan = plan(&cx(), Mode::Ingest, &records, &new_ids, &mut stock);
+        let plan = plan(&cx(), Mode::Ingest, &records, &new_ids, &mut stock, None);
 
         let keys: Vec<&[u8]> = plan
             .outbox
@@ -802,7 +899,7 @@ mod tests {
         let new_ids = HashSet::from(["a", "b", "c"]);
         let mut stock = HashMap::from([("P".to_string(), 10)]);
 
-        let plan = plan(&cx, Mode::Ingest, &records, &new_ids, &mut stock);
+        let plan = plan(&cx, Mode::Ingest, &records, &new_ids, &mut stock, None);
 
         assert_eq!(
             plan.stock,
@@ -830,6 +927,7 @@ mod tests {
             &records,
             &new_ids,
             &mut stock,
+            None,
         );
 
         assert_eq!(plan.decisions[0].outcome(), "REJECTED");
@@ -861,6 +959,7 @@ mod tests {
             &records,
             &new_ids,
             &mut stock,
+            None,
         );
         assert_eq!(plan.decisions[0].outcome(), "DEAD_LETTER");
         assert!(

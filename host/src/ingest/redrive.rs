@@ -6,9 +6,11 @@ use std::sync::Arc;
 use sqlx::PgPool;
 
 use super::apply;
-use super::plan::{BatchContext, Decision, Handled, Mode};
+use super::keyed::Caller;
+use super::plan::{BatchContext, Decision, Mode};
 use crate::db;
-use crate::runtime::{Plugin, bindings};
+use crate::domain::Allowances;
+use crate::runtime::Plugin;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedriveError {
@@ -20,8 +22,6 @@ pub enum RedriveError {
     NoPlugin(String),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
-    #[error("the plugin call could not be run: {0}")]
-    Join(#[from] tokio::task::JoinError),
 }
 
 /// What a redrive did.
@@ -33,10 +33,11 @@ pub struct Redriven {
     pub plugin_version: String,
 }
 
-/// Redrive dead letter `id` through `plugin_for(its topic)`, the version active now.
+/// Redrive dead letter `id` through `plugin_for(its topic)`, the version active now, with what
+/// its route allows (on a route that keeps state, with its key's state now).
 pub async fn redrive(
     pool: &PgPool,
-    plugin_for: impl Fn(&str) -> Option<Arc<Plugin>>,
+    plugin_for: impl Fn(&str) -> Option<(Arc<Plugin>, Allowances)>,
     status_topic: Option<&str>,
     id: i64,
 ) -> Result<Redriven, RedriveError> {
@@ -46,22 +47,26 @@ pub async fn redrive(
     if letter.resolved_at.is_some() {
         return Err(RedriveError::AlreadyResolved(id));
     }
-    let plugin =
+    let (plugin, allowed) =
         plugin_for(&letter.topic).ok_or_else(|| RedriveError::NoPlugin(letter.topic.clone()))?;
     let record = letter.record();
-    let runner = Arc::clone(&plugin);
+    let state = match (&record.key, allowed.state) {
+        (Some(key), true) => db::state::load(pool, plugin.name(), &[key.as_slice()])
+            .await?
+            .remove(key.as_slice()),
+        _ => None,
+    };
+    let caller = Arc::new(Caller {
+        plugin: Arc::clone(&plugin),
+        shadow: None,
+        allowed,
+    });
     // Plugin calls are CPU work bounded by the sandbox deadline: off the async workers.
-    let handled = tokio::task::spawn_blocking(move || {
-        let result = runner.handle(&bindings::Message::from(&record));
-        Handled {
-            record,
-            // The dead letter's event id, as ingest read it.
-            event_id: letter.event_id.clone(),
-            result,
-            shadow: None,
-        }
-    })
-    .await?;
+    let Some(mut handled) = caller.call_chain_blocking(vec![record], state).await.pop() else {
+        return Err(RedriveError::NotFound(id));
+    };
+    // The dead letter's event id, as ingest read it.
+    handled.event_id = letter.event_id.clone();
 
     let mut tx = pool.begin().await?;
     let letter = db::dead_letters::lock(&mut tx, id)
@@ -82,7 +87,8 @@ pub async fn redrive(
     let mode = Mode::Redrive {
         attempt: letter.redrive_count + 1,
     };
-    let plan = apply::decide_and_write(&mut tx, &cx, mode, &[&handled]).await?;
+    let keyed = caller.allowed.state.then_some(&caller);
+    let plan = apply::decide_and_write(&mut tx, &cx, mode, &[&handled], keyed).await?;
     let decision = plan
         .decisions
         .first()

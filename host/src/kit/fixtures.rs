@@ -8,11 +8,17 @@
 //!  "expect": {"mutations": [{"productId": "CATALOG-0001", "delta": -1}]}}
 //! {"payload": {"base64": "/w=="}, "expect": {"error": "invalid-message", "reason": "UTF-8"}}
 //! {"payload": "...", "expect": {"ok": true}}
+//! {"key": "user-1", "state": "{\"count\":2}", "payload": "...",
+//!  "expect": {"mutations": [{"setState": "{\"count\":3}"},
+//!                          {"emit": {"topic": "alerts", "key": "user-1", "value": "..."}}]}}
 //! ```
 //!
-//! `payload`, `key` and header values are text, `{"base64": "..."}` or `null`. `expect` is exact
-//! mutations (in order), an error kind (and words its reason contains), or `{"ok": true}`: any
-//! mutations, no error (what a replayed dead letter should become once the plugin is fixed).
+//! `payload`, `key`, `state` and header values are text, `{"base64": "..."}` or `null`. `state`
+//! is the key's state the call gets (contract 0.2 plugins; the fixture's route keeps state and
+//! may emit anywhere). `expect` is exact mutations (in order: stock adjustments, `emit`s with
+//! their topic, key and value, `setState`, `{"clearState": true}`), an error kind (and words its
+//! reason contains), or `{"ok": true}`: any mutations, no error (what a replayed dead letter
+//! should become once the plugin is fixed).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -23,7 +29,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::Mutation;
+use crate::domain::{Allowances, Mutation};
 use crate::runtime::{HandleError, Plugin, bindings};
 
 /// Bytes as text, or base64 when they are not UTF-8.
@@ -76,6 +82,9 @@ pub struct Fixture {
     pub headers: Vec<Header>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<Bytes>,
+    /// The key's state the call gets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<Bytes>,
     /// Configuration values for this message (over the plugin's own).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub config: BTreeMap<String, String>,
@@ -112,11 +121,57 @@ pub enum Expect {
     },
 }
 
+/// A mutation as a fixture writes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ExpectedMutation {
-    pub product_id: String,
-    pub delta: i64,
+#[serde(untagged)]
+pub enum ExpectedMutation {
+    #[serde(rename_all = "camelCase")]
+    Stock {
+        product_id: String,
+        delta: i64,
+    },
+    Emit {
+        emit: ExpectedEmit,
+    },
+    #[serde(rename_all = "camelCase")]
+    SetState {
+        set_state: Bytes,
+    },
+    #[serde(rename_all = "camelCase")]
+    ClearState {
+        clear_state: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpectedEmit {
+    pub topic: String,
+    #[serde(default)]
+    pub key: Option<Bytes>,
+    #[serde(default)]
+    pub value: Option<Bytes>,
+}
+
+impl ExpectedMutation {
+    fn of(mutation: &Mutation) -> Self {
+        match mutation {
+            Mutation::StockAdjustment { product_id, delta } => Self::Stock {
+                product_id: product_id.to_string(),
+                delta: *delta,
+            },
+            Mutation::Emit(record) => Self::Emit {
+                emit: ExpectedEmit {
+                    topic: record.topic.clone(),
+                    key: record.key.as_deref().map(Bytes::of),
+                    value: record.payload.as_deref().map(Bytes::of),
+                },
+            },
+            Mutation::SetState(value) => Self::SetState {
+                set_state: Bytes::of(value),
+            },
+            Mutation::ClearState => Self::ClearState { clear_state: true },
+        }
+    }
 }
 
 impl Fixture {
@@ -146,27 +201,25 @@ impl Fixture {
         })
     }
 
+    /// The key's state the call gets.
+    pub fn state(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        self.state.as_ref().map(Bytes::to_vec).transpose()
+    }
+
     /// What is wrong with `got`, if anything.
     pub fn mismatch(&self, got: &Result<Vec<Mutation>, HandleError>) -> Option<String> {
-        let got_json = match got {
-            Ok(mutations) => serde_json::json!({ "mutations": mutations
-                .iter()
-                .map(|Mutation::StockAdjustment { product_id, delta }| {
-                    serde_json::json!({"productId": product_id.as_str(), "delta": delta})
-                })
-                .collect::<Vec<_>>() }),
-            Err(e) => serde_json::json!({ "error": e.kind(), "reason": e.to_string() }),
+        let got_mutations: Option<Vec<ExpectedMutation>> = got
+            .as_ref()
+            .ok()
+            .map(|mutations| mutations.iter().map(ExpectedMutation::of).collect());
+        let got_json = match (got, &got_mutations) {
+            (_, Some(mutations)) => serde_json::json!({ "mutations": mutations }),
+            (Err(e), None) => serde_json::json!({ "error": e.kind(), "reason": e.to_string() }),
+            (Ok(_), None) => serde_json::Value::Null,
         };
         let ok = match (&self.expect, got) {
             (Expect::Ok { ok }, got) => *ok == got.is_ok(),
-            (Expect::Mutations { mutations }, Ok(got)) => {
-                mutations.len() == got.len()
-                    && mutations.iter().zip(got).all(
-                        |(want, Mutation::StockAdjustment { product_id, delta })| {
-                            want.product_id == product_id.as_str() && want.delta == *delta
-                        },
-                    )
-            }
+            (Expect::Mutations { mutations }, Ok(_)) => Some(mutations) == got_mutations.as_ref(),
             (Expect::Error { error, reason }, Err(e)) => {
                 e.kind() == error
                     && reason
@@ -233,9 +286,23 @@ pub fn run(plugin: &Plugin, fixtures: &[(String, Fixture)]) -> usize {
                 continue;
             }
         };
+        let state = match fixture.state() {
+            Ok(state) => state,
+            Err(e) => {
+                failed += 1;
+                println!("FAILED {name}\n    the fixture's state is not usable: {e:#}");
+                continue;
+            }
+        };
         let mut config: HashMap<String, String> = plugin.config().clone();
         config.extend(fixture.config.clone());
-        let got = plugin.handle_with(&message, &Arc::new(config));
+        // A fixture's route keeps state and may emit anywhere: the plugin's logic is tested,
+        // not an operator's allowances.
+        let route = Allowances {
+            state: true,
+            emit_to: vec!["*".to_string()],
+        };
+        let got = plugin.handle_with(&message, state.as_deref(), &route, &Arc::new(config));
         match fixture.mismatch(&got) {
             None => println!("ok     {name}"),
             Some(diff) => {

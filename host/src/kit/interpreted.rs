@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, bail};
 
-use super::scaffold::{CONTRACT, FIXTURES, write};
+use super::scaffold::{CONTRACT_V0_1, FIXTURES, write};
 
 /// The language of a plugin directory or of a scaffold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -150,7 +150,8 @@ pub fn build(lang: Lang, dir: &Path) -> anyhow::Result<PathBuf> {
             .with_context(|| format!("clearing {}", staging.display()))?;
     }
     std::fs::create_dir_all(staging.join("wit"))?;
-    write(&staging.join("wit/handler.wit"), CONTRACT)?;
+    // Python and JavaScript plugins target contract 0.1 (no emit or state yet).
+    write(&staging.join("wit/handler.wit"), CONTRACT_V0_1)?;
     if let Some(parent) = out.parent() {
         std::fs::create_dir_all(parent)?;
     }

@@ -16,7 +16,7 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 
 use crate::config::SandboxArgs;
-use crate::runtime::{Compiler, Plugin, Registry, Sandbox, explain};
+use crate::runtime::{Compiler, Plugin, Registry, Sandbox};
 
 pub use interpreted::Lang;
 pub use replay::ReplayArgs;
@@ -197,7 +197,7 @@ async fn check(file: &Path, args: &SandboxArgs) -> anyhow::Result<ExitCode> {
     println!(
         "ok     {} fits this host ({})",
         file.display(),
-        explain::CONTRACT
+        plugin.contract()
     );
     let version = plugin.version();
     println!("  version   {}", version.get(..12).unwrap_or(version));

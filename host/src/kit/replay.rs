@@ -101,6 +101,7 @@ fn fixture(record: &Consumed, name: String, recorded: serde_json::Value) -> Fixt
             })
             .collect(),
         payload: record.payload.as_deref().map(Bytes::of),
+        state: None,
         config: Default::default(),
         expect: Expect::Ok { ok: true },
         recorded: Some(recorded),
@@ -136,11 +137,19 @@ async fn from_dead_letters(args: &ReplayArgs) -> anyhow::Result<Vec<Fixture>> {
         );
     }
     letters.truncate(args.count);
-    Ok(letters
-        .into_iter()
-        .map(|letter| {
-            fixture(
-                &letter.record(),
+    let mut fixtures = Vec::with_capacity(letters.len());
+    for letter in letters {
+        let record = letter.record();
+        // The state the record's key has now, as a redrive would give the call (none where the
+        // plugin keeps none for it).
+        let state = match &record.key {
+            Some(key) => crate::db::state::get(&pool, &letter.plugin, key).await?,
+            None => None,
+        };
+        fixtures.push(Fixture {
+            state: state.map(|(value, _)| Bytes::of(&value)),
+            ..fixture(
+                &record,
                 format!("dead letter {}", letter.id),
                 serde_json::json!({
                     "deadLetter": letter.id,
@@ -151,8 +160,9 @@ async fn from_dead_letters(args: &ReplayArgs) -> anyhow::Result<Vec<Fixture>> {
                     "at": letter.created_at,
                 }),
             )
-        })
-        .collect())
+        });
+    }
+    Ok(fixtures)
 }
 
 /// Up to `count` records of `topic`/`partition` from offset `from`, read by assignment (no

@@ -16,7 +16,9 @@ use wasmtime_wasi::p2::bindings::sync::Command;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
 
-use crate::runtime::bindings::{Handler, Level, sluice::handler::host, sluice::handler::types};
+use crate::runtime::bindings::{
+    Handler, Level, sluice::handler::host, sluice::handler::types, v0_1,
+};
 
 const OUTPUT_CAPTURE: usize = 1 << 20;
 
@@ -47,20 +49,47 @@ impl types::Host for State {}
 
 impl host::Host for State {
     fn log(&mut self, level: Level, message: String) {
-        if self.logs.len() < OUTPUT_CAPTURE {
-            let level = match level {
-                Level::Trace => "trace",
-                Level::Debug => "debug",
-                Level::Info => "info",
-                Level::Warn => "warn",
-                Level::Error => "error",
-            };
-            self.logs.push_str(&format!("[log {level}] {message}\n"));
-        }
+        let level = match level {
+            Level::Trace => "trace",
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        };
+        self.log_line(level, &message);
     }
 
     fn get_config(&mut self, _key: String) -> Option<String> {
         None
+    }
+}
+
+// Plugins of contract 0.1 import its host interface.
+impl v0_1::sluice::handler::types::Host for State {}
+
+impl v0_1::sluice::handler::host::Host for State {
+    fn log(&mut self, level: v0_1::sluice::handler::host::Level, message: String) {
+        use v0_1::sluice::handler::host::Level as Old;
+        let level = match level {
+            Old::Trace => "trace",
+            Old::Debug => "debug",
+            Old::Info => "info",
+            Old::Warn => "warn",
+            Old::Error => "error",
+        };
+        self.log_line(level, &message);
+    }
+
+    fn get_config(&mut self, _key: String) -> Option<String> {
+        None
+    }
+}
+
+impl State {
+    fn log_line(&mut self, level: &str, message: &str) {
+        if self.logs.len() < OUTPUT_CAPTURE {
+            self.logs.push_str(&format!("[log {level}] {message}\n"));
+        }
     }
 }
 
@@ -77,6 +106,8 @@ impl Runner {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
         Handler::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(anyhow::Error::from)?;
+        v0_1::Handler::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(anyhow::Error::from)?;
         let component = Component::from_file(&engine, path)
             .map_err(anyhow::Error::from)

@@ -1,6 +1,7 @@
 //! The one place the host generates bindings from `wit/`: the `handler` world every plugin
 //! exports, and `checked-handler` (the same plus `self-test`) for plugins that vouch for
-//! themselves. Both share one set of interface types.
+//! themselves, of the current contract (`sluice:handler@0.2.0`) and of 0.1 (`v0_1`), which
+//! plugins built before 0.2 export. Each version's worlds share one set of interface types.
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -19,8 +20,30 @@ pub mod checked {
     });
 }
 
+/// Contract 0.1 (`wit/v0.1`): `handle` takes the message alone and returns stock adjustments.
+/// Its `message` record is the same as 0.2's, so the host calls it with 0.2's [`Message`]
+/// (see `plugin`); the types here are its output and its imports.
+pub mod v0_1 {
+    wasmtime::component::bindgen!({
+        path: "../wit/v0.1",
+        world: "handler",
+    });
+
+    /// The 0.1 `checked-handler` world: `handle` and `self-test`.
+    pub mod checked {
+        wasmtime::component::bindgen!({
+            path: "../wit/v0.1",
+            world: "checked-handler",
+            with: {
+                "sluice:handler/types": super::sluice::handler::types,
+                "sluice:handler/host": super::sluice::handler::host,
+            },
+        });
+    }
+}
+
 pub use self::sluice::handler::host::Level;
-pub use self::sluice::handler::types::{Header, StockAdjustment};
+pub use self::sluice::handler::types::{Emitted, Header, StockAdjustment};
 
 use crate::domain::Consumed;
 

@@ -15,7 +15,7 @@ use wasmtime::{Config, Enabled, Engine, EngineWeak, InstanceAllocationStrategy};
 use wasmtime::{PoolingAllocationConfig, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::{Handler, HandlerPre, Level, checked, sluice::handler::host};
+use super::bindings::{Handler, HandlerPre, Level, checked, sluice::handler::host, v0_1};
 use super::limits::{Limiter, Limits};
 use super::wasi::{self, Capture};
 
@@ -57,6 +57,8 @@ pub struct SandboxConfig {
     pub timeout: Duration,
     /// The most mutations one message may produce.
     pub max_mutations: usize,
+    /// Limits on one message's emitted records and state.
+    pub output: crate::domain::OutputLimits,
     /// Values plugins read with `host.get-config`.
     pub plugin_config: PluginConfig,
     /// How much of an instance the calls of each plugin share.
@@ -176,6 +178,7 @@ impl Default for SandboxConfig {
             limits: Limits::default(),
             timeout: Duration::from_millis(100),
             max_mutations: 1_000,
+            output: crate::domain::OutputLimits::default(),
             plugin_config: PluginConfig::default(),
             isolation: IsolationConfig::default(),
         }
@@ -220,11 +223,44 @@ pub struct Sandbox {
     call_durations: crate::metrics::HistogramFamily<2>,
 }
 
-/// A component linked against the host: every plugin has `handle`; `checked` is there when it
-/// also exports `self-test`.
-pub struct Linked {
-    pub handler: HandlerPre<PluginState>,
-    pub checked: Option<checked::CheckedHandlerPre<PluginState>>,
+/// A component linked against the host, by the contract version it exports: every plugin has
+/// `handle`; `checked` is there when it also exports `self-test`.
+pub enum Linked {
+    V0_2 {
+        handler: HandlerPre<PluginState>,
+        checked: Option<checked::CheckedHandlerPre<PluginState>>,
+    },
+    V0_1 {
+        handler: v0_1::HandlerPre<PluginState>,
+        /// Where `handle` is among the component's exports (called with 0.2's message type,
+        /// which is the same record).
+        handle: wasmtime::component::ComponentExportIndex,
+        checked: Option<v0_1::checked::CheckedHandlerPre<PluginState>>,
+    },
+}
+
+impl Linked {
+    /// The contract version the component targets.
+    pub fn contract(&self) -> &'static str {
+        match self {
+            Self::V0_2 { .. } => "sluice:handler@0.2.0",
+            Self::V0_1 { .. } => "sluice:handler@0.1.0",
+        }
+    }
+
+    pub fn instance_pre(&self) -> &wasmtime::component::InstancePre<PluginState> {
+        match self {
+            Self::V0_2 { handler, .. } => handler.instance_pre(),
+            Self::V0_1 { handler, .. } => handler.instance_pre(),
+        }
+    }
+
+    pub fn has_self_test(&self) -> bool {
+        match self {
+            Self::V0_2 { checked, .. } => checked.is_some(),
+            Self::V0_1 { checked, .. } => checked.is_some(),
+        }
+    }
 }
 
 impl Sandbox {
@@ -243,6 +279,9 @@ impl Sandbox {
         Handler::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(anyhow::Error::from)
             .context("linking the host interface")?;
+        v0_1::Handler::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(anyhow::Error::from)
+            .context("linking the host interface of contract 0.1")?;
         spawn_epoch_ticker(engine.weak()).context("starting the epoch ticker")?;
         Ok(Arc::new(Self {
             engine,
@@ -267,12 +306,28 @@ impl Sandbox {
     }
 
     /// Link a compiled component: it must import nothing the host does not offer and export
-    /// `handle` with the contract's type.
+    /// `handle` with the type of contract 0.2 or 0.1.
     pub fn link(&self, component: &Component) -> anyhow::Result<Linked> {
         let pre = self.linker.instantiate_pre(component)?;
-        let checked = checked::CheckedHandlerPre::new(pre.clone()).ok();
-        let handler = HandlerPre::new(pre)?;
-        Ok(Linked { handler, checked })
+        let current = match HandlerPre::new(pre.clone()) {
+            Ok(handler) => {
+                let checked = checked::CheckedHandlerPre::new(pre).ok();
+                return Ok(Linked::V0_2 { handler, checked });
+            }
+            Err(e) => e,
+        };
+        let Ok(handler) = v0_1::HandlerPre::new(pre.clone()) else {
+            return Err(current.into());
+        };
+        let handle = component
+            .get_export_index(None, "handle")
+            .context("the component exports no `handle`")?;
+        let checked = v0_1::checked::CheckedHandlerPre::new(pre).ok();
+        Ok(Linked::V0_1 {
+            handler,
+            handle,
+            checked,
+        })
     }
 
     /// A fresh store for the calls of `plugin` (one, or a batch's), with limits set. The
@@ -459,6 +514,26 @@ impl wasmtime_wasi_http::WasiHttpView for PluginState {
 }
 
 impl super::bindings::sluice::handler::types::Host for PluginState {}
+
+impl v0_1::sluice::handler::types::Host for PluginState {}
+
+impl v0_1::sluice::handler::host::Host for PluginState {
+    fn log(&mut self, level: v0_1::sluice::handler::host::Level, message: String) {
+        use v0_1::sluice::handler::host::Level as Old;
+        let level = match level {
+            Old::Trace => Level::Trace,
+            Old::Debug => Level::Debug,
+            Old::Info => Level::Info,
+            Old::Warn => Level::Warn,
+            Old::Error => Level::Error,
+        };
+        host::Host::log(self, level, message);
+    }
+
+    fn get_config(&mut self, key: String) -> Option<String> {
+        host::Host::get_config(self, key)
+    }
+}
 
 impl host::Host for PluginState {
     fn log(&mut self, level: Level, message: String) {

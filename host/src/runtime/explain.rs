@@ -5,12 +5,15 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
 
-/// The contract's package and version, as plugins import it.
-pub const CONTRACT: &str = "sluice:handler@0.1.0";
+/// The contract's package and version, as plugins built now import it.
+pub const CONTRACT: &str = "sluice:handler@0.2.0";
+
+/// The contract versions this host loads.
+pub const CONTRACTS: &[&str] = &["0.2.0", "0.1.0"];
 
 /// The export every plugin has, in the contract's words.
-pub const HANDLE_SIGNATURE: &str =
-    "handle: func(message: message) -> result<list<mutation>, handler-error>";
+pub const HANDLE_SIGNATURE: &str = "handle: func(message: message, state: option<list<u8>>) -> \
+                                    result<list<mutation>, handler-error>";
 
 /// Interfaces the host offers (any 0.2.x version for WASI).
 const OFFERED: &[&str] = &[
@@ -53,15 +56,15 @@ pub fn link_problem(engine: &Engine, component: &Component, error: &str) -> Stri
     let mut problems = Vec::new();
     for (name, _) in ty.imports(engine) {
         let (interface, version) = name.split_once('@').unwrap_or((name, ""));
-        if interface.starts_with("sluice:handler/") && !version.is_empty() {
-            let wanted = CONTRACT.split_once('@').map_or("", |(_, v)| v);
-            if version != wanted {
-                problems.push(format!(
-                    "it was built for sluice:handler@{version}; this host offers {CONTRACT} \
-                     (rebuild against this host's wit/handler.wit)"
-                ));
-                continue;
-            }
+        if interface.starts_with("sluice:handler/")
+            && !version.is_empty()
+            && !CONTRACTS.contains(&version)
+        {
+            problems.push(format!(
+                "it was built for sluice:handler@{version}; this host offers {CONTRACT} \
+                 and 0.1.0 (rebuild against this host's wit/handler.wit)"
+            ));
+            continue;
         }
         if !OFFERED.contains(&interface) {
             let why = if interface.starts_with("wasi:http") {
@@ -101,7 +104,8 @@ pub fn link_problem(engine: &Engine, component: &Component, error: &str) -> Stri
         Some((_, false)) => problems.push("its `handle` export is not a function".into()),
         Some(_) if problems.is_empty() => problems.push(format!(
             "its `handle` export has the wrong type: expected `{HANDLE_SIGNATURE}` \
-             ({CONTRACT}); the linker says: {error}"
+             ({CONTRACT}), or 0.1's `handle: func(message: message) -> ...`; the linker says: \
+             {error}"
         )),
         Some(_) => {}
     }

@@ -13,7 +13,7 @@ use super::bindings;
 use super::engine::{Isolation, Linked, PluginState, Sandbox, truncate};
 use super::error::{HandleError, LoadError, one_line};
 use super::wasi::WouldBlock;
-use crate::domain::{Mutation, ProductId};
+use crate::domain::{Allowances, Header, Mutation, ProductId, Record};
 
 /// What a plugin version has done since it was loaded here.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -105,12 +105,18 @@ impl Plugin {
     /// The component's imports and exports (none for a native handler).
     pub fn describe(&self) -> (Vec<String>, Vec<String>) {
         match self.linked() {
-            Some(linked) => super::explain::describe(
-                self.sandbox.engine(),
-                linked.handler.instance_pre().component(),
-            ),
+            Some(linked) => {
+                super::explain::describe(self.sandbox.engine(), linked.instance_pre().component())
+            }
             None => (Vec::new(), Vec::new()),
         }
+    }
+
+    /// The contract version the plugin targets (`sluice:handler@0.2.0`; the current one for a
+    /// native handler).
+    pub fn contract(&self) -> &'static str {
+        self.linked()
+            .map_or("sluice:handler@0.2.0", Linked::contract)
     }
 
     fn linked(&self) -> Option<&Linked> {
@@ -127,21 +133,43 @@ impl Plugin {
         };
         let mut store = self.sandbox.store(&self.label, &self.config);
         self.sandbox.arm(&mut store);
-        let result = match &linked.checked {
-            None => linked
-                .handler
+        let trial = |store: &mut Store<PluginState>| {
+            linked
                 .instance_pre()
-                .instantiate(&mut store)
+                .instantiate(&mut *store)
                 .map(drop)
-                .map_err(|e| LoadError::Limits(self.reason(&store, &e))),
-            Some(checked) => match checked.instantiate(&mut store) {
-                Err(e) => Err(LoadError::Limits(self.reason(&store, &e))),
-                Ok(instance) => match instance.call_self_test(&mut store) {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(reason)) => Err(LoadError::SelfTest(reason)),
-                    Err(e) => Err(LoadError::SelfTest(self.classify(&store, &e).to_string())),
-                },
-            },
+                .map_err(|e| LoadError::Limits(self.reason(store, &e)))
+        };
+        let self_test =
+            |store: &mut Store<PluginState>,
+             instantiated: wasmtime::Result<wasmtime::Result<Result<(), String>>>| {
+                match instantiated {
+                    Err(e) => Err(LoadError::Limits(self.reason(store, &e))),
+                    Ok(Ok(Ok(()))) => Ok(()),
+                    Ok(Ok(Err(reason))) => Err(LoadError::SelfTest(reason)),
+                    Ok(Err(e)) => Err(LoadError::SelfTest(self.classify(store, &e).to_string())),
+                }
+            };
+        let result = match linked {
+            Linked::V0_2 {
+                checked: Some(checked),
+                ..
+            } => {
+                let called = checked
+                    .instantiate(&mut store)
+                    .map(|instance| instance.call_self_test(&mut store));
+                self_test(&mut store, called)
+            }
+            Linked::V0_1 {
+                checked: Some(checked),
+                ..
+            } => {
+                let called = checked
+                    .instantiate(&mut store)
+                    .map(|instance| instance.call_self_test(&mut store));
+                self_test(&mut store, called)
+            }
+            _ => trial(&mut store),
         };
         self.sandbox.disarm();
         self.sandbox.recycle(store);
@@ -178,7 +206,7 @@ impl Plugin {
 
     /// Whether the plugin declares a `self-test`.
     pub fn has_self_test(&self) -> bool {
-        self.linked().is_some_and(|linked| linked.checked.is_some())
+        self.linked().is_some_and(Linked::has_self_test)
     }
 
     /// How much of an instance this plugin's calls share.
@@ -187,29 +215,38 @@ impl Plugin {
     }
 
     /// The calls of a batch on this thread, as this plugin's isolation has them: each in a
-    /// fresh instance, or in order in one instance per batch. Synchronous CPU work bounded by
-    /// the sandbox's deadline: use it on a blocking thread, never in an async task.
-    pub fn calls(&self) -> Calls<'_> {
-        self.calls_in(self.isolation)
+    /// fresh instance, or in order in one instance per batch; outputs checked against what
+    /// `allowed` (the route) lets the plugin do. Synchronous CPU work bounded by the sandbox's
+    /// deadline: use it on a blocking thread, never in an async task.
+    pub fn calls<'a>(&'a self, allowed: &'a Allowances) -> Calls<'a> {
+        self.calls_in(self.isolation, allowed)
     }
 
     /// The same in an isolation of the caller's choosing (the benchmark compares them).
-    pub fn calls_in(&self, isolation: Isolation) -> Calls<'_> {
-        Calls::new(self, &self.config, isolation)
+    pub fn calls_in<'a>(&'a self, isolation: Isolation, allowed: &'a Allowances) -> Calls<'a> {
+        Calls::new(self, &self.config, isolation, allowed)
     }
 
-    /// Run the plugin on one message in a fresh instance (redrive, the plugin kit).
-    pub fn handle(&self, message: &bindings::Message) -> Result<Vec<Mutation>, HandleError> {
-        self.handle_with(message, &self.config)
+    /// Run the plugin on one message, with its key's `state`, in a fresh instance (redrive, the
+    /// plugin kit).
+    pub fn handle(
+        &self,
+        message: &bindings::Message,
+        state: Option<&[u8]>,
+        allowed: &Allowances,
+    ) -> Result<Vec<Mutation>, HandleError> {
+        self.handle_with(message, state, allowed, &self.config)
     }
 
     /// The same with other configuration values (fixture tests).
     pub fn handle_with(
         &self,
         message: &bindings::Message,
+        state: Option<&[u8]>,
+        allowed: &Allowances,
         config: &Arc<HashMap<String, String>>,
     ) -> Result<Vec<Mutation>, HandleError> {
-        Calls::new(self, config, Isolation::Record).handle(message)
+        Calls::new(self, config, Isolation::Record, allowed).handle(message, state)
     }
 
     fn count(&self, result: &Result<Vec<Mutation>, HandleError>, took: std::time::Duration) {
@@ -230,12 +267,8 @@ impl Plugin {
         &self,
         handler: NativeHandler,
         message: &bindings::Message,
-    ) -> Result<Vec<Mutation>, HandleError> {
-        let output = handler(message).map_err(|e| match e {
-            bindings::HandlerError::InvalidMessage(reason) => HandleError::InvalidMessage(reason),
-            bindings::HandlerError::Rejected(reason) => HandleError::Rejected(reason),
-        })?;
-        self.validate_output(output)
+    ) -> Result<Vec<bindings::Mutation>, HandleError> {
+        handler(message).map_err(handler_error)
     }
 
     fn classify(
@@ -274,9 +307,13 @@ impl Plugin {
         }
     }
 
+    /// The host's mutations for a call's output, if it is within the sandbox's and the
+    /// route's bounds.
     fn validate_output(
         &self,
         output: Vec<bindings::Mutation>,
+        allowed: &Allowances,
+        has_key: bool,
     ) -> Result<Vec<Mutation>, HandleError> {
         let max = self.sandbox.config().max_mutations;
         if output.len() > max {
@@ -285,19 +322,117 @@ impl Plugin {
                 output.len()
             )));
         }
-        output
+        let mutations = output
             .into_iter()
             .map(|mutation| match mutation {
-                bindings::Mutation::StockAdjustment(adjustment) => {
-                    let product_id = ProductId::parse(&adjustment.product_id)
-                        .map_err(|e| HandleError::InvalidOutput(e.to_string()))?;
-                    Ok(Mutation::StockAdjustment {
-                        product_id,
-                        delta: adjustment.delta,
-                    })
-                }
+                bindings::Mutation::StockAdjustment(adjustment) => stock(adjustment),
+                bindings::Mutation::Emit(emitted) => Ok(Mutation::Emit(Record {
+                    topic: emitted.topic,
+                    key: emitted.key,
+                    payload: emitted.value,
+                    headers: emitted
+                        .headers
+                        .into_iter()
+                        .map(|h| Header {
+                            key: h.key,
+                            value: h.value,
+                        })
+                        .collect(),
+                })),
+                bindings::Mutation::SetState(value) => Ok(Mutation::SetState(value)),
+                bindings::Mutation::ClearState => Ok(Mutation::ClearState),
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        allowed
+            .check(&self.sandbox.config().output, has_key, &mutations)
+            .map_err(HandleError::InvalidOutput)?;
+        Ok(mutations)
+    }
+}
+
+fn stock(adjustment: bindings::StockAdjustment) -> Result<Mutation, HandleError> {
+    let product_id = ProductId::parse(&adjustment.product_id)
+        .map_err(|e| HandleError::InvalidOutput(e.to_string()))?;
+    Ok(Mutation::StockAdjustment {
+        product_id,
+        delta: adjustment.delta,
+    })
+}
+
+fn handler_error(error: bindings::HandlerError) -> HandleError {
+    match error {
+        bindings::HandlerError::InvalidMessage(reason) => HandleError::InvalidMessage(reason),
+        bindings::HandlerError::Rejected(reason) => HandleError::Rejected(reason),
+    }
+}
+
+/// A contract 0.1 output in the current contract's terms (0.1 has stock adjustments only).
+fn from_v0_1(
+    output: Result<Vec<bindings::v0_1::Mutation>, bindings::v0_1::HandlerError>,
+) -> Result<Vec<bindings::Mutation>, bindings::HandlerError> {
+    use bindings::v0_1::HandlerError as Old;
+    match output {
+        Ok(mutations) => Ok(mutations
+            .into_iter()
+            .map(|bindings::v0_1::Mutation::StockAdjustment(a)| {
+                bindings::Mutation::StockAdjustment(bindings::StockAdjustment {
+                    product_id: a.product_id,
+                    delta: a.delta,
+                })
+            })
+            .collect()),
+        Err(Old::InvalidMessage(reason)) => Err(bindings::HandlerError::InvalidMessage(reason)),
+        Err(Old::Rejected(reason)) => Err(bindings::HandlerError::Rejected(reason)),
+    }
+}
+
+/// The `handle` export of a live instance, by contract version.
+enum Handle {
+    V0_2(bindings::Handler),
+    V0_1(HandleV0_1),
+}
+
+/// Contract 0.1's `handle`, typed with the current `message` record (the same record in both
+/// versions, so the component model's type check accepts it): no copy of the message.
+type HandleV0_1 = wasmtime::component::TypedFunc<
+    (&'static bindings::Message,),
+    (Result<Vec<bindings::v0_1::Mutation>, bindings::v0_1::HandlerError>,),
+>;
+
+impl Handle {
+    fn instantiate(linked: &Linked, store: &mut Store<PluginState>) -> wasmtime::Result<Self> {
+        match linked {
+            Linked::V0_2 { handler, .. } => handler.instantiate(store).map(Self::V0_2),
+            Linked::V0_1 {
+                handler, handle, ..
+            } => {
+                let instance = handler.instance_pre().instantiate(&mut *store)?;
+                let func = instance
+                    .get_func(&mut *store, handle)
+                    .ok_or_else(|| wasmtime::format_err!("the component exports no `handle`"))?;
+                Ok(Self::V0_1(func.typed(&*store)?))
+            }
+        }
+    }
+
+    fn call(
+        &self,
+        store: &mut Store<PluginState>,
+        message: &bindings::Message,
+        state: Option<&[u8]>,
+    ) -> wasmtime::Result<Result<Vec<bindings::Mutation>, bindings::HandlerError>> {
+        match self {
+            Self::V0_2(handler) => handler.call_handle(store, message, state),
+            Self::V0_1(func) => {
+                // `TypedFunc` is covariant in its parameters (a call only borrows them).
+                let func: &wasmtime::component::TypedFunc<
+                    (&bindings::Message,),
+                    (Result<Vec<bindings::v0_1::Mutation>, bindings::v0_1::HandlerError>,),
+                > = func;
+                let (output,) = func.call(store, (message,))?;
+                Ok(from_v0_1(output))
+            }
+        }
     }
 }
 
@@ -308,8 +443,10 @@ pub struct Calls<'a> {
     plugin: &'a Plugin,
     config: &'a Arc<HashMap<String, String>>,
     isolation: Isolation,
+    /// What the route lets the plugin's outputs do.
+    allowed: &'a Allowances,
     /// The instance the next call reuses (batch isolation).
-    live: Option<(Store<PluginState>, bindings::Handler)>,
+    live: Option<(Store<PluginState>, Handle)>,
 }
 
 impl<'a> Calls<'a> {
@@ -317,30 +454,44 @@ impl<'a> Calls<'a> {
         plugin: &'a Plugin,
         config: &'a Arc<HashMap<String, String>>,
         isolation: Isolation,
+        allowed: &'a Allowances,
     ) -> Self {
         Self {
             plugin,
             config,
             isolation,
+            allowed,
             live: None,
         }
     }
 
-    /// Run the plugin on one message.
-    pub fn handle(&mut self, message: &bindings::Message) -> Result<Vec<Mutation>, HandleError> {
+    /// Run the plugin on one message, with its key's `state` (contract 0.1 plugins get none).
+    pub fn handle(
+        &mut self,
+        message: &bindings::Message,
+        state: Option<&[u8]>,
+    ) -> Result<Vec<Mutation>, HandleError> {
         let started = std::time::Instant::now();
         let reused = self.live.is_some();
-        let mut result = self.call(message);
+        let mut result = self.call(message, state);
         // A trap in an instance that earlier records used may be theirs (memory they left
         // behind): the record gets the fresh instance it would have had on its own.
         if reused && matches!(result, Err(HandleError::Trap(_))) {
-            result = self.call(message);
+            result = self.call(message, state);
         }
+        let result = result.and_then(|output| {
+            self.plugin
+                .validate_output(output, self.allowed, message.key.is_some())
+        });
         self.plugin.count(&result, started.elapsed());
         result
     }
 
-    fn call(&mut self, message: &bindings::Message) -> Result<Vec<Mutation>, HandleError> {
+    fn call(
+        &mut self,
+        message: &bindings::Message,
+        state: Option<&[u8]>,
+    ) -> Result<Vec<bindings::Mutation>, HandleError> {
         let plugin = self.plugin;
         let linked = match &plugin.code {
             Code::Wasm(linked) => linked,
@@ -348,35 +499,30 @@ impl<'a> Calls<'a> {
         };
         let sandbox = &plugin.sandbox;
         let (mut store, instance) = match self.live.take() {
-            Some((store, handler)) => (store, Some(handler)),
+            Some((store, handle)) => (store, Some(handle)),
             None => (sandbox.store(&plugin.label, self.config), None),
         };
         sandbox.arm(&mut store);
         let outcome = match instance {
-            Some(handler) => Ok(handler),
-            None => linked.handler.instantiate(&mut store),
+            Some(handle) => Ok(handle),
+            None => Handle::instantiate(linked, &mut store),
         }
-        .and_then(|handler| Ok((handler.call_handle(&mut store, message)?, handler)));
+        .and_then(|handle| Ok((handle.call(&mut store, message, state)?, handle)));
         sandbox.disarm();
         let dropped = store.data().dropped_log_lines();
         if dropped > 0 {
             tracing::warn!(target: "plugin", plugin = %plugin.label, dropped,
                            "plugin logged too much in one call; lines dropped");
         }
-        let result = match outcome {
-            Ok((output, handler)) => {
+        match outcome {
+            Ok((output, handle)) => {
                 // The call returned: its instance is sound, kept for the batch's next record
                 // or given back.
                 match self.isolation {
-                    Isolation::Batch => self.live = Some((store, handler)),
+                    Isolation::Batch => self.live = Some((store, handle)),
                     Isolation::Record => sandbox.recycle(store),
                 }
-                output.map_err(|e| match e {
-                    bindings::HandlerError::InvalidMessage(reason) => {
-                        HandleError::InvalidMessage(reason)
-                    }
-                    bindings::HandlerError::Rejected(reason) => HandleError::Rejected(reason),
-                })
+                output.map_err(handler_error)
             }
             Err(error) => {
                 // A trapped instance is never entered again.
@@ -384,8 +530,7 @@ impl<'a> Calls<'a> {
                 sandbox.recycle(store);
                 Err(error)
             }
-        };
-        plugin.validate_output(result?)
+        }
     }
 }
 

@@ -226,7 +226,7 @@ async fn uploads_that_break_the_limits_are_refused_with_the_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_newest_versions_are_kept() {
     // Arrange
-    let app = TestApp::spawn_with(|settings| settings.plugins.versions_kept = 3).await;
+    let app = TestApp::spawn_with(|settings| settings.plugins.policy.versions_kept = 3).await;
     let stock = read("sluice_plugin_stock");
 
     // Act: six distinct versions of `stock`.

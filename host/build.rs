@@ -13,7 +13,7 @@ use std::process::Command;
 
 /// Plugins built with every host build: (package, crate file stem). The stock plugin is
 /// embedded in the binary; the velocity example and the fixtures (hostile and versioned
-/// plugins, all of contract 0.1) are what the tests load (their directory is
+/// plugins of contract 0.1; `tally`, of 0.2) are what the tests load (their directory is
 /// `SLUICE_FIXTURES_DIR` at compile time).
 const PLUGINS: &[(&str, &str)] = &[
     ("sluice-plugin-stock", "sluice_plugin_stock"),
@@ -21,6 +21,7 @@ const PLUGINS: &[(&str, &str)] = &[
     ("sluice-fixture-hostile", "sluice_fixture_hostile"),
     ("sluice-fixture-wrong-world", "sluice_fixture_wrong_world"),
     ("sluice-fixture-stock-v2", "sluice_fixture_stock_v2"),
+    ("sluice-fixture-tally", "sluice_fixture_tally"),
     ("sluice-fixture-stock-broken", "sluice_fixture_stock_broken"),
     (
         "sluice-fixture-failing-self-test",

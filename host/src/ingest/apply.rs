@@ -148,48 +148,42 @@ pub async fn decide_and_write(
     };
     let touched = plan::touched_products(records);
     // Locked in id order: concurrent batches cannot deadlock.
-    let stock: HashMap<String, i64> = if touched.is_empty() {
+    let mut stock: HashMap<String, i64> = if touched.is_empty() {
         HashMap::new()
     } else {
         db::catalog::lock_stock(tx, &touched).await?
     };
     // The keys' state, locked in key order after the stock (the same order for every member).
     let keys = plan::state_keys(records);
-    let states = match caller {
-        Some(_) if !keys.is_empty() => db::state::lock(tx, &cx.plugin, &keys).await?,
-        _ => HashMap::new(),
-    };
-    // Records called again, when some saw another state than the key's (rare: a refused record
-    // whose key later records followed, or a key changed elsewhere meanwhile).
-    let mut recalled: Option<Vec<Handled>> = None;
-    loop {
-        let current: Vec<&Handled> = match &recalled {
-            Some(records) => records.iter().collect(),
-            None => records.to_vec(),
-        };
-        let (mut stock, mut states) = (stock.clone(), states.clone());
-        let keyed = caller.is_some().then_some(&mut states);
-        let plan = plan::plan(cx, mode, &current, &new_ids, &mut stock, keyed);
-        let Some(caller) = caller.filter(|_| !plan.recall.is_empty()) else {
-            write(tx, cx, &plan).await?;
-            return Ok(plan);
-        };
-        let mut again: Vec<Handled> = current.into_iter().cloned().collect();
-        for (position, state) in plan.recall {
-            let key = again[position].record.key.clone();
-            let chain: Vec<usize> = (position..again.len())
-                .filter(|&i| again[i].seen_state.is_some() && again[i].record.key == key)
-                .collect();
-            let chain_records = chain.iter().map(|&i| again[i].record.clone()).collect();
-            let called = caller.call_chain_blocking(chain_records, state).await;
-            for (i, handled) in chain.into_iter().zip(called) {
-                again[i] = handled;
-            }
+    let plan = match caller {
+        Some(caller) if !keys.is_empty() => {
+            let states = db::state::lock(tx, &cx.plugin, &keys).await?;
+            // A record whose call saw another state than its key's at its place is called
+            // again here, in order: plugin calls, bounded by their deadline, on this thread.
+            tokio::task::block_in_place(|| {
+                let mut calls = caller.calls();
+                let mut recall = |handled: &Handled, state: Option<&[u8]>| Handled {
+                    // A redrive's event id is its dead letter's.
+                    event_id: handled.event_id.clone(),
+                    ..Caller::call_one(&mut calls, handled.record.clone(), Some(state))
+                };
+                let keyed = plan::Keyed {
+                    states,
+                    recall: &mut recall,
+                };
+                plan::plan(cx, mode, records, &new_ids, &mut stock, Some(keyed))
+            })
         }
-        tracing::debug!(topic = %cx.topic, "records called again with their keys' state");
-        recalled = Some(again);
+        _ => plan::plan(cx, mode, records, &new_ids, &mut stock, None),
+    };
+    if plan.report.recalled > 0 {
+        tracing::debug!(topic = %cx.topic, recalled = plan.report.recalled,
+                        "records called again with their key's state");
     }
+    write(tx, cx, &plan).await?;
+    Ok(plan)
 }
+
 /// Persist a plan: stock, outcomes, dead letters, and the outbox row of its records.
 async fn write(tx: &mut Tx<'_>, cx: &BatchContext, plan: &Plan) -> sqlx::Result<()> {
     if !plan.stock.is_empty() {

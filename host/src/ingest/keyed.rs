@@ -1,8 +1,8 @@
 //! Ingest, keyed state: on a route that keeps state, the records of one key are called one
-//! after another in offset order, each with the state the ones before it leave, starting from
-//! the state read before the calls. The transaction locks the keys and checks what each call
-//! saw (`plan`); where it differs (an earlier record of the key was refused, a member changed
-//! the key meanwhile), the key's records from there on are called again here.
+//! after another in offset order, each with the state the ones before it leave if they apply,
+//! starting from the state read before the calls. The transaction locks the keys and checks
+//! what each call saw (`plan`); where it differs (an earlier record of the key was not applied,
+//! a member changed the key meanwhile), the record is called again there, with the right state.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -72,33 +72,26 @@ impl Caller {
             .collect()
     }
 
-    /// [`Self::call_chain`] on a blocking thread, from async code (the commit, a redrive); on
-    /// a route that keeps no state, each record called on its own.
-    pub async fn call_chain_blocking(
+    /// Call one record on a blocking thread, from async code (a redrive): with its key's
+    /// `state` where the route keeps state.
+    pub async fn call_blocking(
         self: &Arc<Self>,
-        records: Vec<Consumed>,
+        record: Consumed,
         state: Option<Vec<u8>>,
-    ) -> Vec<Handled> {
+    ) -> Handled {
         let caller = Arc::clone(self);
-        let kept = records.clone();
+        let kept = record.clone();
         let called = tokio::task::spawn_blocking(move || {
             let mut calls = caller.calls();
-            if caller.allowed.state {
-                return Self::call_chain(&mut calls, records, state);
-            }
-            records
-                .into_iter()
-                .map(|record| Self::call_one(&mut calls, record, None))
-                .collect()
+            let keyed = caller.allowed.state && record.key.is_some();
+            Self::call_one(&mut calls, record, keyed.then_some(state.as_deref()))
         })
         .await;
         called.unwrap_or_else(|e| {
             // The calls themselves cannot panic the thread; if the thread failed anyway, the
-            // records are poison rather than lost.
+            // record is poison rather than lost.
             let error = HandleError::Trap(format!("the call could not be run: {e}"));
-            kept.into_iter()
-                .map(|record| Handled::new(record, Err(error.clone())))
-                .collect()
+            Handled::new(kept, Err(error))
         })
     }
 }

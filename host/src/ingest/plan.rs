@@ -191,6 +191,8 @@ pub struct BatchReport {
     pub positions: Vec<(i32, i64)>,
     /// Records the applied records emitted, by topic.
     pub emitted: BTreeMap<String, u64>,
+    /// Records called again with their key's state (see [`Keyed`]).
+    pub recalled: usize,
 }
 
 impl BatchReport {
@@ -266,62 +268,54 @@ pub struct Plan {
     pub shadow: Option<ShadowTally>,
     /// Keys whose state changes, with their new state (`None`: cleared).
     pub state: Vec<(Vec<u8>, Option<Vec<u8>>)>,
-    /// Records whose calls saw another state than the one they would apply on (an earlier
-    /// record of their key was refused, or another member changed it meanwhile): the first of
-    /// each such key, by position in `records`, with the state it must be called with. When
-    /// there are any the plan is not to be written: the records of those keys from there on
-    /// are called again and the batch decided anew.
-    pub recall: Vec<(usize, Option<Vec<u8>>)>,
     pub report: BatchReport,
+}
+
+/// On a route that keeps state: the locked state of every key whose state the batch's calls
+/// saw (keys without one absent), and how to call a record again with its key's state at its
+/// place in the batch when what its call saw differs (an earlier record of the key was not
+/// applied, or the key changed since the calls' state was read).
+pub struct Keyed<'a> {
+    pub states: HashMap<Vec<u8>, Vec<u8>>,
+    pub recall: &'a mut dyn FnMut(&Handled, Option<&[u8]>) -> Handled,
 }
 
 /// Decide `records` in order. `new_ids`: the event ids this transaction recorded first (an id
 /// outside it was decided before, or appears twice here); `stock`: the locked stock of every
-/// product the records touch, updated as records apply; `states`: on a route that keeps
-/// state, the locked state of every key whose state the records' calls saw (keys without one
-/// absent), updated as records apply.
+/// product the records touch, updated as records apply; `keyed`: the keys' state, updated as
+/// records apply.
 pub fn plan(
     cx: &BatchContext,
     mode: Mode,
     records: &[&Handled],
     new_ids: &HashSet<&str>,
     stock: &mut HashMap<String, i64>,
-    mut states: Option<&mut HashMap<Vec<u8>, Vec<u8>>>,
+    mut keyed: Option<Keyed<'_>>,
 ) -> Plan {
-    let mut plan = Plan {
-        shadow: shadow_tally(cx, records),
-        ..Plan::default()
-    };
-    let mut changed: Vec<&str> = Vec::new();
-    let mut state_changed: Vec<&[u8]> = Vec::new();
-    let mut recalled: HashSet<&[u8]> = HashSet::new();
+    let mut plan = Plan::default();
+    let stock_before = stock.clone();
+    let states_before = keyed.as_ref().map(|k| k.states.clone());
+    let mut recalled: Vec<(usize, Handled)> = Vec::new();
     let mut decided_here: HashSet<&str> = HashSet::new();
     // The verdicts to report, by source partition: one status record each.
     let mut verdicts: BTreeMap<i32, PartitionVerdicts> = BTreeMap::new();
-    for (position, handled) in records.iter().enumerate() {
-        // The state the call saw must be the key's state at this point of the batch.
-        let keyed = match (
-            states.as_deref_mut(),
-            &handled.seen_state,
-            &handled.record.key,
-        ) {
-            (Some(states), Some(seen), Some(key)) => Some((states, seen, key.as_slice())),
-            _ => None,
-        };
-        if let Some((states, seen, key)) = &keyed
-            && (recalled.contains(key) || states.get(*key) != seen.as_ref())
-        {
-            if recalled.insert(key) {
-                plan.recall.push((position, states.get(*key).cloned()));
-            }
-            // This plan is not written; the record's place is kept.
-            plan.decisions.push(Decision::Duplicate);
-            continue;
-        }
-        let duplicate = handled
+    for (position, &original) in records.iter().enumerate() {
+        let duplicate = original
             .event_id
             .as_deref()
             .is_some_and(|id| !new_ids.contains(id) || !decided_here.insert(id));
+        // What the call saw must be the key's state at this place of the batch.
+        let key = original.record.key.as_deref();
+        let again = match (&mut keyed, &original.seen_state, key) {
+            (Some(keyed), Some(seen), Some(key))
+                if !duplicate && keyed.states.get(key) != seen.as_ref() =>
+            {
+                let state = keyed.states.get(key).map(Vec::as_slice);
+                Some((keyed.recall)(original, state))
+            }
+            _ => None,
+        };
+        let handled = again.as_ref().unwrap_or(original);
         let decision = if duplicate {
             Decision::Duplicate
         } else {
@@ -329,15 +323,14 @@ pub fn plan(
                 Err(error) => Decision::from_error(error),
                 Ok(mutations) => match apply_in_memory(stock, mutations) {
                     Ok(()) => {
-                        changed.extend(mutations.iter().filter_map(Mutation::product));
-                        if let (Some((states, _, key)), Some(change)) =
-                            (keyed, state_change(mutations))
+                        if let (Some(keyed), Some(key), Some(change)) =
+                            (&mut keyed, key, state_change(mutations))
+                            && handled.seen_state.is_some()
                         {
                             match change {
-                                Some(value) => states.insert(key.to_vec(), value.to_vec()),
-                                None => states.remove(key),
+                                Some(value) => keyed.states.insert(key.to_vec(), value.to_vec()),
+                                None => keyed.states.remove(key),
                             };
-                            state_changed.push(key);
                         }
                         emit(&mut plan, cx, handled, mutations);
                         Decision::Applied
@@ -400,6 +393,9 @@ pub fn plan(
             plan.outcomes.push(handled, &decision);
         }
         plan.decisions.push(decision);
+        if let Some(again) = again {
+            recalled.push((position, again));
+        }
     }
     if let Some(topic) = &cx.status_topic {
         for (partition, verdicts) in verdicts {
@@ -407,20 +403,30 @@ pub fn plan(
                 .push(verdicts_record(topic, cx, mode, partition, verdicts));
         }
     }
-    changed.sort_unstable();
-    changed.dedup();
-    plan.stock = changed
-        .into_iter()
-        .filter_map(|id| stock.get(id).map(|value| (id.to_string(), *value)))
+    // What changed: the products and keys whose value differs from the locked one.
+    plan.stock = stock
+        .iter()
+        .filter(|(id, value)| stock_before.get(*id) != Some(*value))
+        .map(|(id, value)| (id.clone(), *value))
         .collect();
-    state_changed.sort_unstable();
-    state_changed.dedup();
-    if let Some(states) = states {
-        plan.state = state_changed
+    plan.stock.sort_unstable();
+    if let (Some(keyed), Some(before)) = (keyed, states_before) {
+        let mut keys: Vec<&Vec<u8>> = keyed.states.keys().chain(before.keys()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        plan.state = keys
             .into_iter()
-            .map(|key| (key.to_vec(), states.get(key).cloned()))
+            .filter(|key| keyed.states.get(*key) != before.get(*key))
+            .map(|key| (key.clone(), keyed.states.get(key).cloned()))
             .collect();
     }
+    // The shadow candidate's outputs, as the records were finally called.
+    let mut finals: Vec<&Handled> = records.to_vec();
+    for (position, again) in &recalled {
+        finals[*position] = again;
+    }
+    plan.shadow = shadow_tally(cx, &finals);
+    plan.report.recalled = recalled.len();
     plan.report.queued = plan.outbox.len();
     plan
 }
@@ -912,6 +918,144 @@ mod tests {
         assert_eq!(*offset, 1);
         assert_eq!(active["mutations"][0]["delta"], -1);
         assert_eq!(shadow["mutations"][0]["delta"], -2);
+    }
+
+    fn keyed(
+        seen: Option<&str>,
+        result: Result<Vec<Mutation>, HandleError>,
+        offset: i64,
+    ) -> Handled {
+        Handled {
+            seen_state: Some(seen.map(|s| s.as_bytes().to_vec())),
+            ..handled(0, offset, Some(&format!("e{offset}")), result)
+        }
+    }
+
+    fn set(value: &str) -> Mutation {
+        Mutation::SetState(value.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn a_key_s_records_are_decided_on_the_state_the_applied_ones_before_them_leave() {
+        // The calls assumed every record applies; the second is refused for stock, so the
+        // third saw a state its key never had and is called again with the right one.
+        let batch = [
+            keyed(None, Ok(vec![adjust("P", -3), set("1")]), 0),
+            keyed(Some("1"), Ok(vec![adjust("P", -3), set("2")]), 1),
+            keyed(Some("2"), Ok(vec![set("3")]), 2),
+        ];
+        let records: Vec<&Handled> = batch.iter().collect();
+        let new_ids = HashSet::from(["e0", "e1", "e2"]);
+        let mut stock = HashMap::from([("P".to_string(), 5)]);
+        let mut called_with = Vec::new();
+        let mut recall = |h: &Handled, state: Option<&[u8]>| {
+            called_with.push((h.record.offset, state.map(<[u8]>::to_vec)));
+            let next = std::str::from_utf8(state.unwrap_or(b"0"))
+                .unwrap()
+                .parse::<u32>()
+                .unwrap()
+                + 1;
+            Handled {
+                result: Ok(vec![set(&next.to_string())]),
+                seen_state: Some(state.map(<[u8]>::to_vec)),
+                ..h.clone()
+            }
+        };
+        let keyed = Keyed {
+            states: HashMap::new(),
+            recall: &mut recall,
+        };
+
+        let plan = plan(
+            &cx(),
+            Mode::Ingest,
+            &records,
+            &new_ids,
+            &mut stock,
+            Some(keyed),
+        );
+
+        let outcomes: Vec<&str> = plan.decisions.iter().map(Decision::outcome).collect();
+        assert_eq!(outcomes, ["APPLIED", "REJECTED", "APPLIED"]);
+        assert_eq!(
+            called_with,
+            [(2, Some(b"1".to_vec()))],
+            "only the third, with the first's state"
+        );
+        assert_eq!(plan.state, [(b"k".to_vec(), Some(b"2".to_vec()))]);
+        assert_eq!(plan.report.recalled, 1);
+        assert_eq!(plan.stock, [("P".to_string(), 2)]);
+    }
+
+    #[test]
+    fn a_key_changed_elsewhere_is_called_again_and_a_cleared_state_is_written_as_none() {
+        let batch = [keyed(Some("old"), Ok(vec![Mutation::ClearState]), 0)];
+        let records: Vec<&Handled> = batch.iter().collect();
+        let new_ids = HashSet::from(["e0"]);
+        let mut recalls = 0;
+        let mut recall = |h: &Handled, state: Option<&[u8]>| {
+            recalls += 1;
+            assert_eq!(state, Some(&b"newer"[..]));
+            h.clone()
+        };
+        let keyed = Keyed {
+            states: HashMap::from([(b"k".to_vec(), b"newer".to_vec())]),
+            recall: &mut recall,
+        };
+        let plan = plan(
+            &cx(),
+            Mode::Ingest,
+            &records,
+            &new_ids,
+            &mut HashMap::new(),
+            Some(keyed),
+        );
+        assert_eq!(recalls, 1);
+        assert_eq!(plan.state, [(b"k".to_vec(), None)]);
+    }
+
+    #[test]
+    fn records_an_applied_record_emits_are_queued_with_an_event_id_of_their_own() {
+        let emitted = Mutation::Emit(Record {
+            topic: "alerts".into(),
+            key: Some(b"k".to_vec()),
+            payload: Some(b"v".to_vec()),
+            headers: vec![Header::text(EVENT_ID_HEADER, "the plugin's own")],
+        });
+        let batch = [
+            handled(2, 7, Some("a"), Ok(vec![emitted.clone(), emitted.clone()])),
+            handled(2, 8, Some("b"), Ok(vec![adjust("P", -9), emitted])),
+        ];
+        let records: Vec<&Handled> = batch.iter().collect();
+        let new_ids = HashSet::from(["a", "b"]);
+        let mut stock = HashMap::from([("P".to_string(), 1)]);
+
+        let plan = plan(&cx(), Mode::Ingest, &records, &new_ids, &mut stock, None);
+
+        let alerts: Vec<&Record> = plan.outbox.iter().filter(|r| r.topic == "alerts").collect();
+        assert_eq!(alerts.len(), 2, "the refused record emits nothing");
+        let ids: Vec<Option<String>> = alerts
+            .iter()
+            .map(|r| {
+                let mut ids = r.headers.iter().filter(|h| h.key == EVENT_ID_HEADER);
+                let id = ids
+                    .next()
+                    .and_then(|h| String::from_utf8(h.value.clone()?).ok());
+                assert!(ids.next().is_none(), "one event id");
+                id
+            })
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                Some("g/orders/2/7/emit/0".to_string()),
+                Some("g/orders/2/7/emit/1".to_string())
+            ]
+        );
+        assert_eq!(
+            plan.report.emitted,
+            BTreeMap::from([("alerts".to_string(), 2)])
+        );
     }
 
     #[test]

@@ -62,9 +62,7 @@ pub async fn redrive(
         allowed,
     });
     // Plugin calls are CPU work bounded by the sandbox deadline: off the async workers.
-    let Some(mut handled) = caller.call_chain_blocking(vec![record], state).await.pop() else {
-        return Err(RedriveError::NotFound(id));
-    };
+    let mut handled = caller.call_blocking(record, state).await;
     // The dead letter's event id, as ingest read it.
     handled.event_id = letter.event_id.clone();
 

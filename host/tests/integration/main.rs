@@ -7,6 +7,7 @@ mod common;
 
 mod bad_input;
 mod broker_faults;
+mod contract;
 mod crash;
 mod database_restart;
 mod duplicates;

@@ -116,9 +116,14 @@ async fn a_disagreeing_shadow_is_reported_without_touching_stock_then_discarded_
     assert_eq!(app.get_json("/plugins/stock/shadow").await.0, 404);
     assert_eq!(post(&app, "/plugins/stock/shadow/promote").await.0, 409);
 
-    // Promote: v2 becomes active and its output is applied from then on.
+    // Promote: refused while the candidate differs (or was compared on too few records),
+    // unless forced; then v2 becomes active and its output is applied from then on.
     put(&app, "/plugins/stock?mode=shadow", v2.clone()).await;
-    let (status, promoted) = post(&app, "/plugins/stock/shadow/promote").await;
+    let (status, refused) = post(&app, "/plugins/stock/shadow/promote").await;
+    assert_eq!(status, 409, "{refused}");
+    let reason = refused["error"].as_str().unwrap_or_default();
+    assert!(reason.contains("compared on 2 records"), "{refused}");
+    let (status, promoted) = post(&app, "/plugins/stock/shadow/promote?force=true").await;
     assert_eq!(status, 200, "{promoted}");
     assert_eq!(promoted["version"], version_of(&v2).as_str());
     order(&app, 1).await;
@@ -298,7 +303,13 @@ async fn a_scaffolded_plugin_tests_builds_and_goes_live_through_a_shadow_run() {
         (Some(1), Some(1)),
         "the scaffold's logic agrees with the stock plugin: {report}"
     );
-    let (status, promoted) = post(&app, "/plugins/stock/shadow/promote").await;
+    // One record compared is short of the bar (`--shadow-min-compared`): promoted by force.
+    let (status, _) = post(&app, "/plugins/stock/shadow/promote").await;
+    assert_eq!(
+        status, 409,
+        "too few records compared to promote without force"
+    );
+    let (status, promoted) = post(&app, "/plugins/stock/shadow/promote?force=true").await;
     assert_eq!(status, 200, "{promoted}");
     let version = version_of(&component);
     assert_eq!(promoted["version"], version.as_str());

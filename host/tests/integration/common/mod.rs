@@ -365,6 +365,17 @@ impl TestApp {
         let db_url = fresh_database().await;
         let mut settings = settings(&db_url, &broker, &topic, &group);
         configure(&mut settings);
+        // Topics the configuration adds (routes, the topics a route may emit to).
+        let made = [
+            topic.clone(),
+            format!("{topic}.status"),
+            format!("{topic}.DLT"),
+        ];
+        for extra in settings.kafka.topics() {
+            if !made.contains(&extra) {
+                broker.create_topic(&extra, PARTITIONS).await;
+            }
+        }
 
         let app = sluice::Application::build(settings)
             .await
@@ -457,6 +468,15 @@ impl TestApp {
             .expect("app task joins")
             .expect("app stops cleanly");
     }
+}
+
+/// Records of `topic` decided (any outcome), in the database at `pool`.
+pub async fn processed_on(pool: &PgPool, topic: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM processed_messages WHERE topic = $1")
+        .bind(topic)
+        .fetch_one(pool)
+        .await
+        .expect("counting processed messages")
 }
 
 /// Records decided (any outcome), in the database at `pool`.

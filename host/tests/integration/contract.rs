@@ -398,7 +398,10 @@ async fn tally_app() -> TestApp {
         let emitted = format!("{topic}.tally");
         settings.plugins.paths = vec![fixture(TALLY)];
         settings.kafka.routes = sluice::domain::Routes::single(&topic, TALLY)
-            .allow(&[topic.clone()], &[(topic.clone(), emitted.clone())])
+            .allow(
+                std::slice::from_ref(&topic),
+                &[(topic.clone(), emitted.clone())],
+            )
             .expect("routes");
         settings.sandbox.plugin_config =
             sluice::runtime::PluginConfig::from_pairs([(format!("{TALLY}:emit-topic"), emitted)]);

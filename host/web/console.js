@@ -162,7 +162,7 @@ async function refreshPlugins() {
   try {
     plugins = await api("GET", "/plugins");
   } catch (error) {
-    fillTable($("plugins"), [], adminHint(error), 8);
+    fillTable($("plugins"), [], adminHint(error), 9);
     return;
   }
   fillTable($("plugins"), plugins.map((p) => el("tr", { "data-plugin": p.name, "data-version": p.version },
@@ -173,12 +173,26 @@ async function refreshPlugins() {
     el("td", { class: "num" }, p.messagesHandled),
     el("td", { class: "num" }, p.errors),
     el("td", { class: "num" }, p.rejections),
+    el("td", { class: "guard" }, guardText(p.guard)),
     el("td", {}, el("button", {
       class: "secondary rollback",
       "data-plugin": p.name,
       ...(p.previousVersion ? {} : { disabled: "" }),
       onclick: () => pluginAction("rollback", () => api("POST", `/plugins/${encodeURIComponent(p.name)}/rollback`)),
-    }, "Roll back")))), "no plugins", 8);
+    }, "Roll back")))), "no plugins", 9);
+}
+
+// What the guard says of a plugin's newest version: watching it, let it stand, or rolled it
+// back on its own (with why).
+function guardText(guard) {
+  if (!guard || !guard.enabled) return "off";
+  switch (guard.state) {
+    case "watching": return `watching ${short(guard.version)}`;
+    case "passed": return el("span", { title: guard.reason || "" }, `passed ${short(guard.version)}`);
+    case "rolled-back": return el("span", { class: "status REJECTED", "data-guard": "rolled-back" },
+      `rolled back ${short(guard.version)} at ${time(guard.changedAt)}: ${guard.reason}`);
+    default: return "on";
+  }
 }
 
 $("install-form").addEventListener("submit", async (event) => {

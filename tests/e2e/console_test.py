@@ -2,7 +2,8 @@
 
 The story an operator lives through: place an order and watch the stock drop; swap in a
 plugin version with a bug, whose orders become dead letters; roll it back from the console;
-redrive the dead letter and watch the order apply. Screenshots of each step go to
+redrive the dead letter and watch the order apply; swap the bug in again and watch the guard
+roll it back on its own after its first orders, with its reason in the plugins table. Screenshots of each step go to
 SCREENSHOT_DIR. Every wait is bounded: a step that does not happen fails by name.
 
 Environment: SLUICE_URL (http://127.0.0.1:PORT), SLUICE_ADMIN_TOKEN, BROKEN_PLUGIN (path to
@@ -26,6 +27,8 @@ TOKEN = os.environ["SLUICE_ADMIN_TOKEN"]
 BROKEN_PLUGIN = os.environ["BROKEN_PLUGIN"]
 SHOTS = os.environ["SCREENSHOT_DIR"]
 STEP_TIMEOUT = 30
+# Records a new version decides before the guard judges it (`sluice dev --guard-records`).
+GUARD_RECORDS = int(os.environ.get("GUARD_RECORDS", "3"))
 
 
 class StepFailed(Exception):
@@ -45,6 +48,14 @@ def wait_for(what, condition, timeout=STEP_TIMEOUT):
             last_error = error
         time.sleep(0.2)
     raise StepFailed(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_error})" if last_error else ""))
+
+
+def admin(method, path, body):
+    request = urllib.request.Request(
+        f"{URL}{path}", method=method, data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(request, timeout=STEP_TIMEOUT) as response:
+        return response.status
 
 
 def put_product(product, stock):
@@ -171,6 +182,23 @@ def main():
         wait_for("the throughput chart to have counted records",
                  lambda: driver.execute_script("return document.getElementById('throughput-chart') !== null"))
         shot("redriven")
+
+        step("swap the broken version in again: after its first orders the guard rolls it back on its own, and says why")
+        # The fuzzer, run before on the same server, may have turned the guard off.
+        if admin("PUT", "/plugins/stock/guard", {"enabled": True}) != 204:
+            raise StepFailed("PUT /plugins/stock/guard did not answer 204")
+        css("#install-file").send_keys(os.path.abspath(BROKEN_PLUGIN))
+        css("#install-submit").click()
+        wait_for("the broken version to become active", lambda: active_version() != good_version)
+        for _ in range(GUARD_RECORDS):
+            place_order(product, 1)
+        wait_for("the guard to roll the broken version back", lambda: active_version() == good_version,
+                 timeout=60)
+        guard = wait_for("the console to show the guard's rollback", lambda: css(
+            '#plugins tr[data-plugin="stock"] [data-guard="rolled-back"]'))
+        if "dead letters" not in guard.text:
+            raise StepFailed(f"the guard's rollback shows no reason: {guard.text!r}")
+        shot("guard-rolled-back")
 
         step("the API page renders the OpenAPI document")
         driver.get(URL + "/api")

@@ -20,7 +20,18 @@ pub(super) enum Load {
     Native,
     PerMessage,
     Swaps,
+    /// Contract 0.2 on every record: the velocity example with a rate of one order per
+    /// window of no time, so that each order takes stock, sets its key's state and emits an
+    /// alert record (the heaviest output a record can have but for its size).
+    EmitAndState,
 }
+
+/// The velocity example (`plugins/velocity`), built by host/build.rs.
+const VELOCITY_PLUGIN: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/sluice_plugin_velocity.wasm"));
+
+/// Where the contract scenario's alerts go (`Bench::topics` creates it).
+pub(super) const ALERTS_TOPIC: &str = "bench-alerts";
 
 impl Bench<'_> {
     /// Catch up with the backlog in a fresh consumer group; the rate is counted from the first
@@ -35,7 +46,7 @@ impl Bench<'_> {
         let target = match load {
             Load::PerMessage => self.args.per_message_events.min(self.args.events),
             Load::Swaps => self.args.events / 2,
-            Load::Wasm(_) | Load::Native => self.args.events,
+            Load::Wasm(_) | Load::Native | Load::EmitAndState => self.args.events,
         } as u64;
         let mut settings = self.settings(TOPIC)?;
         match load {
@@ -46,6 +57,25 @@ impl Bench<'_> {
             Load::PerMessage => settings.ingest.batch_max_messages = 1,
             Load::Wasm(isolation) => settings.sandbox.isolation.default = isolation,
             Load::Swaps => {}
+            Load::EmitAndState => {
+                let path = std::env::temp_dir().join(format!(
+                    "sluice-bench-{}/velocity.wasm",
+                    uuid::Uuid::new_v4().simple()
+                ));
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                std::fs::write(&path, VELOCITY_PLUGIN)?;
+                settings.plugins.paths = vec![path];
+                settings.kafka.routes = Routes::single(TOPIC, "velocity")
+                    .allow(&[TOPIC.to_string()], &[(TOPIC.into(), ALERTS_TOPIC.into())])
+                    .map_err(anyhow::Error::msg)?;
+                settings.sandbox.plugin_config = crate::runtime::PluginConfig::from_pairs([
+                    ("velocity:max-orders".to_string(), "1".to_string()),
+                    ("velocity:window-seconds".to_string(), "0".to_string()),
+                    ("velocity:alert-topic".to_string(), ALERTS_TOPIC.to_string()),
+                ]);
+            }
         }
         let app = Application::build(settings).await?;
         measure::statements_reset(&self.pool).await;

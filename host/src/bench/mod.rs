@@ -79,7 +79,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub smoke: bool,
     /// Run only these scenarios: calls, ingest-wasm, ingest-wasm-record, ingest-native,
-    /// per-message, swaps, http
+    /// per-message, swaps, ingest-emit-state, http
     /// (ratios need both of their scenarios).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
@@ -167,6 +167,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
                 .topics(),
         );
     }
+    topics.push(ingest::ALERTS_TOPIC.to_string());
     let (brokers, broker_process) = match &args.brokers {
         Some(brokers) => {
             println!("producing {} events to {brokers} ...", args.events);
@@ -218,6 +219,11 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
             Load::PerMessage,
         ),
         ("swaps", "catch-up ingest, hot swap every 2 s", Load::Swaps),
+        (
+            "ingest-emit-state",
+            "catch-up ingest, velocity example (contract 0.2): stock, state and one emitted record per order",
+            Load::EmitAndState,
+        ),
     ];
     for (scenario, what, load) in ingest {
         if wanted(scenario) {
@@ -247,6 +253,11 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
             "per-message",
         ),
         ("with swaps / without", "swaps", "ingest-wasm"),
+        (
+            "emit + state / stock only",
+            "ingest-emit-state",
+            "ingest-wasm",
+        ),
         ("POST /orders / pgbench", "http-post", "pgbench"),
     ]
     .into_iter()
@@ -348,7 +359,7 @@ impl Bench<'_> {
     async fn clear(&self) -> anyhow::Result<()> {
         sqlx::query(
             "TRUNCATE processed_records, processed_batches, processed_events, dead_letters,
-                      outbox, orders, consumer_positions",
+                      outbox, orders, consumer_positions, plugin_state",
         )
         .execute(&self.pool)
         .await

@@ -434,8 +434,11 @@ pub struct GuardSetting {
     request_body = GuardSetting,
     responses(
         (status = 204, description = "Set"),
-        (status = 400, description = "Not a guard setting", body = ErrorBody),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
         (status = 404, description = "No plugin of that name", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = ErrorBody),
+        (status = 422, description = "Not a guard setting (`{\"enabled\": bool}`)", body = ErrorBody),
     )
 )]
 pub async fn set_guard(

@@ -41,6 +41,10 @@ pub enum PluginCommand {
         /// The language it is written in.
         #[arg(long, value_enum, default_value = "rust")]
         lang: Lang,
+        /// Start from an example instead of the stock logic (Rust): `velocity`, order velocity
+        /// per record key in keyed state, with an alert record emitted (contract 0.2).
+        #[arg(long, value_enum)]
+        example: Option<scaffold::Example>,
     },
     /// Build the plugin in DIR into a component and print its path: a crate for wasm32-wasip2
     /// (release), a Python plugin with componentize-py, a JavaScript one with ComponentizeJS.
@@ -88,10 +92,16 @@ pub enum PluginCommand {
 /// `main`); the rest may use one.
 pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
     match command {
-        PluginCommand::New { name, dir, lang } => {
-            let created = match lang {
-                Lang::Rust => scaffold::new(&name, &dir)?,
-                lang => interpreted::new(lang, &name, &dir)?,
+        PluginCommand::New {
+            name,
+            dir,
+            lang,
+            example,
+        } => {
+            let created = match (lang, example) {
+                (Lang::Rust, example) => scaffold::new(&name, &dir, example)?,
+                (lang, None) => interpreted::new(lang, &name, &dir)?,
+                (_, Some(_)) => anyhow::bail!("the examples are Rust crates (--lang rust)"),
             };
             println!("created {}", created.display());
             let install = match lang {

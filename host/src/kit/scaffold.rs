@@ -17,8 +17,20 @@ pub(super) const CONTRACT_V0_1: &str = include_str!("../../../wit/v0.1/handler.w
 /// The toolchain this repository pins (with the wasm target), for crates outside it.
 const TOOLCHAIN: &str = include_str!("../../../rust-toolchain.toml");
 
-/// Create the crate `name` in `parent`; returns its directory.
-pub fn new(name: &str, parent: &Path) -> anyhow::Result<PathBuf> {
+/// The velocity example (contract 0.2: keyed state, an emitted alert), as `plugins/velocity`.
+const VELOCITY_LIB: &str = include_str!("../../../plugins/velocity/src/lib.rs");
+const VELOCITY_FIXTURES: &str = include_str!("../../../plugins/velocity/fixtures/velocity.jsonl");
+
+/// An example a new plugin can start from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Example {
+    /// Order velocity per record key, kept in keyed state, with an alert emitted.
+    Velocity,
+}
+
+/// Create the crate `name` in `parent` (from `example`, or the stock logic); returns its
+/// directory.
+pub fn new(name: &str, parent: &Path, example: Option<Example>) -> anyhow::Result<PathBuf> {
     crate::control::validate_name(name)?;
     let dir = parent.join(name);
     if dir.exists() {
@@ -37,16 +49,20 @@ pub fn new(name: &str, parent: &Path) -> anyhow::Result<PathBuf> {
         write_runner_config(&dir)?;
         (".sluice/sdk".to_string(), WORKSPACE_OF_ITS_OWN)
     };
+    let (lib, fixtures, serde) = match example {
+        None => (LIB.replace("{name}", name), FIXTURES, ""),
+        Some(Example::Velocity) => (VELOCITY_LIB.to_string(), VELOCITY_FIXTURES, SERDE),
+    };
     write(
         &dir.join("Cargo.toml"),
         &manifest(
             &crate_name,
             Some(&format!("{sdk}/footprint.rs")),
-            &format!("sluice-plugin = {{ path = \"{sdk}\" }}\n{workspace}"),
+            &format!("{serde}sluice-plugin = {{ path = \"{sdk}\" }}\n{workspace}"),
         ),
     )?;
-    write(&dir.join("src/lib.rs"), &LIB.replace("{name}", name))?;
-    write(&dir.join("fixtures/sample.jsonl"), FIXTURES)?;
+    write(&dir.join("src/lib.rs"), &lib)?;
+    write(&dir.join("fixtures/sample.jsonl"), fixtures)?;
     write(&dir.join(".gitignore"), "/target\n")?;
     let build_dir = if in_repository {
         "../../target"
@@ -275,7 +291,7 @@ mod tests {
     #[test]
     fn a_crate_outside_the_repository_carries_the_sdk() {
         let dir = tempfile::tempdir().unwrap();
-        let created = new("my-rules", dir.path()).unwrap();
+        let created = new("my-rules", dir.path(), None).unwrap();
         let manifest = std::fs::read_to_string(created.join("Cargo.toml")).unwrap();
         assert!(manifest.contains("name = \"my-rules\""), "{manifest}");
         assert!(manifest.contains("path = \".sluice/sdk\""), "{manifest}");
@@ -289,7 +305,7 @@ mod tests {
         for line in FIXTURES.lines() {
             serde_json::from_str::<super::super::fixtures::Fixture>(line).unwrap();
         }
-        assert!(new("my-rules", dir.path()).is_err(), "no overwriting");
-        assert!(new("Bad Name", dir.path()).is_err());
+        assert!(new("my-rules", dir.path(), None).is_err(), "no overwriting");
+        assert!(new("Bad Name", dir.path(), None).is_err());
     }
 }

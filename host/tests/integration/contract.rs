@@ -718,3 +718,103 @@ async fn the_guard_rolls_a_broken_version_back_on_its_own_and_its_dead_letters_r
     assert_eq!(plugin["guard"]["enabled"], false, "{plugin}");
     app.stop().await;
 }
+
+/// `component` with a custom section appended: the same plugin as another version.
+fn another_version(component: &[u8], tag: &str) -> Vec<u8> {
+    let mut section = vec![tag.len() as u8];
+    section.extend_from_slice(tag.as_bytes());
+    let mut out = component.to_vec();
+    out.extend([0, section.len() as u8]);
+    out.extend(section);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_runs_and_redrives_see_the_key_s_state() {
+    let app = tally_app().await;
+    let product = "CATALOG-0003";
+    let tally = std::fs::read(fixture(TALLY)).unwrap();
+    for _ in 0..2 {
+        outcome_of(&app, product, &order(product, 1)).await;
+    }
+
+    // A shadow candidate (the same logic, another version) gets the same state as the active
+    // version: its state changes agree with the active one's, and are not applied twice.
+    let response = app
+        .http
+        .put(app.url(&format!("/plugins/{TALLY}?mode=shadow")))
+        .body(another_version(&tally, "shadow"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    for _ in 0..3 {
+        outcome_of(&app, product, &order(product, 1)).await;
+    }
+    let (_, report) = app.get_json(&format!("/plugins/{TALLY}/shadow")).await;
+    assert_eq!(
+        (report["compared"].as_i64(), report["agreements"].as_i64()),
+        (Some(3), Some(3)),
+        "{report}"
+    );
+    assert_eq!(tallies(&app.pool).await[product]["orders"], 5);
+    app.http
+        .delete(app.url(&format!("/plugins/{TALLY}/shadow")))
+        .send()
+        .await
+        .unwrap();
+
+    // A version that traps: its records are dead letters, the state stays.
+    let broken = std::fs::read(fixture("sluice_fixture_stock_broken")).unwrap();
+    let response = app
+        .http
+        .put(app.url(&format!("/plugins/{TALLY}")))
+        .body(broken)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    for _ in 0..2 {
+        let (outcome, kind, _) = outcome_of(&app, product, &order(product, 1)).await;
+        assert_eq!(
+            (outcome.as_str(), kind.as_deref()),
+            ("DEAD_LETTER", Some("trap"))
+        );
+    }
+    assert_eq!(tallies(&app.pool).await[product]["orders"], 5);
+
+    // Rolled back, the dead letters redrive with the key's state as it is now.
+    let response = app
+        .http
+        .post(app.url(&format!("/plugins/{TALLY}/rollback")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let letters: Vec<(i64,)> = sqlx::query_as("SELECT id FROM dead_letters ORDER BY id")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(letters.len(), 2);
+    for (id,) in letters {
+        let response = app
+            .http
+            .post(app.url(&format!("/dead-letters/{id}/redrive")))
+            .send()
+            .await
+            .unwrap();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["outcome"], "APPLIED", "{body}");
+    }
+    let state = tallies(&app.pool).await;
+    assert_eq!(state[product]["orders"], 7, "{state:?}");
+    assert_eq!(state[product]["units"], 7, "{state:?}");
+    let emitted =
+        common::read_topic(app.broker.bootstrap(), &format!("{}.tally", app.topic), 7).await;
+    assert_eq!(
+        emitted.len(),
+        7,
+        "a record per applied order, redriven ones included"
+    );
+    app.stop().await;
+}

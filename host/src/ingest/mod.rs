@@ -132,7 +132,7 @@ struct Commit {
 
 /// One topic's share of a batch, handled: how to apply it, its records, and (on a route that
 /// keeps state) how to call a key's records again.
-type Handled_ = (BatchContext, Vec<Handled>, Option<Arc<Caller>>);
+type TopicShare = (BatchContext, Vec<Handled>, Option<Arc<Caller>>);
 
 impl Ingest {
     /// Consume until `shutdown`, then leave the group at once (its partitions go to the other
@@ -204,7 +204,7 @@ impl Ingest {
         &self,
         batch: Vec<Consumed>,
         shutdown: &CancellationToken,
-    ) -> anyhow::Result<Option<Vec<Handled_>>> {
+    ) -> anyhow::Result<Option<Vec<TopicShare>>> {
         let mut handled = Vec::new();
         for (topic, records) in by_topic(batch) {
             // One version for the whole batch: a swap takes effect at the next one.
@@ -301,7 +301,7 @@ impl Ingest {
     /// Commit `batches` in a task: retried with capped backoff while the database is
     /// unavailable (a valid record is never skipped or dead-lettered because a dependency was
     /// down), given up only at shutdown.
-    fn start_commit(&self, batches: Vec<Handled_>, shutdown: &CancellationToken) -> Commit {
+    fn start_commit(&self, batches: Vec<TopicShare>, shutdown: &CancellationToken) -> Commit {
         let (pool, health, fence, metrics) = (
             self.pool.clone(),
             Arc::clone(&self.health),

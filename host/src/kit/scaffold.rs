@@ -277,7 +277,7 @@ Try it on live traffic without applying its output, then make it active:
 curl -X PUT --data-binary @{target}/wasm32-wasip2/release/{lib}.wasm \
      "localhost:8080/plugins/stock?mode=shadow"
 curl localhost:8080/plugins/stock/shadow
-curl -X POST localhost:8080/plugins/stock/shadow/promote
+curl -X POST localhost:8080/plugins/stock/shadow/promote   # once 100 records agreed; ?force=true before
 ```
 
 Configure it with `--plugin-config {name}:max-quantity=5` (or `stock:max-quantity=5` when it

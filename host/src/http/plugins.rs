@@ -487,8 +487,8 @@ pub struct StateView {
     ),
     responses(
         (status = 200, description = "The key's state", body = StateView),
-        (status = 400, description = "A key that is not base64url with `encoding=base64url`", body = ErrorBody),
-        (status = 404, description = "No plugin of that name, or no state for that key", body = ErrorBody),
+        (status = 400, description = "`encoding` is neither `text` nor `base64url`", body = ErrorBody),
+        (status = 404, description = "No plugin of that name, or no state for that key (with `encoding=base64url`: a key that is not base64url names none)", body = ErrorBody),
     )
 )]
 pub async fn get_state(
@@ -500,9 +500,14 @@ pub async fn get_state(
     slot_of(&state, &name)?;
     let bytes = match params.encoding.as_deref() {
         None | Some("text") => key.into_bytes(),
+        // A key that does not decode names no state: not found, saying why.
         Some("base64url") => base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(key.trim_end_matches('='))
-            .map_err(|e| ApiError::BadRequest(format!("the key is not base64url: {e}")))?,
+            .map_err(|e| {
+                ApiError::NotFound(format!(
+                    "plugin {name} keeps no state for that key: it is not base64url ({e})"
+                ))
+            })?,
         Some(other) => {
             return Err(ApiError::BadRequest(format!(
                 "encoding must be `text` or `base64url`, got `{other}`"

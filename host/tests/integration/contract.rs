@@ -528,19 +528,8 @@ async fn state_belongs_to_the_plugin_name_across_versions_of_either_contract() {
 
     // Act: a contract 0.1 version (the stock logic) under the same name, then back.
     let stock = std::fs::read(fixture("sluice_plugin_stock")).unwrap();
-    let response = app
-        .http
-        .put(app.url(&format!("/plugins/{TALLY}")))
-        .body(stock)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        response.status().as_u16(),
-        200,
-        "{}",
-        response.text().await.unwrap()
-    );
+    let (status, body) = app.put(&format!("/plugins/{TALLY}"), stock).await;
+    assert_eq!(status, 200, "{body}");
     let (outcome, _, _) = outcome_of(&app, product, &order(product, 1)).await;
     assert_eq!(
         outcome, "APPLIED",
@@ -553,13 +542,8 @@ async fn state_belongs_to_the_plugin_name_across_versions_of_either_contract() {
     );
     let (_, listed) = app.get_json(&format!("/plugins/{TALLY}")).await;
     assert_eq!(listed["contract"], "sluice:handler@0.1.0");
-    let response = app
-        .http
-        .post(app.url(&format!("/plugins/{TALLY}/rollback")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
+    let (status, body) = app.post(&format!("/plugins/{TALLY}/rollback")).await;
+    assert_eq!(status, 200, "{body}");
     outcome_of(&app, product, &order(product, 1)).await;
 
     // Assert: the tally goes on from the state it had.
@@ -599,14 +583,8 @@ async fn the_guard_rolls_a_broken_version_back_on_its_own_and_its_dead_letters_r
 
     // Act: a version that traps on every order goes live, while orders keep coming.
     let broken = std::fs::read(fixture("sluice_fixture_stock_broken")).unwrap();
-    let response = app
-        .http
-        .put(app.url("/plugins/stock"))
-        .body(broken.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
+    let (status, body) = app.put("/plugins/stock", broken.clone()).await;
+    assert_eq!(status, 200, "{body}");
     let broken_version = sluice::runtime::version_of(&broken);
     let started = Instant::now();
     let mut sent = 100;
@@ -679,13 +657,7 @@ async fn the_guard_rolls_a_broken_version_back_on_its_own_and_its_dead_letters_r
         "each of its records is a dead letter"
     );
     for (id,) in &letters {
-        let response = app
-            .http
-            .post(app.url(&format!("/dead-letters/{id}/redrive")))
-            .send()
-            .await
-            .unwrap();
-        let body: Value = response.json().await.unwrap();
+        let (_, body) = app.post(&format!("/dead-letters/{id}/redrive")).await;
         assert_eq!(body["outcome"], "APPLIED", "{body}");
     }
     assert_eq!(
@@ -703,12 +675,7 @@ async fn the_guard_rolls_a_broken_version_back_on_its_own_and_its_dead_letters_r
         .await
         .unwrap();
     assert_eq!(response.status().as_u16(), 204);
-    app.http
-        .put(app.url("/plugins/stock"))
-        .body(broken)
-        .send()
-        .await
-        .unwrap();
+    app.put("/plugins/stock", broken).await;
     feed(sent, 80).await;
     app.wait_processed(sent as i64 + 80, Duration::from_secs(30))
         .await;
@@ -740,14 +707,13 @@ async fn shadow_runs_and_redrives_see_the_key_s_state() {
 
     // A shadow candidate (the same logic, another version) gets the same state as the active
     // version: its state changes agree with the active one's, and are not applied twice.
-    let response = app
-        .http
-        .put(app.url(&format!("/plugins/{TALLY}?mode=shadow")))
-        .body(another_version(&tally, "shadow"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
+    let (status, body) = app
+        .put(
+            &format!("/plugins/{TALLY}?mode=shadow"),
+            another_version(&tally, "shadow"),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
     for _ in 0..3 {
         outcome_of(&app, product, &order(product, 1)).await;
     }
@@ -766,14 +732,8 @@ async fn shadow_runs_and_redrives_see_the_key_s_state() {
 
     // A version that traps: its records are dead letters, the state stays.
     let broken = std::fs::read(fixture("sluice_fixture_stock_broken")).unwrap();
-    let response = app
-        .http
-        .put(app.url(&format!("/plugins/{TALLY}")))
-        .body(broken)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
+    let (status, body) = app.put(&format!("/plugins/{TALLY}"), broken).await;
+    assert_eq!(status, 200, "{body}");
     for _ in 0..2 {
         let (outcome, kind, _) = outcome_of(&app, product, &order(product, 1)).await;
         assert_eq!(
@@ -784,26 +744,15 @@ async fn shadow_runs_and_redrives_see_the_key_s_state() {
     assert_eq!(tallies(&app.pool).await[product]["orders"], 5);
 
     // Rolled back, the dead letters redrive with the key's state as it is now.
-    let response = app
-        .http
-        .post(app.url(&format!("/plugins/{TALLY}/rollback")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
+    let (status, body) = app.post(&format!("/plugins/{TALLY}/rollback")).await;
+    assert_eq!(status, 200, "{body}");
     let letters: Vec<(i64,)> = sqlx::query_as("SELECT id FROM dead_letters ORDER BY id")
         .fetch_all(&app.pool)
         .await
         .unwrap();
     assert_eq!(letters.len(), 2);
     for (id,) in letters {
-        let response = app
-            .http
-            .post(app.url(&format!("/dead-letters/{id}/redrive")))
-            .send()
-            .await
-            .unwrap();
-        let body: Value = response.json().await.unwrap();
+        let (_, body) = app.post(&format!("/dead-letters/{id}/redrive")).await;
         assert_eq!(body["outcome"], "APPLIED", "{body}");
     }
     let state = tallies(&app.pool).await;

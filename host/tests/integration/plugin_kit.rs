@@ -52,18 +52,6 @@ fn replay_dead_letters(dir: &Path, app: &TestApp) -> (Output, String) {
     plugin(dir, &[&args[..], &["--out", "dead.jsonl"]].concat())
 }
 
-async fn put(app: &TestApp, path: &str, body: Vec<u8>) -> (u16, Value) {
-    let response = app.http.put(app.url(path)).body(body).send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-async fn post(app: &TestApp, path: &str) -> (u16, Value) {
-    let response = app.http.post(app.url(path)).send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 async fn order(app: &TestApp, quantity: i64) {
     let response = app
         .post_order(json!({"userId": "author", "productId": "CATALOG-0001",
@@ -77,7 +65,7 @@ async fn a_disagreeing_shadow_is_reported_without_touching_stock_then_discarded_
     // Arrange: stock v1 active, v2 (takes twice the quantity) as its shadow.
     let app = TestApp::spawn().await;
     let v2 = read("sluice_fixture_stock_v2");
-    let (status, body) = put(&app, "/plugins/stock?mode=shadow", v2.clone()).await;
+    let (status, body) = app.put("/plugins/stock?mode=shadow", v2.clone()).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["mode"], "shadow");
     let before = stock_of(&app.pool, "CATALOG-0001").await;
@@ -114,16 +102,16 @@ async fn a_disagreeing_shadow_is_reported_without_touching_stock_then_discarded_
         .unwrap();
     assert_eq!(response.status().as_u16(), 204);
     assert_eq!(app.get_json("/plugins/stock/shadow").await.0, 404);
-    assert_eq!(post(&app, "/plugins/stock/shadow/promote").await.0, 409);
+    assert_eq!(app.post("/plugins/stock/shadow/promote").await.0, 409);
 
     // Promote: refused while the candidate differs (or was compared on too few records),
     // unless forced; then v2 becomes active and its output is applied from then on.
-    put(&app, "/plugins/stock?mode=shadow", v2.clone()).await;
-    let (status, refused) = post(&app, "/plugins/stock/shadow/promote").await;
+    app.put("/plugins/stock?mode=shadow", v2.clone()).await;
+    let (status, refused) = app.post("/plugins/stock/shadow/promote").await;
     assert_eq!(status, 409, "{refused}");
     let reason = refused["error"].as_str().unwrap_or_default();
     assert!(reason.contains("compared on 2 records"), "{refused}");
-    let (status, promoted) = post(&app, "/plugins/stock/shadow/promote?force=true").await;
+    let (status, promoted) = app.post("/plugins/stock/shadow/promote?force=true").await;
     assert_eq!(status, 200, "{promoted}");
     assert_eq!(promoted["version"], version_of(&v2).as_str());
     order(&app, 1).await;
@@ -293,7 +281,9 @@ async fn a_scaffolded_plugin_tests_builds_and_goes_live_through_a_shadow_run() {
 
     // A shadow run on live traffic agrees with the stock plugin; promoted, it is listed.
     let component = std::fs::read(&wasm).unwrap();
-    let (status, body) = put(&app, "/plugins/stock?mode=shadow", component.clone()).await;
+    let (status, body) = app
+        .put("/plugins/stock?mode=shadow", component.clone())
+        .await;
     assert_eq!(status, 200, "{body}");
     order(&app, 4).await;
     app.wait_processed(2, Duration::from_secs(20)).await;
@@ -304,12 +294,12 @@ async fn a_scaffolded_plugin_tests_builds_and_goes_live_through_a_shadow_run() {
         "the scaffold's logic agrees with the stock plugin: {report}"
     );
     // One record compared is short of the bar (`--shadow-min-compared`): promoted by force.
-    let (status, _) = post(&app, "/plugins/stock/shadow/promote").await;
+    let (status, _) = app.post("/plugins/stock/shadow/promote").await;
     assert_eq!(
         status, 409,
         "too few records compared to promote without force"
     );
-    let (status, promoted) = post(&app, "/plugins/stock/shadow/promote?force=true").await;
+    let (status, promoted) = app.post("/plugins/stock/shadow/promote?force=true").await;
     assert_eq!(status, 200, "{promoted}");
     let version = version_of(&component);
     assert_eq!(promoted["version"], version.as_str());

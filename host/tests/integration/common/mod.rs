@@ -418,6 +418,32 @@ impl TestApp {
             .expect("POST /orders")
     }
 
+    /// PUT `body` to `path`: the status and the JSON answer (`null` if none).
+    pub async fn put(&self, path: &str, body: Vec<u8>) -> (u16, serde_json::Value) {
+        let response = self
+            .http
+            .put(self.url(path))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// POST to `path` with no body: the status and the JSON answer (`null` if none).
+    pub async fn post(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = self.http.post(self.url(path)).send().await.unwrap();
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+
     pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
         let response = self.http.get(self.url(path)).send().await.expect("GET");
         let status = response.status().as_u16();

@@ -99,9 +99,9 @@ impl Application {
             orders: OrderWriter::start(pool.clone(), Arc::clone(&relay_wake)),
             status_topic: settings.kafka.status_topic.as_str().into(),
             control: Arc::clone(&control),
-            routes: settings.kafka.routes.clone(),
+            routes: Arc::new(settings.kafka.routes.clone()),
             ingest_health: Arc::clone(&ingest_health),
-            admin: settings.admin.clone(),
+            admin: Arc::new(settings.admin.clone()),
             public_dead_letters: settings.public_dead_letters,
             metrics: Arc::clone(&metrics),
         };

@@ -44,10 +44,11 @@ pub struct AppState {
     /// Plugin installs, rollbacks and the active versions (dead letters are redriven
     /// through the version active now).
     pub control: Arc<PluginControl>,
-    /// topic → plugin name.
-    pub routes: Routes,
+    /// topic → plugin name, and what each route allows. Shared: the state is cloned for every
+    /// request.
+    pub routes: Arc<Routes>,
     pub ingest_health: Arc<IngestHealth>,
-    pub admin: AdminAccess,
+    pub admin: Arc<AdminAccess>,
     /// Dead letters readable without admin access.
     pub public_dead_letters: bool,
     pub metrics: Arc<crate::metrics::Metrics>,

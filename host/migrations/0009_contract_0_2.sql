@@ -17,11 +17,13 @@ CREATE TABLE plugin_state (
 ALTER TABLE processed_batches ADD COLUMN decided int, ADD COLUMN dead_lettered int;
 
 -- The guard, per plugin: on (default) or off; what it is doing for the active version
--- (watching | passed | rolled-back; NULL when the version was not installed or promoted, e.g. a
--- default or a rollback), why, for which version, since when.
+-- (watching | passed | rolled-back | failed: judged bad with no previous version to roll back
+-- to; NULL when the version was not installed or promoted, e.g. a default or a rollback), why,
+-- for which version, since when.
 ALTER TABLE active_plugins
     ADD COLUMN guard boolean NOT NULL DEFAULT true,
-    ADD COLUMN guard_state text CHECK (guard_state IN ('watching', 'passed', 'rolled-back')),
+    ADD COLUMN guard_state text
+        CHECK (guard_state IN ('watching', 'passed', 'rolled-back', 'failed')),
     ADD COLUMN guard_version text,
     ADD COLUMN guard_reason text,
     ADD COLUMN guard_changed_at timestamptz;

@@ -121,6 +121,11 @@ impl Application {
                 workers: Arc::new(workers),
                 fence,
                 metrics: Arc::clone(&metrics),
+                keeps_state: settings
+                    .kafka
+                    .routes
+                    .topics()
+                    .any(|t| settings.kafka.routes.allowances(t).state),
             },
             relay: Relay {
                 pool,

@@ -405,6 +405,15 @@ impl Settings {
         let routes = routes
             .allow(&common.state, &common.emit)
             .map_err(anyhow::Error::msg)?;
+        // A plugin that could write the status topic could forge any order's verdict.
+        for topic in routes.topics() {
+            if routes.allowances(topic).may_emit_to(&common.status_topic) {
+                anyhow::bail!(
+                    "--emit lets the route of {topic} emit to the status topic {}: refused",
+                    common.status_topic
+                );
+            }
+        }
         let mut sandbox = common.sandbox.sandbox_config();
         sandbox.output = OutputLimits {
             emit_records: common.emit_max_records,

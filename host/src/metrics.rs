@@ -62,6 +62,9 @@ pub struct Metrics {
     pub emitted_records: Family<Labels<1>, Counter>,
     /// Versions the guard rolled back, by plugin.
     pub guard_rollbacks: Family<Labels<1>, Counter>,
+    /// Records called a second time in their batch's transaction because their call saw
+    /// another state than their key's (keyed state, contract 0.2), by plugin.
+    pub called_again: Family<Labels<1>, Counter>,
 }
 
 /// Bucket bounds of the duration histograms: 1, 2.5 and 5 of each decade from 10 µs to 5 s,
@@ -102,6 +105,7 @@ impl Metrics {
             plugin_swaps: Family::default(),
             emitted_records: Family::default(),
             guard_rollbacks: Family::default(),
+            called_again: Family::default(),
         };
         let r = &mut metrics.registry;
         r.register(
@@ -184,6 +188,11 @@ impl Metrics {
             metrics.emitted_records.clone(),
         );
         r.register(
+            "records_called_again",
+            "Records called again with their key's state in their batch's transaction, by plugin",
+            metrics.called_again.clone(),
+        );
+        r.register(
             "guard_rollbacks",
             "Versions the guard rolled back on its own, by plugin",
             metrics.guard_rollbacks.clone(),
@@ -212,6 +221,14 @@ impl Metrics {
         self.emitted_records
             .get_or_create(&[("topic", topic.to_string())])
             .inc_by(n);
+    }
+
+    pub fn called_again(&self, plugin: &str, n: usize) {
+        if n > 0 {
+            self.called_again
+                .get_or_create(&[("plugin", plugin.to_string())])
+                .inc_by(n as u64);
+        }
     }
 
     pub fn guard_rolled_back(&self, plugin: &str) {

@@ -191,6 +191,8 @@ function guardText(guard) {
     case "passed": return el("span", { title: guard.reason || "" }, `passed ${short(guard.version)}`);
     case "rolled-back": return el("span", { class: "status REJECTED", "data-guard": "rolled-back" },
       `rolled back ${short(guard.version)} at ${time(guard.changedAt)}: ${guard.reason}`);
+    case "failed": return el("span", { class: "status REJECTED", "data-guard": "failed" },
+      `${short(guard.version)} found bad at ${time(guard.changedAt)}: ${guard.reason}`);
     default: return "on";
   }
 }

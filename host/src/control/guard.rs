@@ -97,29 +97,37 @@ impl PluginControl {
 
     async fn guard_once(&self) -> Result<(), InstallError> {
         for active in db::plugins::guard_watching(&self.pool).await? {
-            let name = active.name.as_str();
-            let new = db::plugins::outcome_tally(
-                &self.pool,
-                (name, &active.version),
-                active.activated_at,
-            )
-            .await?;
-            let previous = match &active.previous_version {
-                Some(previous) => {
-                    db::plugins::recent_tally(&self.pool, (name, previous), active.activated_at)
-                        .await?
-                }
-                None => (0, 0),
-            };
-            match self.policy.guard.judge(new, previous) {
-                Verdict::Watching => {}
-                Verdict::Passed(why) => {
-                    db::plugins::guard_passed(&self.pool, name, &active.version, &why).await?;
-                    tracing::info!(plugin = name, version = %active.version, %why,
-                                   "the guard lets the new version stand");
-                }
-                Verdict::RollBack(why) => self.guard_rollback(name, &active.version, &why).await?,
+            // One plugin's trouble does not keep the others from being judged.
+            if let Err(e) = self.judge(&active).await {
+                tracing::warn!(plugin = %active.name, error = %e, "the plugin guard could not judge");
             }
+        }
+        Ok(())
+    }
+
+    async fn judge(&self, active: &db::plugins::Active) -> Result<(), InstallError> {
+        let (name, version) = (active.name.as_str(), active.version.as_str());
+        let new =
+            db::plugins::outcome_tally(&self.pool, (name, version), active.activated_at).await?;
+        let previous = match &active.previous_version {
+            Some(previous) => {
+                db::plugins::recent_tally(&self.pool, (name, previous), active.activated_at).await?
+            }
+            None => (0, 0),
+        };
+        match self.policy.guard.judge(new, previous) {
+            Verdict::Watching => {}
+            Verdict::Passed(why) => {
+                db::plugins::guard_judged(&self.pool, (name, version), "passed", &why).await?;
+                tracing::info!(plugin = name, %version, %why, "the guard lets the new version stand");
+            }
+            Verdict::RollBack(why) if active.previous_version.is_none() => {
+                let why = format!("{why}; there is no previous version to roll back to");
+                db::plugins::guard_judged(&self.pool, (name, version), "failed", &why).await?;
+                tracing::error!(plugin = name, %version, reason = %why,
+                                "the guard found the new version bad and cannot roll it back");
+            }
+            Verdict::RollBack(why) => self.guard_rollback(name, version, &why).await?,
         }
         Ok(())
     }
@@ -136,8 +144,11 @@ impl PluginControl {
         let Some(current) = db::plugins::lock_active(&mut tx, name).await? else {
             return Ok(());
         };
-        if current.version != version || current.guard_state.as_deref() != Some("watching") {
-            return Ok(()); // changed meanwhile, here or elsewhere
+        if current.version != version
+            || current.guard_state.as_deref() != Some("watching")
+            || !current.guard
+        {
+            return Ok(()); // changed or turned off meanwhile, here or elsewhere
         }
         let Some(previous) = current.previous_version.clone() else {
             return Ok(());

@@ -201,19 +201,23 @@ impl PluginControl {
     /// Make the shadow candidate the active version, fleet-wide: once it was compared on
     /// enough records and agreed on all of them, or at once with `force`.
     pub async fn promote_shadow(&self, name: &str, force: bool) -> Result<Installed, InstallError> {
+        // The candidate judged is the one promoted: the fleet's, checked again under the lock.
+        let fleet = db::plugins::list_active(&self.pool).await?;
+        let candidate = fleet
+            .iter()
+            .find(|a| a.name == name)
+            .and_then(|a| a.shadow_version.clone())
+            .ok_or_else(|| InstallError::NoShadow(name.to_string()))?;
         if !force {
-            let active = self.registry.active_and_shadow(name);
-            let Some((_, Some(candidate))) = active else {
-                return Err(InstallError::NoShadow(name.to_string()));
-            };
-            self.shadow_proven(name, candidate.version()).await?;
+            self.shadow_proven(name, &candidate).await?;
         }
         let installed = self
-            .switch(name, "shadow", |current| {
-                current
-                    .shadow_version
-                    .clone()
-                    .ok_or_else(|| InstallError::NoShadow(name.to_string()))
+            .switch(name, "shadow", |current| match &current.shadow_version {
+                Some(shadow) if *shadow == candidate => Ok(candidate.clone()),
+                Some(_) => Err(InstallError::Unproven(
+                    "the shadow candidate changed meanwhile; look at it again".into(),
+                )),
+                None => Err(InstallError::NoShadow(name.to_string())),
             })
             .await?;
         tracing::info!(plugin = name, version = %installed.version, "shadow candidate promoted");

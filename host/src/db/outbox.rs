@@ -6,13 +6,37 @@ use sqlx::types::Json;
 use super::Tx;
 use crate::domain::{self, Header, Record};
 
-/// Queue many records as one row, published in order.
+/// Bytes of records one outbox row holds at most (a batch's records fill more rows, far under
+/// PostgreSQL's 1 GB per value).
+const ROW_BYTES: usize = 4 << 20;
+
+/// Queue many records as rows of up to `ROW_BYTES`, published in order, in one statement.
 pub async fn enqueue_batch(tx: &mut Tx<'_>, records: &[Record]) -> sqlx::Result<()> {
     if records.is_empty() {
         return Ok(());
     }
-    sqlx::query("INSERT INTO outbox (records) VALUES ($1)")
-        .bind(domain::encode_records(records))
+    let mut rows = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, record) in records.iter().enumerate() {
+        let size = record.topic.len()
+            + record.key.as_ref().map_or(0, Vec::len)
+            + record.payload.as_ref().map_or(0, Vec::len)
+            + record
+                .headers
+                .iter()
+                .map(|h| h.key.len() + h.value.as_ref().map_or(0, Vec::len))
+                .sum::<usize>();
+        if i > start && bytes + size > ROW_BYTES {
+            rows.push(domain::encode_records(&records[start..i]));
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    rows.push(domain::encode_records(&records[start..]));
+    // Rows are numbered in the order UNNEST gives them: the records' order.
+    sqlx::query("INSERT INTO outbox (records) SELECT UNNEST($1::bytea[])")
+        .bind(&rows)
         .execute(&mut **tx)
         .await?;
     Ok(())

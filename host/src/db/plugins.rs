@@ -347,17 +347,24 @@ pub async fn recent_tally(
     .await
 }
 
-/// The guard let `version` of `name` stand.
-pub async fn guard_passed(pool: &PgPool, name: &str, version: &str, why: &str) -> sqlx::Result<()> {
+/// The guard's judgement of `version` of `name`, while it is the watched active version:
+/// `passed`, or `failed` (bad, with nothing to roll back to).
+pub async fn guard_judged(
+    pool: &PgPool,
+    (name, version): (&str, &str),
+    state: &str,
+    why: &str,
+) -> sqlx::Result<()> {
     let mut tx = pool.begin().await?;
     sqlx::query(
-        "UPDATE active_plugins SET guard_state = 'passed', guard_reason = $3,
+        "UPDATE active_plugins SET guard_state = $4, guard_reason = $3,
              guard_changed_at = now()
          WHERE name = $1 AND version = $2 AND guard_state = 'watching'",
     )
     .bind(name)
     .bind(version)
     .bind(why)
+    .bind(state)
     .execute(&mut *tx)
     .await?;
     notify(&mut tx, name).await?;

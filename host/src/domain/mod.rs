@@ -9,7 +9,8 @@ mod routes;
 mod verdicts;
 
 pub use output::{
-    Allowances, Mutation, OutputLimits, emitted_event_id, emitted_headers, state_change,
+    Allowances, MAX_RECORD_BYTES, Mutation, OutputLimits, emitted_event_id, emitted_headers,
+    state_change, valid_topic_name,
 };
 pub use records::{Consumed, EventKeys, Header, Record, decode_records, encode_records};
 pub use routes::Routes;

@@ -59,11 +59,16 @@ impl Default for OutputLimits {
     fn default() -> Self {
         Self {
             emit_records: 16,
-            emit_bytes: 1 << 20,
+            emit_bytes: 256 << 10,
             state_bytes: 64 << 10,
         }
     }
 }
+
+/// The largest record Sluice publishes: under the 1,000,000 bytes a Kafka broker and
+/// librdkafka accept by default (`message.max.bytes`), with room for the record's framing.
+/// An emitted record over it is refused; a dead-letter copy is cut to it.
+pub const MAX_RECORD_BYTES: usize = 900_000;
 
 /// What one route lets its plugin's outputs do beyond stock adjustments.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -104,8 +109,23 @@ impl Allowances {
                             allowed_list(&self.emit_to)
                         ));
                     }
+                    let bytes = record_bytes(record);
+                    if bytes > MAX_RECORD_BYTES {
+                        return Err(format!(
+                            "emitted a record of {bytes} bytes to `{}`, at most {MAX_RECORD_BYTES} \
+                             (a Kafka broker's default limit)",
+                            record.topic
+                        ));
+                    }
+                    if !valid_topic_name(&record.topic) {
+                        return Err(format!(
+                            "emitted a record to `{}`, which is not a Kafka topic name \
+                             (1 to 249 of a-z, A-Z, 0-9, `.`, `_`, `-`)",
+                            record.topic
+                        ));
+                    }
                     emitted += 1;
-                    emitted_bytes += record_bytes(record);
+                    emitted_bytes += bytes;
                 }
                 Mutation::SetState(value) => {
                     state_changes += 1;
@@ -147,6 +167,16 @@ impl Allowances {
         }
         Ok(())
     }
+}
+
+/// Kafka's rule for topic names.
+pub fn valid_topic_name(topic: &str) -> bool {
+    (1..=249).contains(&topic.len())
+        && topic != "."
+        && topic != ".."
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 fn allowed_list(allowed: &[String]) -> String {

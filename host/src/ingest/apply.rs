@@ -148,7 +148,7 @@ pub async fn decide_and_write(
     };
     let touched = plan::touched_products(records);
     // Locked in id order: concurrent batches cannot deadlock.
-    let mut stock: HashMap<String, i64> = if touched.is_empty() {
+    let mut locked: HashMap<String, i64> = if touched.is_empty() {
         HashMap::new()
     } else {
         db::catalog::lock_stock(tx, &touched).await?
@@ -158,23 +158,40 @@ pub async fn decide_and_write(
     let plan = match caller {
         Some(caller) if !keys.is_empty() => {
             let states = db::state::lock(tx, &cx.plugin, &keys).await?;
-            // A record whose call saw another state than its key's at its place is called
-            // again here, in order: plugin calls, bounded by their deadline, on this thread.
-            tokio::task::block_in_place(|| {
-                let mut calls = caller.calls();
-                let mut recall = |handled: &Handled, state: Option<&[u8]>| Handled {
-                    // A redrive's event id is its dead letter's.
-                    event_id: handled.event_id.clone(),
-                    ..Caller::call_one(&mut calls, handled.record.clone(), Some(state))
-                };
-                let keyed = plan::Keyed {
-                    states,
-                    recall: &mut recall,
-                };
-                plan::plan(cx, mode, records, &new_ids, &mut stock, Some(keyed))
-            })
+            let mut looked_up: HashSet<String> = touched.iter().map(|id| id.to_string()).collect();
+            loop {
+                // A record whose call saw another state than its key's at its place is called
+                // again here, in order: plugin calls, bounded by their deadline, on this thread.
+                let mut stock = locked.clone();
+                let plan = tokio::task::block_in_place(|| {
+                    let mut calls = caller.calls();
+                    let mut recall = |handled: &Handled, state: Option<&[u8]>| Handled {
+                        // A redrive's event id is its dead letter's.
+                        event_id: handled.event_id.clone(),
+                        ..Caller::call_one(&mut calls, handled.record.clone(), Some(state))
+                    };
+                    let keyed = plan::Keyed {
+                        states: states.clone(),
+                        recall: &mut recall,
+                    };
+                    plan::plan(cx, mode, records, &new_ids, &mut stock, Some(keyed))
+                });
+                // Products only the second calls name are locked too (out of the usual order:
+                // a deadlock this rarely makes is PostgreSQL's to break, and the batch is
+                // retried), then the batch is decided again.
+                let unlocked: Vec<&str> = plan
+                    .unlocked
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|id| looked_up.insert(id.to_string()))
+                    .collect();
+                if unlocked.is_empty() {
+                    break plan;
+                }
+                locked.extend(db::catalog::lock_stock(tx, &unlocked).await?);
+            }
         }
-        _ => plan::plan(cx, mode, records, &new_ids, &mut stock, None),
+        _ => plan::plan(cx, mode, records, &new_ids, &mut locked, None),
     };
     if plan.report.recalled > 0 {
         tracing::debug!(topic = %cx.topic, recalled = plan.report.recalled,

@@ -123,6 +123,9 @@ pub struct Ingest {
     /// Held by the commit in flight (see `consumer`).
     pub fence: Arc<tokio::sync::Mutex<()>>,
     pub metrics: Arc<Metrics>,
+    /// Whether any route keeps keyed state (then commits are not overlapped with the next
+    /// batch's calls).
+    pub keeps_state: bool,
 }
 
 /// A batch being committed: one transaction per topic, in order.
@@ -174,6 +177,14 @@ impl Ingest {
                     return Err(fatal);
                 }
                 continue;
+            }
+            // A route that keeps state reads its keys' state before the calls: after the
+            // commit in flight, or a hot key's records would have seen the state before it and
+            // be called again in the transaction.
+            if self.keeps_state
+                && let Some(commit) = in_flight.take()
+            {
+                self.finish(commit, shutdown, &mut carried);
             }
             let Some(handled) = self.handle(batch, shutdown)? else {
                 tracing::info!("ingest stopped with a batch uncommitted; it will be redelivered");
@@ -441,6 +452,7 @@ fn count_outcomes(metrics: &Metrics, cx: &BatchContext, report: &BatchReport) {
     for (topic, n) in &report.emitted {
         metrics.observe_emitted(topic, *n);
     }
+    metrics.called_again(&cx.plugin, report.recalled);
 }
 
 /// Split a polled batch by topic, keeping each partition's order.

@@ -268,6 +268,9 @@ pub struct Plan {
     pub shadow: Option<ShadowTally>,
     /// Keys whose state changes, with their new state (`None`: cleared).
     pub state: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Products that records called again adjust and that were not locked (the calls the
+    /// batch started with did not name them): lock them and decide again.
+    pub unlocked: Vec<String>,
     pub report: BatchReport,
 }
 
@@ -316,6 +319,17 @@ pub fn plan(
             _ => None,
         };
         let handled = again.as_ref().unwrap_or(original);
+        if again.is_some()
+            && let Ok(mutations) = &handled.result
+        {
+            plan.unlocked.extend(
+                mutations
+                    .iter()
+                    .filter_map(Mutation::product)
+                    .filter(|id| !stock.contains_key(*id))
+                    .map(str::to_string),
+            );
+        }
         let decision = if duplicate {
             Decision::Duplicate
         } else {
@@ -426,6 +440,8 @@ pub fn plan(
         finals[*position] = again;
     }
     plan.shadow = shadow_tally(cx, &finals);
+    plan.unlocked.sort_unstable();
+    plan.unlocked.dedup();
     plan.report.recalled = recalled.len();
     plan.report.queued = plan.outbox.len();
     plan
@@ -533,7 +549,7 @@ fn dead_letter_row(handled: &Handled, kind: &'static str, reason: &str) -> DeadL
 }
 
 /// The largest payload copied to the dead-letter topic: under Kafka's default 1 MB limit.
-const MAX_DLT_PAYLOAD: usize = 900_000;
+const MAX_DLT_PAYLOAD: usize = crate::domain::MAX_RECORD_BYTES;
 
 /// The poison record for `<topic>.DLT`: the original key, value and headers, plus where it
 /// came from and why it failed (Spring Kafka's `kafka_dlt-*` header names, text values).
@@ -1012,6 +1028,26 @@ mod tests {
         );
         assert_eq!(recalls, 1);
         assert_eq!(plan.state, [(b"k".to_vec(), None)]);
+    }
+
+    #[test]
+    fn a_product_only_a_second_call_names_is_reported_for_locking() {
+        // The state changed elsewhere: called again, the record names a product no call of
+        // the batch named before, whose stock was not locked.
+        let batch = [keyed(Some("old"), Ok(vec![adjust("P", -1)]), 0)];
+        let records: Vec<&Handled> = batch.iter().collect();
+        let new_ids = HashSet::from(["e0"]);
+        let mut recall = |h: &Handled, _: Option<&[u8]>| Handled {
+            result: Ok(vec![adjust("P", -1), adjust("GIFT", -1)]),
+            ..h.clone()
+        };
+        let keyed = Keyed {
+            states: HashMap::from([(b"k".to_vec(), b"newer".to_vec())]),
+            recall: &mut recall,
+        };
+        let mut stock = HashMap::from([("P".to_string(), 5)]);
+        let plan = plan(&cx(), Mode::Ingest, &records, &new_ids, &mut stock, Some(keyed));
+        assert_eq!(plan.unlocked, ["GIFT"]);
     }
 
     #[test]

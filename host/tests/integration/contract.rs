@@ -429,7 +429,7 @@ async fn a_route_allows_only_what_it_names_and_the_limits_hold() {
             b"emit-many",
             "1000 records emitted for one message, at most 16",
         ),
-        (b"emit-huge", "bytes emitted for one message"),
+        (b"emit-huge", "a record of 4194305 bytes"),
         (b"state-huge", "a state of 4194304 bytes"),
         (b"state-twice", "at most one allowed"),
     ] {

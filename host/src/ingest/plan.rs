@@ -1046,7 +1046,14 @@ mod tests {
             recall: &mut recall,
         };
         let mut stock = HashMap::from([("P".to_string(), 5)]);
-        let plan = plan(&cx(), Mode::Ingest, &records, &new_ids, &mut stock, Some(keyed));
+        let plan = plan(
+            &cx(),
+            Mode::Ingest,
+            &records,
+            &new_ids,
+            &mut stock,
+            Some(keyed),
+        );
         assert_eq!(plan.unlocked, ["GIFT"]);
     }
 

@@ -154,7 +154,9 @@ pub async fn decide_and_write(
         db::catalog::lock_stock(tx, &touched).await?
     };
     // The keys' state, locked in key order after the stock (the same order for every member).
-    let keys = plan::state_keys(records);
+    let keys = caller
+        .map(|_| plan::state_keys(records))
+        .unwrap_or_default();
     let plan = match caller {
         Some(caller) if !keys.is_empty() => {
             let states = db::state::lock(tx, &cx.plugin, &keys).await?;

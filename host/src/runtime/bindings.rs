@@ -56,14 +56,7 @@ impl From<&Consumed> for Message {
             offset: record.offset,
             key: record.key.clone(),
             payload: record.payload.clone().unwrap_or_default(),
-            headers: record
-                .headers
-                .iter()
-                .map(|h| Header {
-                    key: h.key.clone(),
-                    value: h.value.clone(),
-                })
-                .collect(),
+            headers: record.headers.iter().cloned().map(Header::from).collect(),
             timestamp_ms: record.timestamp_ms,
         }
     }
@@ -79,15 +72,27 @@ impl From<Consumed> for Message {
             offset: record.offset,
             key: record.key,
             payload: record.payload.unwrap_or_default(),
-            headers: record
-                .headers
-                .into_iter()
-                .map(|h| Header {
-                    key: h.key,
-                    value: h.value,
-                })
-                .collect(),
+            headers: record.headers.into_iter().map(Header::from).collect(),
             timestamp_ms: record.timestamp_ms,
+        }
+    }
+}
+
+/// A header across the boundary, either way (the same fields on both sides).
+impl From<crate::domain::Header> for Header {
+    fn from(h: crate::domain::Header) -> Self {
+        Self {
+            key: h.key,
+            value: h.value,
+        }
+    }
+}
+
+impl From<Header> for crate::domain::Header {
+    fn from(h: Header) -> Self {
+        Self {
+            key: h.key,
+            value: h.value,
         }
     }
 }
@@ -102,14 +107,7 @@ impl Message {
             offset: self.offset,
             key: self.key,
             payload: (!tombstone).then_some(self.payload),
-            headers: self
-                .headers
-                .into_iter()
-                .map(|h| crate::domain::Header {
-                    key: h.key,
-                    value: h.value,
-                })
-                .collect(),
+            headers: self.headers.into_iter().map(Into::into).collect(),
             timestamp_ms: self.timestamp_ms,
         }
     }

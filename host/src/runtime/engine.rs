@@ -255,6 +255,34 @@ impl Linked {
         }
     }
 
+    /// Instantiate the component and run its self-test, when it declares one: the
+    /// instantiation's outcome, then the call's (a trap), then the test's own verdict.
+    #[allow(clippy::type_complexity)] // the three outcomes are the point
+    pub fn self_test(
+        &self,
+        store: &mut Store<PluginState>,
+    ) -> Option<wasmtime::Result<wasmtime::Result<Result<(), String>>>> {
+        match self {
+            Self::V0_2 {
+                checked: Some(checked),
+                ..
+            } => Some(
+                checked
+                    .instantiate(&mut *store)
+                    .map(|instance| instance.call_self_test(store)),
+            ),
+            Self::V0_1 {
+                checked: Some(checked),
+                ..
+            } => Some(
+                checked
+                    .instantiate(&mut *store)
+                    .map(|instance| instance.call_self_test(store)),
+            ),
+            _ => None,
+        }
+    }
+
     pub fn has_self_test(&self) -> bool {
         match self {
             Self::V0_2 { checked, .. } => checked.is_some(),

@@ -13,7 +13,7 @@ use super::bindings;
 use super::engine::{Isolation, Linked, PluginState, Sandbox, truncate};
 use super::error::{HandleError, LoadError, one_line};
 use super::wasi::WouldBlock;
-use crate::domain::{Allowances, Header, Mutation, ProductId, Record};
+use crate::domain::{Allowances, Mutation, ProductId, Record};
 
 /// What a plugin version has done since it was loaded here.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -133,43 +133,16 @@ impl Plugin {
         };
         let mut store = self.sandbox.store(&self.label, &self.config);
         self.sandbox.arm(&mut store);
-        let trial = |store: &mut Store<PluginState>| {
-            linked
+        let result = match linked.self_test(&mut store) {
+            None => linked
                 .instance_pre()
-                .instantiate(&mut *store)
+                .instantiate(&mut store)
                 .map(drop)
-                .map_err(|e| LoadError::Limits(self.reason(store, &e)))
-        };
-        let self_test =
-            |store: &mut Store<PluginState>,
-             instantiated: wasmtime::Result<wasmtime::Result<Result<(), String>>>| {
-                match instantiated {
-                    Err(e) => Err(LoadError::Limits(self.reason(store, &e))),
-                    Ok(Ok(Ok(()))) => Ok(()),
-                    Ok(Ok(Err(reason))) => Err(LoadError::SelfTest(reason)),
-                    Ok(Err(e)) => Err(LoadError::SelfTest(self.classify(store, &e).to_string())),
-                }
-            };
-        let result = match linked {
-            Linked::V0_2 {
-                checked: Some(checked),
-                ..
-            } => {
-                let called = checked
-                    .instantiate(&mut store)
-                    .map(|instance| instance.call_self_test(&mut store));
-                self_test(&mut store, called)
-            }
-            Linked::V0_1 {
-                checked: Some(checked),
-                ..
-            } => {
-                let called = checked
-                    .instantiate(&mut store)
-                    .map(|instance| instance.call_self_test(&mut store));
-                self_test(&mut store, called)
-            }
-            _ => trial(&mut store),
+                .map_err(|e| LoadError::Limits(self.reason(&store, &e))),
+            Some(Err(e)) => Err(LoadError::Limits(self.reason(&store, &e))),
+            Some(Ok(Ok(Ok(())))) => Ok(()),
+            Some(Ok(Ok(Err(reason)))) => Err(LoadError::SelfTest(reason)),
+            Some(Ok(Err(e))) => Err(LoadError::SelfTest(self.classify(&store, &e).to_string())),
         };
         self.sandbox.disarm();
         self.sandbox.recycle(store);
@@ -330,14 +303,7 @@ impl Plugin {
                     topic: emitted.topic,
                     key: emitted.key,
                     payload: emitted.value,
-                    headers: emitted
-                        .headers
-                        .into_iter()
-                        .map(|h| Header {
-                            key: h.key,
-                            value: h.value,
-                        })
-                        .collect(),
+                    headers: emitted.headers.into_iter().map(Into::into).collect(),
                 })),
                 bindings::Mutation::SetState(value) => Ok(Mutation::SetState(value)),
                 bindings::Mutation::ClearState => Ok(Mutation::ClearState),

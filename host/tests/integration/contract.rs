@@ -497,15 +497,7 @@ async fn a_route_allows_only_what_it_names_and_the_limits_hold() {
     let emitted =
         common::read_topic(app.broker.bootstrap(), &format!("{}.tally", app.topic), 2).await;
     assert_eq!(emitted.len(), 2);
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     let counted = common::metric(
         &metrics,
         "sluice_emitted_records_total",
@@ -629,15 +621,7 @@ async fn the_guard_rolls_a_broken_version_back_on_its_own_and_its_dead_letters_r
         (40..=100).contains(&by_broken),
         "the broken version decided {by_broken} records; the window is 40 (batches of 10)"
     );
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert_eq!(
         common::metric(
             &metrics,

@@ -444,6 +444,12 @@ impl TestApp {
         )
     }
 
+    /// The `/metrics` exposition.
+    pub async fn metrics(&self) -> String {
+        let response = self.http.get(self.url("/metrics")).send().await.unwrap();
+        response.text().await.unwrap()
+    }
+
     pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
         let response = self.http.get(self.url(path)).send().await.expect("GET");
         let status = response.status().as_u16();

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Settings;
 use crate::control::PluginControl;
 use crate::db;
-use crate::http::{self, AppState, OrderWriter};
+use crate::http::{self, AppState, OrderWriter, Shared};
 use crate::ingest::{self, Ingest, IngestHealth};
 use crate::metrics::Metrics;
 use crate::outbox::{self, Relay, status};
@@ -93,18 +93,18 @@ impl Application {
 
         let relay_wake = Arc::new(Notify::new());
         let ingest_health = Arc::new(IngestHealth::default());
-        let state = AppState {
+        let state = AppState::new(Shared {
             pool: pool.clone(),
             topic: settings.kafka.topic.as_str().into(),
             orders: OrderWriter::start(pool.clone(), Arc::clone(&relay_wake)),
             status_topic: settings.kafka.status_topic.as_str().into(),
             control: Arc::clone(&control),
-            routes: Arc::new(settings.kafka.routes.clone()),
+            routes: settings.kafka.routes.clone(),
             ingest_health: Arc::clone(&ingest_health),
-            admin: Arc::new(settings.admin.clone()),
+            admin: settings.admin.clone(),
             public_dead_letters: settings.public_dead_letters,
             metrics: Arc::clone(&metrics),
-        };
+        });
         Ok(Self {
             listener,
             pool: pool.clone(),

@@ -3,6 +3,8 @@
 //! One [`Metrics`] per application (tests run several in one process). Every name starts
 //! with `sluice_`; counters end in `_total`, durations are in seconds. The README lists them.
 
+use std::collections::HashMap;
+use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
@@ -47,9 +49,11 @@ pub struct Metrics {
     /// From an outbox row's commit to the broker's acknowledgement of its last record.
     pub outbox_publish: Histogram,
     /// HTTP requests by route (the matched path pattern), method and status.
-    pub http_requests: Family<Labels<3>, Counter>,
+    http_requests: Family<Labels<3>, Counter>,
     /// HTTP request durations by route and method.
-    pub http_request_duration: HistogramFamily<2>,
+    http_request_duration: HistogramFamily<2>,
+    /// The request series met so far, found by route without making label strings.
+    http_series: RwLock<HashMap<Box<str>, Vec<RequestSeries>>>,
     /// Install attempts by plugin and result (installed, unchanged, refused).
     pub plugin_installs: Family<Labels<2>, Counter>,
     /// Refused components by plugin and reason (too-large, compile, compile-limit, link,
@@ -83,7 +87,60 @@ fn size_histogram() -> Histogram {
     Histogram::new(exponential_buckets(1.0, 2.0, 13))
 }
 
+/// One request series: its method and status, with the handles of its count and of its
+/// route and method's durations.
+struct RequestSeries {
+    method: &'static str,
+    status: u16,
+    count: Counter,
+    duration: Histogram,
+}
+
 impl Metrics {
+    /// Count a request and its duration under its route pattern, method and status. The
+    /// labels are made the first time a series is met; later requests only look it up.
+    pub fn http_request(&self, route: &str, method: &'static str, status: u16, seconds: f64) {
+        let known = self
+            .http_series
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(route)
+            .and_then(|series| {
+                series
+                    .iter()
+                    .find(|s| s.method == method && s.status == status)
+                    .map(|s| (s.count.clone(), s.duration.clone()))
+            });
+        let (count, duration) = known.unwrap_or_else(|| {
+            let count = self
+                .http_requests
+                .get_or_create(&[
+                    ("route", route.to_string()),
+                    ("method", method.to_string()),
+                    ("status", status.to_string()),
+                ])
+                .clone();
+            let duration = self
+                .http_request_duration
+                .get_or_create(&[("route", route.to_string()), ("method", method.to_string())])
+                .clone();
+            self.http_series
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(route.into())
+                .or_default()
+                .push(RequestSeries {
+                    method,
+                    status,
+                    count: count.clone(),
+                    duration: duration.clone(),
+                });
+            (count, duration)
+        });
+        count.inc();
+        duration.observe(seconds);
+    }
+
     /// `plugin_calls` is the sandbox's family (`Sandbox::call_durations`).
     pub fn new(plugin_calls: HistogramFamily<2>) -> Self {
         let sizes: fn() -> Histogram = size_histogram;
@@ -100,6 +157,7 @@ impl Metrics {
             outbox_publish: seconds_histogram(),
             http_requests: Family::default(),
             http_request_duration: seconds_family(),
+            http_series: RwLock::default(),
             plugin_installs: Family::default(),
             plugin_refusals: Family::default(),
             plugin_swaps: Family::default(),

@@ -40,26 +40,15 @@ pub async fn render(State(state): State<AppState>) -> Response {
 /// make series without end.
 pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str)
-        .to_string();
-    let method = method_label(request.method()).to_string();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let method = method_label(request.method());
     let response = next.run(request).await;
-    let metrics = &state.metrics;
-    metrics
-        .http_request_duration
-        .get_or_create(&[("route", route.clone()), ("method", method.clone())])
-        .observe(started.elapsed().as_secs_f64());
-    metrics
-        .http_requests
-        .get_or_create(&[
-            ("route", route),
-            ("method", method),
-            ("status", response.status().as_u16().to_string()),
-        ])
-        .inc();
+    state.metrics.http_request(
+        route.as_ref().map_or("unmatched", MatchedPath::as_str),
+        method,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     response
 }
 

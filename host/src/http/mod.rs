@@ -32,8 +32,9 @@ pub use error::{ApiError, ApiJson, ApiPath, ApiQuery};
 pub use order_writer::{OrderWriter, WriteError};
 pub use server::{EdgeLimits, serve};
 
-#[derive(Clone)]
-pub struct AppState {
+/// What every request may reach. Behind one `Arc` in [`AppState`]: axum clones the state for
+/// every extractor and middleware of every request, and one reference count is all that costs.
+pub struct Shared {
     pub pool: PgPool,
     /// The topic order events are published to.
     pub topic: Arc<str>,
@@ -44,14 +45,31 @@ pub struct AppState {
     /// Plugin installs, rollbacks and the active versions (dead letters are redriven
     /// through the version active now).
     pub control: Arc<PluginControl>,
-    /// topic → plugin name, and what each route allows. Shared: the state is cloned for every
-    /// request.
-    pub routes: Arc<Routes>,
+    /// topic → plugin name, and what each route allows.
+    pub routes: Routes,
     pub ingest_health: Arc<IngestHealth>,
-    pub admin: Arc<AdminAccess>,
+    pub admin: AdminAccess,
     /// Dead letters readable without admin access.
     pub public_dead_letters: bool,
     pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// The request state: cloned per extractor and middleware, so one pointer.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 /// The API, described as it is routed: each operation's OpenAPI entry comes from its

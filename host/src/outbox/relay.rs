@@ -2,13 +2,15 @@
 //! with an idempotent producer, delete the rows once the broker acknowledged them. A crash in
 //! between republishes; consumers dedupe by the `event-id` header.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use futures::future::join_all;
+use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
+};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -25,16 +27,97 @@ const ROWS: i64 = 500;
 /// How often the relay looks for rows when nobody woke it (rows of other instances, rows
 /// left by a crash).
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// How long a record may wait for room in the producer's queue before the round fails.
+const QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub fn create_producer(settings: &KafkaSettings) -> anyhow::Result<FutureProducer> {
+/// The relay's producer: delivery reports count down the round in flight (one wake-up per
+/// round, not a future per record).
+pub type RelayProducer = ThreadedProducer<Deliveries>;
+
+pub fn create_producer(settings: &KafkaSettings) -> anyhow::Result<RelayProducer> {
     kafka::producer_config(settings, "sluice-relay")
-        .create()
+        .create_with_context(Deliveries::default())
         .context("creating the Kafka producer")
+}
+
+/// The delivery reports of the round of rows in flight. A record's opaque is its round's
+/// number and its row's index; a report of an earlier round (one given up on) is ignored.
+#[derive(Default)]
+pub struct Deliveries {
+    round: Mutex<Round>,
+    /// Notified when the round's last report arrives.
+    done: Notify,
+}
+
+#[derive(Default)]
+struct Round {
+    number: u32,
+    /// Records sent and not yet reported.
+    pending: usize,
+    /// The rows' outbox ids, for the log.
+    ids: Vec<i64>,
+    /// Rows with a record the broker did not acknowledge, with the first such error.
+    failed: Vec<bool>,
+    first_error: Option<KafkaError>,
+}
+
+impl Round {
+    fn report(&mut self, row: usize, error: Option<&KafkaError>) -> bool {
+        if let Some(error) = error {
+            if let Some(failed) = self.failed.get_mut(row) {
+                *failed = true;
+            }
+            self.first_error.get_or_insert_with(|| error.clone());
+        }
+        self.pending = self.pending.saturating_sub(1);
+        self.pending == 0
+    }
+}
+
+impl Deliveries {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Round> {
+        // The lock guards counters only: a panic while it was held leaves nothing half-done.
+        self.round.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn opaque(round: u32, row: usize) -> usize {
+    ((round as usize) << 32) | (row & 0xffff_ffff)
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+        let (error, permanent) = match result {
+            Ok(_) => (None, None),
+            // It can never be published; retrying would only block the log.
+            Err((e, _)) if is_permanent(e) => (None, Some(e)),
+            Err((e, _)) => (Some(e), None),
+        };
+        let row = opaque & 0xffff_ffff;
+        let mut round = self.lock();
+        if (opaque >> 32) as u32 != round.number {
+            return; // a round given up on
+        }
+        let outbox_id = round.ids.get(row).copied();
+        let last = round.report(row, error);
+        drop(round);
+        if let Some(e) = permanent {
+            tracing::error!(outbox_id, error = %e,
+                            "dropping an outbox record the broker can never accept");
+        }
+        if last {
+            self.done.notify_one();
+        }
+    }
 }
 
 pub struct Relay {
     pub pool: PgPool,
-    pub producer: FutureProducer,
+    pub producer: RelayProducer,
     /// Notified after each commit that queued records, so they go out at once.
     pub wake: Arc<Notify>,
     pub metrics: Arc<Metrics>,
@@ -83,33 +166,7 @@ impl Relay {
         if rows.is_empty() {
             return Ok(0);
         }
-        // Every record of every row in flight at once; the producer keeps their order.
-        let mut sends = Vec::new();
-        for (row, claimed) in rows.iter().enumerate() {
-            match &claimed.records {
-                Ok(records) => sends.extend(records.iter().map(|record| (row, self.send(record)))),
-                Err(e) => tracing::error!(outbox_id = claimed.id, error = %e,
-                                          "dropping an outbox row that cannot be decoded"),
-            }
-        }
-        let (row_of, deliveries): (Vec<usize>, Vec<_>) = sends.into_iter().unzip();
-        let results = join_all(deliveries).await;
-        let mut failed = vec![false; rows.len()];
-        let mut first_error = None;
-        for (row, result) in row_of.into_iter().zip(results) {
-            match result {
-                Ok(_) => {}
-                Err(e) if is_permanent(&e) => {
-                    // It can never be published; retrying would only block the log.
-                    tracing::error!(outbox_id = rows[row].id, error = %e,
-                                    "dropping an outbox record the broker can never accept");
-                }
-                Err(e) => {
-                    failed[row] = true;
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
+        let (failed, first_error) = self.publish(&rows).await;
         // A row goes when all its records were acknowledged; a row with a failure stays and
         // is republished whole (consumers dedupe).
         let now = chrono::Utc::now();
@@ -134,21 +191,92 @@ impl Relay {
         }
     }
 
-    /// Produce one record; `Ok` once the broker acknowledged it.
-    async fn send(&self, record: &Record) -> Result<(), KafkaError> {
-        let mut kafka_record: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(&record.topic).headers(kafka::owned_headers(&record.headers));
+    /// Every record of every row in flight at once (the producer keeps their order); returns
+    /// once the broker answered for each: which rows have a record it did not acknowledge,
+    /// and the first such error.
+    async fn publish(&self, rows: &[db::outbox::Claimed]) -> (Vec<bool>, Option<KafkaError>) {
+        let deliveries = self.producer.context();
+        let records: usize = rows
+            .iter()
+            .filter_map(|row| row.records.as_ref().ok())
+            .map(Vec::len)
+            .sum();
+        let number = {
+            let mut round = deliveries.lock();
+            let number = round.number.wrapping_add(1);
+            *round = Round {
+                number,
+                pending: records,
+                ids: rows.iter().map(|row| row.id).collect(),
+                failed: vec![false; rows.len()],
+                first_error: None,
+            };
+            number
+        };
+        'rows: for (index, claimed) in rows.iter().enumerate() {
+            let records = match &claimed.records {
+                Ok(records) => records,
+                Err(e) => {
+                    tracing::error!(outbox_id = claimed.id, error = %e,
+                                    "dropping an outbox row that cannot be decoded");
+                    continue;
+                }
+            };
+            for (sent, record) in records.iter().enumerate() {
+                if let Err(e) = self.send(record, opaque(number, index)).await {
+                    // The rest of this round is not sent: its rows stay for the next one.
+                    let unsent = records.len() - sent
+                        + rows[index + 1..]
+                            .iter()
+                            .filter_map(|row| row.records.as_ref().ok())
+                            .map(Vec::len)
+                            .sum::<usize>();
+                    let mut round = deliveries.lock();
+                    round.pending = round.pending.saturating_sub(unsent);
+                    for failed in &mut round.failed[index..] {
+                        *failed = true;
+                    }
+                    round.first_error.get_or_insert(e);
+                    break 'rows;
+                }
+            }
+        }
+        loop {
+            let done = deliveries.done.notified();
+            {
+                let mut round = deliveries.lock();
+                if round.pending == 0 {
+                    return (std::mem::take(&mut round.failed), round.first_error.take());
+                }
+            }
+            done.await;
+        }
+    }
+
+    /// Hand one record to the producer, waiting for room in its queue.
+    async fn send(&self, record: &Record, opaque: usize) -> Result<(), KafkaError> {
+        let mut kafka_record: BaseRecord<'_, [u8], [u8], usize> =
+            BaseRecord::with_opaque_to(&record.topic, opaque)
+                .headers(kafka::owned_headers(&record.headers));
         if let Some(key) = &record.key {
             kafka_record = kafka_record.key(key.as_slice());
         }
         if let Some(payload) = &record.payload {
             kafka_record = kafka_record.payload(payload.as_slice());
         }
-        self.producer
-            .send(kafka_record, Duration::from_secs(10))
-            .await
-            .map(drop)
-            .map_err(|(e, _)| e)
+        let deadline = Instant::now() + QUEUE_TIMEOUT;
+        loop {
+            match self.producer.send(kafka_record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                    if Instant::now() < deadline =>
+                {
+                    kafka_record = back;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
     }
 }
 

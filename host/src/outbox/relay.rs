@@ -223,22 +223,34 @@ impl Relay {
                 }
             };
             for (sent, record) in records.iter().enumerate() {
-                if let Err(e) = self.send(record, opaque(number, index)).await {
-                    // The rest of this round is not sent: its rows stay for the next one.
-                    let unsent = records.len() - sent
-                        + rows[index + 1..]
-                            .iter()
-                            .filter_map(|row| row.records.as_ref().ok())
-                            .map(Vec::len)
-                            .sum::<usize>();
-                    let mut round = deliveries.lock();
-                    round.pending = round.pending.saturating_sub(unsent);
-                    for failed in &mut round.failed[index..] {
-                        *failed = true;
-                    }
-                    round.first_error.get_or_insert(e);
-                    break 'rows;
+                let error = match self.send(record, opaque(number, index)).await {
+                    Ok(()) => continue,
+                    Err(e) => e,
+                };
+                let mut round = deliveries.lock();
+                if is_permanent(&error) {
+                    // Refused before it was queued (larger than the producer's
+                    // `message.max.bytes`): it can never be published, and no report will
+                    // come for it.
+                    round.pending = round.pending.saturating_sub(1);
+                    drop(round);
+                    tracing::error!(outbox_id = claimed.id, error = %error,
+                                    "dropping an outbox record the broker can never accept");
+                    continue;
                 }
+                // The rest of this round is not sent: its rows stay for the next one.
+                let unsent = records.len() - sent
+                    + rows[index + 1..]
+                        .iter()
+                        .filter_map(|row| row.records.as_ref().ok())
+                        .map(Vec::len)
+                        .sum::<usize>();
+                round.pending = round.pending.saturating_sub(unsent);
+                for failed in &mut round.failed[index..] {
+                    *failed = true;
+                }
+                round.first_error.get_or_insert(error);
+                break 'rows;
             }
         }
         loop {

@@ -126,6 +126,63 @@ async fn a_republished_outbox_event_is_applied_once_and_the_order_reports_its_ve
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbox_record_the_broker_can_never_accept_is_dropped_and_the_rows_behind_it_go_out() {
+    // Arrange: a record larger than the producer's `message.max.bytes` (1,000,000 bytes), and
+    // behind it an order event, in rows of their own.
+    let app = TestApp::spawn().await;
+    let before = app.stock().await["CATALOG-0003"];
+    let insert = |payload: String, event_id: String| {
+        sqlx::query(
+            "INSERT INTO outbox (topic, key, payload, headers)
+             SELECT $1, convert_to('CATALOG-0003', 'UTF8'), convert_to($2, 'UTF8'),
+                    jsonb_build_array(jsonb_build_object('key', 'event-id',
+                                      'value', encode(convert_to($3, 'UTF8'), 'base64')))",
+        )
+        .bind(app.topic.clone())
+        .bind(payload)
+        .bind(event_id)
+        .execute(&app.pool)
+    };
+    insert("x".repeat(1_200_000), "too-large".into())
+        .await
+        .unwrap();
+    let order_id = uuid::Uuid::now_v7().to_string();
+    insert(
+        serde_json::to_string(&json!({"orderId": order_id, "userId": "user-3",
+            "productId": "CATALOG-0003", "quantity": 2, "unitPrice": 10, "totalPrice": 20,
+            "createdAt": "2026-01-01T00:00:00Z"}))
+        .unwrap(),
+        order_id.clone(),
+    )
+    .await
+    .unwrap();
+
+    // Act
+    app.relay_wake();
+    app.wait_processed(1, Duration::from_secs(10)).await;
+
+    // Assert: the order's event was published and applied; no row is left to block the relay.
+    assert_eq!(app.stock().await["CATALOG-0003"], before - 2);
+    eventually(Duration::from_secs(10), "the outbox drains", || async {
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        (rows == 0).then_some(())
+    })
+    .await;
+    let outcomes: Vec<String> =
+        sqlx::query_scalar("SELECT outcome FROM processed_messages WHERE event_id = $1")
+            .bind(&order_id)
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(outcomes, ["APPLIED"]);
+
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_ids_are_forgotten_after_the_retention_window() {
     // Arrange: the app's own sweep, every 100 ms, with the default 7-day window.
     let app = TestApp::spawn_with(|settings| {

@@ -132,6 +132,7 @@ impl Application {
                 producer,
                 wake: relay_wake,
                 metrics,
+                settings: settings.relay,
             },
             status_consumer,
             dedupe_retention: settings.ingest.dedupe_retention,

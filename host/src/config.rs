@@ -15,6 +15,7 @@ use crate::domain::{OutputLimits, Routes};
 use crate::http::{AdminAccess, EdgeLimits};
 use crate::ingest::IngestSettings;
 use crate::kafka::{self, GroupProtocol, KafkaSettings};
+use crate::outbox::RelaySettings;
 use crate::runtime::{
     CompileLimits, Compiler, Isolation, IsolationConfig, Limits, NativeHandler, PluginConfig,
     SandboxConfig,
@@ -208,6 +209,12 @@ pub struct CommonArgs {
           default_value_t = millis(IngestSettings::default().batch_max_wait))]
     pub batch_max_wait_ms: u64,
 
+    /// Longest the outbox relay waits between rounds while busy, so that each carries more
+    /// records (fewer, larger produce requests), milliseconds; 0: it never waits.
+    #[arg(long, env = "SLUICE_RELAY_MAX_LINGER_MS",
+          default_value_t = millis(RelaySettings::default().max_linger))]
+    pub relay_max_linger_ms: u64,
+
     /// HTTP connections open at once; more are closed as they arrive.
     #[arg(long, env = "SLUICE_HTTP_MAX_CONNECTIONS",
           default_value_t = EdgeLimits::default().max_connections)]
@@ -338,6 +345,7 @@ pub struct Settings {
     pub db_max_connections: u32,
     pub kafka: KafkaSettings,
     pub ingest: IngestSettings,
+    pub relay: RelaySettings,
     pub sandbox: SandboxConfig,
     pub plugins: PluginSettings,
     pub admin: AdminAccess,
@@ -446,6 +454,9 @@ impl Settings {
                     .plugin_threads
                     .unwrap_or_else(|| IngestSettings::default().plugin_threads),
                 ..IngestSettings::default()
+            },
+            relay: RelaySettings {
+                max_linger: Duration::from_millis(common.relay_max_linger_ms),
             },
             sandbox,
             plugins: PluginSettings {

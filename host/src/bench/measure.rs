@@ -14,6 +14,19 @@ pub struct Cpu {
 }
 
 impl Cpu {
+    /// Both parts' CPU together (a party neither knows stays unknown).
+    pub fn plus(self, other: Cpu) -> Cpu {
+        let sum = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or_default() + b.unwrap_or_default()),
+        };
+        Cpu {
+            host_s: self.host_s + other.host_s,
+            postgres_s: sum(self.postgres_s, other.postgres_s),
+            broker_s: sum(self.broker_s, other.broker_s),
+        }
+    }
+
     pub fn since(self, start: Cpu) -> Cpu {
         Cpu {
             host_s: self.host_s - start.host_s,

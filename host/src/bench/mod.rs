@@ -69,9 +69,12 @@ pub struct BenchArgs {
     /// Concurrent connections of the `POST /orders` load.
     #[arg(long, default_value_t = 64)]
     pub http_connections: usize,
-    /// Seconds of each HTTP scenario.
-    #[arg(long, default_value_t = 10)]
+    /// Seconds of each HTTP scenario (`POST /orders` and pgbench each get this much in all).
+    #[arg(long, default_value_t = 15)]
     pub http_seconds: u64,
+    /// Turns `POST /orders` and pgbench take, one after the other, within their seconds.
+    #[arg(long, default_value_t = 3)]
+    pub http_rounds: u64,
     /// Orders per second offered for the order → stock latency.
     #[arg(long, default_value_t = 1000)]
     pub latency_rate: u64,
@@ -134,6 +137,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         args.per_message_events = args.per_message_events.min(300);
         args.plugin_calls = args.plugin_calls.min(2_000);
         args.http_seconds = args.http_seconds.min(2);
+        args.http_rounds = args.http_rounds.min(2);
         args.partitions = args.partitions.min(8);
         args.products = args.products.min(100);
     }
@@ -232,7 +236,6 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     }
     if wanted("http") {
         figures.extend(bench.http().await?);
-        figures.push(bench.pgbench().await?);
     }
     let rate = |scenario: &str| {
         figures

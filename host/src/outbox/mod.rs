@@ -4,4 +4,4 @@
 pub mod relay;
 pub mod status;
 
-pub use relay::{Relay, create_producer};
+pub use relay::{Relay, RelaySettings, create_producer};

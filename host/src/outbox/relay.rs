@@ -29,6 +29,36 @@ const ROWS: i64 = 500;
 const IDLE_POLL: Duration = Duration::from_secs(1);
 /// How long a record may wait for room in the producer's queue before the round fails.
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
+/// While busy, a round starts no sooner than this much per record of the round before after
+/// that one began, up to the configured longest linger.
+const LINGER_PER_RECORD: Duration = Duration::from_micros(100);
+
+/// How the relay paces its rounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelaySettings {
+    /// The longest a round waits after the one before began (while busy; zero: never waits).
+    /// Under load the relay then sends fewer, larger produce requests: a batch per partition
+    /// fewer for the broker to store and serve to every consumer, larger batches downstream.
+    /// At low rates a round of a few records waits for nothing.
+    pub max_linger: Duration,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        Self {
+            max_linger: Duration::from_millis(100),
+        }
+    }
+}
+
+impl RelaySettings {
+    /// How long after a round of `records` began the next one may start.
+    fn linger(&self, records: usize) -> Duration {
+        LINGER_PER_RECORD
+            .saturating_mul(u32::try_from(records).unwrap_or(u32::MAX))
+            .min(self.max_linger)
+    }
+}
 
 /// The relay's producer: delivery reports count down the round in flight (one wake-up per
 /// round, not a future per record).
@@ -121,18 +151,26 @@ pub struct Relay {
     /// Notified after each commit that queued records, so they go out at once.
     pub wake: Arc<Notify>,
     pub metrics: Arc<Metrics>,
+    pub settings: RelaySettings,
 }
 
 impl Relay {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         loop {
+            let began = tokio::time::Instant::now();
             let published =
                 backoff::retry("outbox relay", &shutdown, || self.publish_rows(), |_| {}).await;
-            let Some(rows) = published else {
+            let Some(Published { rows, records }) = published else {
                 break;
             };
             if rows as i64 == ROWS {
                 continue; // more are waiting
+            }
+            // Busy: let the next round gather what arrives meanwhile (a commit in the
+            // meantime leaves its wake-up stored, so the round below starts at once).
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep_until(began + self.settings.linger(records)) => {}
             }
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -152,9 +190,10 @@ impl Relay {
         Ok(())
     }
 
-    /// Publish up to `ROWS` rows; returns how many rows were published and deleted.
+    /// Publish up to `ROWS` rows; returns how many rows (and their records) were published
+    /// and deleted.
     #[tracing::instrument(skip_all)]
-    async fn publish_rows(&self) -> anyhow::Result<usize> {
+    async fn publish_rows(&self) -> anyhow::Result<Published> {
         let mut tx = self
             .pool
             .begin()
@@ -164,17 +203,19 @@ impl Relay {
             .await
             .context("claiming outbox rows")?;
         if rows.is_empty() {
-            return Ok(0);
+            return Ok(Published::default());
         }
         let (failed, first_error) = self.publish(&rows).await;
         // A row goes when all its records were acknowledged; a row with a failure stays and
         // is republished whole (consumers dedupe).
         let now = chrono::Utc::now();
         let mut acked = Vec::with_capacity(rows.len());
+        let mut records = 0;
         for (claimed, _) in rows.iter().zip(&failed).filter(|(_, failed)| !**failed) {
             let latency = (now - claimed.created_at).to_std().unwrap_or_default();
             self.metrics.outbox_publish.observe(latency.as_secs_f64());
             acked.push(claimed.id);
+            records += claimed.records.as_ref().map_or(0, Vec::len);
         }
         db::outbox::delete(&mut tx, &acked)
             .await
@@ -182,7 +223,10 @@ impl Relay {
         tx.commit().await.context("committing outbox transaction")?;
         tracing::debug!(rows = acked.len(), "outbox rows published");
         match first_error {
-            None => Ok(acked.len()),
+            None => Ok(Published {
+                rows: acked.len(),
+                records,
+            }),
             Some(e) => Err(anyhow::Error::new(e).context(format!(
                 "{} of {} outbox rows not acknowledged",
                 rows.len() - acked.len(),
@@ -292,9 +336,36 @@ impl Relay {
     }
 }
 
+/// What a round published.
+#[derive(Debug, Default, Clone, Copy)]
+struct Published {
+    rows: usize,
+    records: usize,
+}
+
 fn is_permanent(error: &KafkaError) -> bool {
     matches!(
         error.rdkafka_error_code(),
         Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_round_lingers_by_its_records_up_to_the_limit() {
+        let settings = RelaySettings::default();
+        assert_eq!(settings.linger(0), Duration::ZERO);
+        // A round of a few records (a low rate): under a millisecond, less than a round takes.
+        assert_eq!(settings.linger(5), Duration::from_micros(500));
+        assert_eq!(settings.linger(400), Duration::from_millis(40));
+        assert_eq!(settings.linger(1_000_000), settings.max_linger);
+        assert_eq!(settings.linger(usize::MAX), settings.max_linger);
+        let never = RelaySettings {
+            max_linger: Duration::ZERO,
+        };
+        assert_eq!(never.linger(10_000), Duration::ZERO);
+    }
 }

@@ -186,10 +186,11 @@ impl Bench<'_> {
     async fn settle(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let pending: bool =
-                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM orders WHERE status = 'PENDING')")
-                    .fetch_one(&self.pool)
-                    .await?;
+            let pending: bool = sqlx::query_scalar(
+                "/* bench */ SELECT EXISTS (SELECT 1 FROM orders WHERE status = 'PENDING')",
+            )
+            .fetch_one(&self.pool)
+            .await?;
             if !pending {
                 return Ok(());
             }

@@ -49,6 +49,8 @@ impl Bench<'_> {
             Load::Wasm(_) | Load::Native | Load::EmitAndState => self.args.events,
         } as u64;
         let mut settings = self.settings(TOPIC)?;
+        // Where the scenario's plugin file is, removed when the scenario ends.
+        let mut plugin_dir = None;
         match load {
             Load::Native => {
                 settings.plugins.native = vec![("stock-native".into(), native_stock)];
@@ -58,13 +60,8 @@ impl Bench<'_> {
             Load::Wasm(isolation) => settings.sandbox.isolation.default = isolation,
             Load::Swaps => {}
             Load::EmitAndState => {
-                let path = std::env::temp_dir().join(format!(
-                    "sluice-bench-{}/velocity.wasm",
-                    uuid::Uuid::new_v4().simple()
-                ));
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir)?;
-                }
+                let dir = plugin_dir.insert(tempfile::tempdir()?);
+                let path = dir.path().join("velocity.wasm");
                 std::fs::write(&path, VELOCITY_PLUGIN)?;
                 settings.plugins.paths = vec![path];
                 settings.kafka.routes = Routes::single(TOPIC, "velocity")

@@ -125,12 +125,12 @@ pub async fn statements_reset(pool: &sqlx::PgPool) -> bool {
             .is_ok()
 }
 
-/// The statements counted since the reset, most time first (the benchmark's own queries of
-/// the statistics left out).
+/// The statements counted since the reset, most time first (the benchmark's own queries left
+/// out: those of the statistics, and those marked `/* bench */`).
 pub async fn statements(pool: &sqlx::PgPool) -> Vec<Statement> {
     let rows: Result<Vec<(String, i64, i64, f64)>, _> = sqlx::query_as(
         "SELECT query, calls, rows, total_exec_time FROM pg_stat_statements
-         WHERE query NOT ILIKE '%pg_stat_statements%'
+         WHERE query NOT ILIKE '%pg_stat_statements%' AND query NOT LIKE '%/* bench */%'
          ORDER BY total_exec_time DESC",
     )
     .fetch_all(pool)

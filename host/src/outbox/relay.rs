@@ -148,7 +148,8 @@ impl ProducerContext for Deliveries {
 pub struct Relay {
     pub pool: PgPool,
     pub producer: RelayProducer,
-    /// Notified after each commit that queued records, so they go out at once.
+    /// Notified after each commit that queued records, so they go out at once (while busy, once
+    /// the round before has lingered).
     pub wake: Arc<Notify>,
     pub metrics: Arc<Metrics>,
     pub settings: RelaySettings,

@@ -95,9 +95,9 @@ impl Bench<'_> {
             pgbench_statements,
         );
 
-        // Let ingest catch up with the load, then offer a steady rate and time each order
-        // from its creation to the commit that applied it.
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // Every order of the load is decided (the last turn was pgbench's, after a settle):
+        // offer a steady rate and time each order from its creation to the commit that
+        // applied it.
         let from = chrono::Utc::now();
         let start_cpu = self.processes.cpu();
         let started = Instant::now();

@@ -73,7 +73,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 15)]
     pub http_seconds: u64,
     /// Turns `POST /orders` and pgbench take, one after the other, within their seconds.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
     pub http_rounds: u64,
     /// Orders per second offered for the order → stock latency.
     #[arg(long, default_value_t = 1000)]

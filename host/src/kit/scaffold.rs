@@ -102,6 +102,9 @@ fn vendor_sdk(dir: &Path) -> anyhow::Result<()> {
             None,
             &format!(
                 "{SERDE}sluice-order-event = {{ path = \"../order-event\" }}\nwit-bindgen = \"0.63\"\n\n\
+                 # The heap of a `wasm32-unknown-unknown` build (`heap` in src/lib.rs).\n\
+                 [target.'cfg(all(target_arch = \"wasm32\", target_os = \"unknown\"))'.dependencies]\n\
+                 dlmalloc = \"0.2.14\"\n\n\
                  # Set where this source builds against contract 0.1 (not here).\n\
                  [lints.rust]\nunexpected_cfgs = {{ level = \"warn\", check-cfg = ['cfg(sluice_contract_0_1)'] }}\n"
             ),

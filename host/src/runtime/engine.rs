@@ -38,12 +38,13 @@ const POOL_INSTANCES: u32 = 64;
 
 /// Bytes at the start of a slot's memory (and tables) reset in place by a copy; the rest is
 /// handed back to the kernel (`madvise`) and faults in again when the next instance touches
-/// it, which in a VM costs more than a whole call. 128 KiB is exactly the initial memory of a
-/// plugin built with the SDK's footprint (`plugins/sdk/footprint.rs`: stack, data and heap in
-/// two WebAssembly pages), so such a plugin's reset is one copy and no fault. The kernel's
-/// page-map scan (which would pick the written pages) is off: on the development machine's
-/// kernel it reported the first bytes of the budget whether written or not, and cost ≈ 5 µs
-/// per reset (README "Performance").
+/// it, which in a VM costs more than a whole call. A reset covers only the memory the instance
+/// had: a plugin built with the SDK's footprint (`plugins/sdk/footprint.rs`: stack, data and
+/// the start of the heap in one WebAssembly page) resets 64 KiB; 128 KiB leaves room for a
+/// call that grows a page, and for plugins built with the SDK's earlier two-page footprint, at
+/// no `madvise`. The kernel's page-map scan (which would pick the written pages) is off: on
+/// the development machine's kernel it reported the first bytes of the budget whether written
+/// or not, and cost ≈ 5 µs per reset (README "Performance").
 const KEEP_RESIDENT: usize = 128 << 10;
 
 /// The longest deadline a call may be given.

@@ -357,6 +357,60 @@ where
     }
 }
 
+/// The heap of a plugin built for `wasm32-unknown-unknown` (the stock plugin embedded in
+/// `sluice`). The SDK's footprint (`footprint.rs`) gives a component one WebAssembly page:
+/// the stack, the static data, and the rest of the page for the heap. std's allocator there
+/// (dlmalloc) takes memory 64 KiB at a time, more than that rest, so its first allocation
+/// would grow every call's memory to two pages; the same allocator taking 4 KiB at a time
+/// starts in the rest of the first page and grows only when a call needs more. (A
+/// `wasm32-wasip2` build allocates through wasi-libc, which starts there anyway.)
+#[cfg(all(
+    target_arch = "wasm32",
+    target_os = "unknown",
+    not(target_feature = "atomics")
+))]
+mod heap {
+    use std::alloc::{GlobalAlloc, Layout};
+    use std::cell::UnsafeCell;
+
+    /// How much the allocator takes from the memory at a time: the rest of the first page
+    /// (the linker's `__heap_base` to `__heap_end`) when a request fits there, else whole
+    /// pages by `memory.grow`.
+    const GRANULARITY: usize = 4 << 10;
+
+    struct Heap(UnsafeCell<dlmalloc::Dlmalloc>);
+
+    // SAFETY: without the `atomics` feature a wasm32 module has exactly one thread.
+    unsafe impl Sync for Heap {}
+
+    #[global_allocator]
+    static HEAP: Heap = Heap(UnsafeCell::new({
+        let mut heap = dlmalloc::Dlmalloc::new();
+        assert!(heap.set_granularity(GRANULARITY));
+        heap
+    }));
+
+    // SAFETY: each call is passed through to dlmalloc, which keeps `GlobalAlloc`'s contract;
+    // there is one thread, so no two calls overlap.
+    unsafe impl GlobalAlloc for Heap {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            unsafe { (*self.0.get()).malloc(layout.size(), layout.align()) }
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            unsafe { (*self.0.get()).calloc(layout.size(), layout.align()) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            unsafe { (*self.0.get()).free(ptr, layout.size(), layout.align()) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            unsafe { (*self.0.get()).realloc(ptr, layout.size(), layout.align(), new_size) }
+        }
+    }
+}
+
 /// For tests, natively and on wasm32-wasip2 alike: messages, configuration, log lines.
 pub mod testing {
     use super::*;

@@ -12,8 +12,8 @@
 //! Only the component gets these (not the crate's tests, which keep the toolchain's defaults).
 
 /// The component's shadow stack (Rust's default is 1 MiB); a deeper call traps with a stack
-/// overflow, costing only its record. The JSON parser's nesting limit (128) stays well
-/// inside it.
+/// overflow, costing only its record. The order parser's nesting limit (serde_json's 128)
+/// stays inside it: a payload nested 5,000 deep is a dead letter as "not JSON" (poison.rs).
 const STACK_BYTES: u32 = 16 << 10;
 
 fn main() {

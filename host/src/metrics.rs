@@ -96,6 +96,14 @@ struct RequestSeries {
     duration: Histogram,
 }
 
+/// The handles of a route's series with this method and status, if met before.
+fn handles(series: &[RequestSeries], method: &str, status: u16) -> Option<(Counter, Histogram)> {
+    series
+        .iter()
+        .find(|s| s.method == method && s.status == status)
+        .map(|s| (s.count.clone(), s.duration.clone()))
+}
+
 impl Metrics {
     /// Count a request and its duration under its route pattern, method and status. The
     /// labels are made the first time a series is met; later requests only look it up.
@@ -105,13 +113,18 @@ impl Metrics {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(route)
-            .and_then(|series| {
-                series
-                    .iter()
-                    .find(|s| s.method == method && s.status == status)
-                    .map(|s| (s.count.clone(), s.duration.clone()))
-            });
+            .and_then(|series| handles(series, method, status));
         let (count, duration) = known.unwrap_or_else(|| {
+            // A miss: look again under the write lock, so that two requests missing the same
+            // series at once leave one entry (the family hands both the same metrics).
+            let mut series = self
+                .http_series
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            let series = series.entry(route.into()).or_default();
+            if let Some(known) = handles(series, method, status) {
+                return known;
+            }
             let count = self
                 .http_requests
                 .get_or_create(&[
@@ -124,17 +137,12 @@ impl Metrics {
                 .http_request_duration
                 .get_or_create(&[("route", route.to_string()), ("method", method.to_string())])
                 .clone();
-            self.http_series
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .entry(route.into())
-                .or_default()
-                .push(RequestSeries {
-                    method,
-                    status,
-                    count: count.clone(),
-                    duration: duration.clone(),
-                });
+            series.push(RequestSeries {
+                method,
+                status,
+                count: count.clone(),
+                duration: duration.clone(),
+            });
             (count, duration)
         });
         count.inc();
@@ -394,6 +402,41 @@ mod tests {
         );
         for bound in &bounds {
             assert!(bound.len() <= 8, "a round bound, not float noise: {bound}");
+        }
+    }
+
+    #[test]
+    fn requests_missing_the_same_series_at_once_leave_one_entry_and_every_count() {
+        let metrics = Metrics::new(seconds_family());
+        let threads = 4;
+        // Each round a series none has met, all threads released on it together.
+        let statuses = 100..600u16;
+        let round = std::sync::Barrier::new(threads);
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| {
+                    for status in statuses.clone() {
+                        round.wait();
+                        metrics.http_request("/orders", "POST", status, 0.001);
+                    }
+                });
+            }
+        });
+        let series = metrics
+            .http_series
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        assert_eq!(
+            series.get("/orders").map(Vec::len),
+            Some(statuses.len()),
+            "one entry per series"
+        );
+        let text = metrics.render();
+        for status in statuses {
+            let line = format!(
+                r#"sluice_http_requests_total{{route="/orders",method="POST",status="{status}"}} {threads}"#
+            );
+            assert!(text.contains(&line), "{line} in {text}");
         }
     }
 }

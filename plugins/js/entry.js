@@ -1,7 +1,7 @@
 // The component's entry, written by `sluice plugin build` beside the plugin: it hands the
 // contract's host imports to the helper (sluice.js) and turns the plugin's `Invalid` and
 // `Rejected` into the contract's handler-error. Any other exception traps.
-import * as host from 'sluice:handler/host@0.1.0';
+import * as host from '{host}';
 import * as plugin from '{plugin}';
 
 globalThis.__sluiceHost = host;
@@ -9,8 +9,11 @@ globalThis.__sluiceHost = host;
 // from the module itself.
 const exported = Object.assign({}, plugin);
 
-export function handle(message) {
+// `state`: the message key's state (contract 0.2), which the helper's `state()` reads during
+// the call.
+export function handle(message, state) {
   let mutations;
+  globalThis.__sluiceState = state;
   try {
     mutations = plugin.handle(message);
   } catch (e) {
@@ -18,6 +21,8 @@ export function handle(message) {
       throw { tag: e.sluiceError, val: String(e.reason) };
     }
     throw e;
+  } finally {
+    globalThis.__sluiceState = undefined;
   }
   if (!Array.isArray(mutations)) {
     throw new TypeError(`handle must return an array of mutations, got ${typeof mutations}`);

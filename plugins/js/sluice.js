@@ -4,9 +4,14 @@
 // ComponentizeJS against wit/handler.wit) and natively under `node --test`, where the host's
 // `log` and `get-config` are answered by the `testing` helpers below.
 //
-// A plugin module exports `handle(message)` returning an array of mutations (`stock(...)`) or
-// throwing `Invalid` / `Rejected`, and optionally `selfTest()`. Any other exception is a bug
-// in the plugin: the record becomes a dead letter of kind `trap` with the error as its reason.
+// A plugin module exports `handle(message)` returning an array of mutations (`stock(...)`,
+// `emit(...)`, `setState(...)`, `clearState()`) or throwing `Invalid` / `Rejected`, and
+// optionally `selfTest()`. Any other exception is a bug in the plugin: the record becomes a
+// dead letter of kind `trap` with the error as its reason.
+//
+// Plugins are built against contract 0.2: on a route that keeps state, `state()` (or
+// `stateJson()`) is the message key's state during the call; records emitted go out exactly
+// when the message applies, to the topics the route allows.
 
 /** The largest quantity one order may take (as the Rust plugins' `MAX_QUANTITY`). */
 export const MAX_QUANTITY = 1000000n;
@@ -37,6 +42,80 @@ export function stock(productId, delta) {
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
+const encoder = new TextEncoder();
+
+// Bytes for the contract's list<u8>: from a string (UTF-8), a typed array or an ArrayBuffer
+// (what a message's `key` and `payload` are), or an array of byte values.
+function bytes(value, what) {
+  if (value === undefined || value === null) return undefined;
+  if (value instanceof Uint8Array) return value;
+  if (typeof value === 'string') return encoder.encode(value);
+  if (ArrayBuffer.isView(value)) {
+    return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+  }
+  if (value instanceof ArrayBuffer) return new Uint8Array(value);
+  if (Array.isArray(value)) return Uint8Array.from(value);
+  throw new TypeError(`${what} is bytes (a Uint8Array) or a string, got ${typeof value}`);
+}
+
+/**
+ * Publish a record to `topic` (which the route must allow) once the message applies: `key` and
+ * `value` as Uint8Arrays or strings (`value` undefined publishes a tombstone), `headers` as
+ * `[key, value]` pairs. The host sets its `event-id` header.
+ */
+export function emit(topic, key, value, headers = []) {
+  return {
+    tag: 'emit',
+    val: {
+      topic: String(topic),
+      key: bytes(key, 'an emitted key'),
+      value: bytes(value, 'an emitted value'),
+      headers: headers.map(([k, v]) => ({ key: String(k), value: bytes(v, 'a header value') })),
+    },
+  };
+}
+
+/** Make `value` (a Uint8Array or a string) the message key's state once the message applies. */
+export function setState(value) {
+  const state = bytes(value, 'a state');
+  if (state === undefined) {
+    throw new TypeError('a state is a Uint8Array or a string; clearState() removes it');
+  }
+  return { tag: 'set-state', val: state };
+}
+
+/** `setState` with `value` as JSON. */
+export function setStateJson(value) {
+  return setState(JSON.stringify(value));
+}
+
+/** Remove the message key's state once the message applies. */
+export function clearState() {
+  return { tag: 'clear-state' };
+}
+
+/**
+ * The message key's state as the host passed it to this call (a Uint8Array; undefined when the
+ * key has none, the message has no key, or the route keeps no state). The build's entry module
+ * sets it around each call, as `testing.callWithState` does natively.
+ */
+export function state() {
+  return globalThis.__sluiceState ?? undefined;
+}
+
+/**
+ * The key's state parsed as JSON, undefined when there is none; a state that is not JSON is
+ * `Invalid`.
+ */
+export function stateJson() {
+  const current = state();
+  if (current === undefined) return undefined;
+  try {
+    return JSON.parse(utf8.decode(current));
+  } catch (e) {
+    throw new Invalid(`this key's state is not what it should be: ${e.message}`);
+  }
+}
 
 /** The payload as UTF-8 text (`Invalid` if it is not). */
 export function text(message) {
@@ -267,8 +346,6 @@ export function configOr(key, fallback, parse = Number) {
   return value;
 }
 
-const encoder = new TextEncoder();
-
 /** For tests: messages, configuration, log lines (natively; the component ignores them). */
 export const testing = {
   message(payload, fields = {}) {
@@ -313,6 +390,30 @@ export const testing = {
   },
   /** The [product, delta] pairs of an array of mutations (deltas as Numbers). */
   adjustments(mutations) {
-    return mutations.map((m) => [m.val.productId, Number(m.val.delta)]);
+    return mutations
+      .filter((m) => m.tag === 'stock-adjustment')
+      .map((m) => [m.val.productId, Number(m.val.delta)]);
+  },
+  /** `handle(message)` with `keyState` (a Uint8Array or a string) as the key's state. */
+  callWithState(handle, message, keyState) {
+    globalThis.__sluiceState = bytes(keyState, 'a state');
+    try {
+      return handle(message);
+    } finally {
+      globalThis.__sluiceState = undefined;
+    }
+  },
+  /** The records an array of mutations emits (`{ topic, key, value, headers }`). */
+  emitted(mutations) {
+    return mutations.filter((m) => m.tag === 'emit').map((m) => m.val);
+  },
+  /** The key's state once these mutations apply, from `before`. */
+  stateAfter(mutations, before) {
+    let after = bytes(before, 'a state');
+    for (const m of mutations) {
+      if (m.tag === 'set-state') after = m.val;
+      if (m.tag === 'clear-state') after = undefined;
+    }
+    return after;
   },
 };

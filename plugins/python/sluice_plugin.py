@@ -4,10 +4,15 @@ The same module runs inside the component (built by ``sluice plugin build`` with
 componentize-py against ``wit/handler.wit``) and natively under pytest, where the host's
 ``log`` and ``get-config`` are answered by the ``testing`` helpers below.
 
-A plugin module defines ``handle(message)`` returning a list of mutations (``stock(...)``) or
-raising ``Invalid`` / ``Rejected``, optionally ``self_test()``, and ends with::
+A plugin module defines ``handle(message)`` returning a list of mutations (``stock(...)``,
+``emit(...)``, ``set_state(...)``, ``clear_state()``) or raising ``Invalid`` / ``Rejected``,
+optionally ``self_test()``, and ends with::
 
     WitWorld = sluice_plugin.export(handle, self_test=self_test)
+
+Plugins are built against contract 0.2: on a route that keeps state, ``state()`` (or
+``state_json()``) is the message key's state during the call; records emitted go out exactly
+when the message applies, to the topics the route allows.
 
 Any other exception is a bug in the plugin: the call traps and the record becomes a dead
 letter with the traceback's last lines as its reason.
@@ -78,6 +83,84 @@ class StockAdjustment:
 def stock(product_id: str, delta: int) -> StockAdjustment:
     """A stock adjustment mutation."""
     return StockAdjustment(product_id, delta)
+
+
+@dataclass
+class Emit:
+    """Publish a record once the message applies (``value`` ``None``: a tombstone)."""
+
+    topic: str
+    key: Optional[bytes]
+    value: Optional[bytes]
+    headers: List[Header] = field(default_factory=list)
+
+
+@dataclass
+class SetState:
+    """Make ``value`` the message key's state once the message applies."""
+
+    value: bytes
+
+
+@dataclass
+class ClearState:
+    """Remove the message key's state once the message applies."""
+
+
+def _bytes(value, what: str) -> Optional[bytes]:
+    if value is None or isinstance(value, (bytes, bytearray)):
+        return None if value is None else bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    raise TypeError(f"{what} is bytes or str, got {type(value).__name__}")
+
+
+def emit(topic: str, key, value, headers=None) -> Emit:
+    """Publish a record to ``topic`` (which the route must allow) once the message applies:
+    ``key`` and ``value`` as bytes or text (``value`` ``None`` publishes a tombstone);
+    ``headers`` as ``(key, value)`` pairs. The host sets its ``event-id`` header."""
+    return Emit(
+        str(topic),
+        _bytes(key, "an emitted key"),
+        _bytes(value, "an emitted value"),
+        [Header(str(k), _bytes(v, "a header value")) for k, v in (headers or [])],
+    )
+
+
+def set_state(value) -> SetState:
+    """Make ``value`` (bytes or text) the message key's state once the message applies."""
+    return SetState(_bytes(value, "a state"))
+
+
+def set_state_json(value) -> SetState:
+    """``set_state`` with ``value`` as compact JSON (keys in the order given)."""
+    return SetState(json.dumps(value, separators=(",", ":")).encode("utf-8"))
+
+
+def clear_state() -> ClearState:
+    """Remove the message key's state once the message applies."""
+    return ClearState()
+
+
+#: The message key's state for the call under way (set by ``export`` and ``testing``).
+_state: Optional[bytes] = None
+
+
+def state() -> Optional[bytes]:
+    """The message key's state as the host passed it to this call (``None``: the key has none,
+    the message has no key, or the route keeps no state)."""
+    return _state
+
+
+def state_json():
+    """The key's state parsed as JSON, ``None`` when there is none; a state that is not JSON is
+    ``Invalid``."""
+    if _state is None:
+        return None
+    try:
+        return json.loads(bytes(_state).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise Invalid(f"this key's state is not what it should be: {e}") from None
 
 
 def text(message) -> str:
@@ -282,11 +365,32 @@ def config_or(key: str, default, parse: Callable = None):
 
 
 def _to_component(mutation):
-    if not isinstance(mutation, StockAdjustment):
-        raise TypeError(f"a mutation is made with stock(...), got {mutation!r}")
-    return _types.Mutation_StockAdjustment(
-        _types.StockAdjustment(mutation.product_id, mutation.delta)
+    if isinstance(mutation, StockAdjustment):
+        return _types.Mutation_StockAdjustment(
+            _types.StockAdjustment(mutation.product_id, mutation.delta)
+        )
+    if isinstance(mutation, Emit):
+        headers = [_types.Header(h.key, h.value) for h in mutation.headers]
+        return _types.Mutation_Emit(
+            _types.Emitted(mutation.topic, mutation.key, mutation.value, headers)
+        )
+    if isinstance(mutation, SetState):
+        return _types.Mutation_SetState(mutation.value)
+    if isinstance(mutation, ClearState):
+        return _types.Mutation_ClearState()
+    raise TypeError(
+        "a mutation is made with stock(...), emit(...), set_state(...) or clear_state(), "
+        f"got {mutation!r}"
     )
+
+
+def _call_with_state(handle: Callable, message, key_state: Optional[bytes]):
+    global _state
+    _state = None if key_state is None else bytes(key_state)
+    try:
+        return handle(message)
+    finally:
+        _state = None
 
 
 def export(handle: Callable, self_test: Callable = None):
@@ -294,9 +398,10 @@ def export(handle: Callable, self_test: Callable = None):
     ``handle``'s list of mutations, or its ``Invalid``/``Rejected``, in the contract's types."""
 
     class WitWorld:
-        def handle(self, message):
+        # `state` is contract 0.2's; a component built against 0.1 is called without it.
+        def handle(self, message, state=None):
             try:
-                return [_to_component(m) for m in handle(message)]
+                return [_to_component(m) for m in _call_with_state(handle, message, state)]
             except Invalid as e:
                 raise Err(_types.HandlerError_InvalidMessage(e.reason)) from None
             except Rejected as e:
@@ -361,4 +466,25 @@ class testing:
     @staticmethod
     def adjustments(mutations) -> list:
         """The (product, delta) pairs of a list of mutations."""
-        return [(m.product_id, m.delta) for m in mutations]
+        return [(m.product_id, m.delta) for m in mutations if isinstance(m, StockAdjustment)]
+
+    @staticmethod
+    def call_with_state(handle: Callable, message, key_state=None):
+        """``handle(message)`` with ``key_state`` (bytes or text) as the key's state."""
+        return _call_with_state(handle, message, _bytes(key_state, "a state"))
+
+    @staticmethod
+    def emitted(mutations) -> list:
+        """The records a list of mutations emits."""
+        return [m for m in mutations if isinstance(m, Emit)]
+
+    @staticmethod
+    def state_after(mutations, before=None) -> Optional[bytes]:
+        """The key's state once these mutations apply, from ``before``."""
+        after = _bytes(before, "a state")
+        for m in mutations:
+            if isinstance(m, SetState):
+                after = m.value
+            elif isinstance(m, ClearState):
+                after = None
+        return after

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, bail};
 
-use super::scaffold::{CONTRACT_V0_1, FIXTURES, write};
+use super::scaffold::{CONTRACT, FIXTURES, write};
 
 /// The language of a plugin directory or of a scaffold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -95,7 +95,7 @@ const JS_TEMPLATE: &[(&str, &str)] = &[
     ("sluice.js", JS_HELPER),
 ];
 /// The host interface the bundler leaves to the component's imports.
-const JS_HOST_IMPORT: &str = "sluice:handler/host@0.1.0";
+const JS_HOST_IMPORT: &str = "sluice:handler/host@0.2.0";
 
 /// The component file a build of `dir` writes: `build/<dir name>.wasm`.
 fn output(dir: &Path) -> anyhow::Result<PathBuf> {
@@ -150,8 +150,9 @@ pub fn build(lang: Lang, dir: &Path) -> anyhow::Result<PathBuf> {
             .with_context(|| format!("clearing {}", staging.display()))?;
     }
     std::fs::create_dir_all(staging.join("wit"))?;
-    // Python and JavaScript plugins target contract 0.1 (no emit or state yet).
-    write(&staging.join("wit/handler.wit"), CONTRACT_V0_1)?;
+    // The current contract (0.2): the helpers give `handle(message)` the key's state through
+    // `state()` and make every kind of mutation.
+    write(&staging.join("wit/handler.wit"), CONTRACT)?;
     if let Some(parent) = out.parent() {
         std::fs::create_dir_all(parent)?;
     }
@@ -209,7 +210,9 @@ fn build_python(dir: &Path, staging: &Path, out: &Path) -> anyhow::Result<()> {
 fn build_js(dir: &Path, staging: &Path, out: &Path) -> anyhow::Result<()> {
     write(
         &staging.join("entry.js"),
-        &JS_ENTRY.replace("{plugin}", &format!("../{JS_PLUGIN}")),
+        &JS_ENTRY
+            .replace("{plugin}", &format!("../{JS_PLUGIN}"))
+            .replace("{host}", JS_HOST_IMPORT),
     )?;
     let missing = || {
         format!(

@@ -12,8 +12,6 @@ const ORDER_EVENT_LIB: &str = include_str!("../../../plugins/order-event/src/lib
 /// The build script that gives a plugin's component its small memory footprint.
 const FOOTPRINT: &str = include_str!("../../../plugins/sdk/footprint.rs");
 pub(super) const CONTRACT: &str = include_str!("../../../wit/handler.wit");
-/// Contract 0.1, which Python and JavaScript plugins target for now.
-pub(super) const CONTRACT_V0_1: &str = include_str!("../../../wit/v0.1/handler.wit");
 /// The toolchain this repository pins (with the wasm target), for crates outside it.
 const TOOLCHAIN: &str = include_str!("../../../rust-toolchain.toml");
 

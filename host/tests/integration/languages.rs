@@ -1,7 +1,8 @@
 //! Plugins in Python and JavaScript on the same contract and sandbox as Rust: the stock plugin
 //! in each language passes the same fixtures, a Python and a JavaScript shadow of the Rust
-//! version agree with it over thousands of live orders, and the hostile plugins in both
-//! languages cost only their own records.
+//! version agree with it over thousands of live orders, the velocity example in each keeps
+//! its keys' state and emits its alert on a live route (contract 0.2), and the hostile plugins
+//! in both languages cost only their own records.
 
 use crate::common;
 
@@ -17,6 +18,8 @@ use sluice::runtime::version_of;
 const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
 const PYTHON_STOCK: &str = "plugins/python/stock";
 const JS_STOCK: &str = "plugins/js/stock";
+const PYTHON_VELOCITY: &str = "plugins/python/velocity";
+const JS_VELOCITY: &str = "plugins/js/velocity";
 
 fn root() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
@@ -25,6 +28,21 @@ fn root() -> &'static Path {
 /// `sluice plugin ARGS` at the repository root.
 fn plugin(args: &[&str]) -> (bool, String) {
     plugin_in(root(), args)
+}
+
+/// `sluice plugin test COMPONENT --fixtures FIXTURES` passes all `cases`.
+fn assert_fixtures_pass(component: &Path, fixtures: &Path, cases: usize) {
+    let (ok, out) = plugin(&[
+        "test",
+        component.to_str().unwrap(),
+        "--fixtures",
+        fixtures.to_str().unwrap(),
+    ]);
+    assert!(
+        ok && out.contains(&format!("{cases} passed; 0 failed")),
+        "{}:\n{out}",
+        component.display()
+    );
 }
 
 #[test]
@@ -40,18 +58,7 @@ fn the_stock_plugin_passes_the_same_fixtures_in_rust_python_and_javascript() {
         interpreted(PYTHON_STOCK),
         interpreted(JS_STOCK),
     ] {
-        let (ok, out) = plugin(&[
-            "test",
-            component.to_str().unwrap(),
-            "--fixtures",
-            fixtures.to_str().unwrap(),
-        ]);
-        assert!(ok, "{}:\n{out}", component.display());
-        assert!(
-            out.contains(&format!("{cases} passed; 0 failed")),
-            "{}:\n{out}",
-            component.display()
-        );
+        assert_fixtures_pass(&component, &fixtures, cases);
         let (ok, out) = plugin(&["check", component.to_str().unwrap()]);
         assert!(ok, "{}:\n{out}", component.display());
         assert!(out.contains("self-test passed"), "{out}");
@@ -84,16 +91,139 @@ fn the_stock_plugin_passes_the_same_fixtures_in_rust_python_and_javascript() {
     }
     let (ok, out) = plugin(&["check", with_fetch.to_str().unwrap()]);
     assert!(ok && out.contains("wasi:http/outgoing-handler"), "{out}");
-    let (ok, out) = plugin(&[
-        "test",
-        with_fetch.to_str().unwrap(),
-        "--fixtures",
-        fixtures.to_str().unwrap(),
-    ]);
+    assert_fixtures_pass(&with_fetch, &fixtures, cases);
+
+    // The same Python source and helper built against contract 0.1, as an earlier `sluice
+    // plugin build` did: it loads as a 0.1 plugin and decides the fixtures the same.
+    let old = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(old.path().join("py")).unwrap();
+    std::fs::create_dir_all(old.path().join("wit")).unwrap();
+    for (from, to) in [
+        ("plugins/python/stock/app.py", "py/app.py"),
+        ("plugins/python/sluice_plugin.py", "py/sluice_plugin.py"),
+        ("wit/v0.1/handler.wit", "wit/handler.wit"),
+    ] {
+        std::fs::copy(root().join(from), old.path().join(to)).unwrap();
+    }
+    let v0_1 = old.path().join("stock-0.1.wasm");
+    let status = Command::new(root().join("target/plugin-venv/bin/componentize-py"))
+        .current_dir(old.path())
+        .args(["-d", "wit", "-w", "checked-handler", "componentize", "app"])
+        .args(["-p", "py", "-o"])
+        .arg(&v0_1)
+        .status()
+        .unwrap();
+    assert!(status.success(), "componentize-py against contract 0.1");
+    let (ok, out) = plugin(&["check", v0_1.to_str().unwrap()]);
+    assert!(ok && out.contains("(sluice:handler@0.1.0)"), "{out}");
+    assert_fixtures_pass(&v0_1, &fixtures, cases);
     assert!(
-        ok && out.contains(&format!("{cases} passed; 0 failed")),
-        "{out}"
+        checks[1].contains("(sluice:handler@0.2.0)"),
+        "today's build is 0.2: {}",
+        checks[1]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_and_javascript_plugins_keep_keyed_state_and_emit_on_contract_0_2() {
+    for dir in [PYTHON_VELOCITY, JS_VELOCITY] {
+        // Arrange: the velocity example on a route that keeps state and may emit its alerts.
+        let component = interpreted(dir);
+        let app = TestApp::spawn_with(|settings| {
+            let topic = settings.kafka.topic.clone();
+            let alerts = format!("{topic}.alerts");
+            settings.plugins.paths = vec![component.clone()];
+            settings.kafka.routes = sluice::domain::Routes::single(&topic, "velocity")
+                .allow(
+                    std::slice::from_ref(&topic),
+                    &[(topic.clone(), alerts.clone())],
+                )
+                .expect("routes");
+            settings.sandbox.plugin_config = sluice::runtime::PluginConfig::from_pairs([
+                ("velocity:max-orders".to_string(), "3".to_string()),
+                ("velocity:alert-topic".to_string(), alerts),
+            ]);
+        })
+        .await;
+        let (_, listed) = app.get_json("/plugins/velocity").await;
+        assert_eq!(
+            listed["contract"], "sluice:handler@0.2.0",
+            "{dir}: {listed}"
+        );
+        let product = "CATALOG-0001";
+        let before = stock_of(&app.pool, product).await;
+
+        // Act: five orders of one key, in one partition and in order.
+        let producer = app.broker.producer();
+        for i in 0..5 {
+            let payload = serde_json::json!({"orderId": format!("v-{i}"), "userId": "u",
+                "productId": product, "quantity": 2, "unitPrice": 1, "totalPrice": 2,
+                "createdAt": "2026-12-01T00:00:00Z"});
+            let id = format!("velocity-{i}");
+            produce(
+                &producer,
+                &app.topic,
+                product,
+                payload.to_string().as_bytes(),
+                Some(&id),
+            )
+            .await;
+        }
+        app.wait_processed(5, Duration::from_secs(60)).await;
+
+        // Assert: three applied and counted in the key's state, the third alerting once; the
+        // two over the rate rejected and not counted.
+        let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
+            "SELECT event_id, outcome, reason FROM processed_messages ORDER BY event_id",
+        )
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+        let outcomes: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+        assert_eq!(
+            outcomes,
+            ["APPLIED", "APPLIED", "APPLIED", "REJECTED", "REJECTED"],
+            "{dir}: {rows:?}"
+        );
+        assert!(
+            rows[3]
+                .2
+                .as_deref()
+                .unwrap_or_default()
+                .contains("at most 3"),
+            "{dir}: {rows:?}"
+        );
+        assert_eq!(stock_of(&app.pool, product).await, before - 6, "{dir}");
+        let (state,): (Vec<u8>,) =
+            sqlx::query_as("SELECT value FROM plugin_state WHERE plugin = 'velocity' AND key = $1")
+                .bind(product.as_bytes())
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        let window: serde_json::Value = serde_json::from_slice(&state).unwrap();
+        assert_eq!(window["orders"], 3, "{dir}: {window}");
+        let (status, view) = app
+            .get_json(&format!("/plugins/velocity/state/{product}"))
+            .await;
+        assert_eq!(status, 200, "{dir}: {view}");
+
+        let alerts_topic = format!("{}.alerts", app.topic);
+        let alerts = common::read_topic(app.broker.bootstrap(), &alerts_topic, 1).await;
+        assert_eq!(alerts.len(), 1, "{dir}");
+        assert_eq!(alerts[0].key.as_deref(), Some(product.as_bytes()), "{dir}");
+        let alert: serde_json::Value =
+            serde_json::from_slice(alerts[0].payload.as_deref().unwrap_or_default()).unwrap();
+        assert_eq!(alert["orders"], 3, "{dir}: {alert}");
+        assert_eq!(alert["lastOrderId"], "v-2", "{dir}: {alert}");
+        let metrics = app.metrics().await;
+        let emitted = common::metric(
+            &metrics,
+            "sluice_emitted_records_total",
+            &[("topic", &alerts_topic)],
+        );
+        assert_eq!(emitted, Some(1.0), "{dir}: one alert emitted");
+        app.stop().await;
+    }
 }
 
 /// Install `component` as the shadow of `stock`, feed `orders` valid orders and `poison` bad

@@ -100,7 +100,7 @@ export function clearState() {
  * sets it around each call, as `testing.callWithState` does natively.
  */
 export function state() {
-  return globalThis.__sluiceState ?? undefined;
+  return bytes(globalThis.__sluiceState, 'a state');
 }
 
 /**

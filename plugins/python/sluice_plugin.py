@@ -129,6 +129,8 @@ def emit(topic: str, key, value, headers=None) -> Emit:
 
 def set_state(value) -> SetState:
     """Make ``value`` (bytes or text) the message key's state once the message applies."""
+    if value is None:
+        raise TypeError("a state is bytes or str; clear_state() removes it")
     return SetState(_bytes(value, "a state"))
 
 

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, bail};
 
-use super::scaffold::{CONTRACT, FIXTURES, write};
+use super::scaffold::{CONTRACT, Example, FIXTURES, VELOCITY_FIXTURES, write};
 
 /// The language of a plugin directory or of a scaffold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -70,6 +70,17 @@ const PY_TEMPLATE: &[(&str, &str)] = &[
     ),
     ("sluice_plugin.py", PY_HELPER),
 ];
+/// The velocity example in Python (`plugins/python/velocity`): the plugin and its tests.
+const PY_VELOCITY: &[(&str, &str)] = &[
+    (
+        "app.py",
+        include_str!("../../../plugins/python/velocity/app.py"),
+    ),
+    (
+        "tests/test_app.py",
+        include_str!("../../../plugins/python/velocity/tests/test_app.py"),
+    ),
+];
 /// What `pip install -r requirements.txt` gives a scaffolded plugin.
 const PY_TOOLS: &str = "componentize-py==0.25.1 pytest";
 
@@ -94,6 +105,18 @@ const JS_TEMPLATE: &[(&str, &str)] = &[
     ),
     ("sluice.js", JS_HELPER),
 ];
+/// The velocity example in JavaScript (`plugins/js/velocity`), which imports the helper from
+/// the directory above it; a scaffold carries the helper beside the plugin.
+const JS_VELOCITY: &[(&str, &str)] = &[
+    (
+        "plugin.js",
+        include_str!("../../../plugins/js/velocity/plugin.js"),
+    ),
+    (
+        "test/plugin.test.js",
+        include_str!("../../../plugins/js/velocity/test/plugin.test.js"),
+    ),
+];
 /// The host interface the bundler leaves to the component's imports.
 const JS_HOST_IMPORT: &str = "sluice:handler/host@0.2.0";
 
@@ -109,12 +132,18 @@ fn output(dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(dir.join(OUTPUT).join(format!("{stem}.wasm")))
 }
 
-/// Create the Python or JavaScript plugin `name` in `parent`: the plugin, its helper module,
-/// passing tests, a sample fixture, pinned tools; returns its directory.
-pub fn new(lang: Lang, name: &str, parent: &Path) -> anyhow::Result<PathBuf> {
-    let template = match lang {
-        Lang::Python => PY_TEMPLATE,
-        Lang::Js => JS_TEMPLATE,
+/// Create the Python or JavaScript plugin `name` in `parent` (from `example`, or the stock
+/// logic): the plugin, its helper module, passing tests, sample fixtures, pinned tools; returns
+/// its directory.
+pub fn new(
+    lang: Lang,
+    name: &str,
+    parent: &Path,
+    example: Option<Example>,
+) -> anyhow::Result<PathBuf> {
+    let (template, velocity) = match lang {
+        Lang::Python => (PY_TEMPLATE, PY_VELOCITY),
+        Lang::Js => (JS_TEMPLATE, JS_VELOCITY),
         Lang::Rust => bail!("a Rust plugin is a crate: scaffold::new"),
     };
     crate::control::validate_name(name)?;
@@ -122,18 +151,35 @@ pub fn new(lang: Lang, name: &str, parent: &Path) -> anyhow::Result<PathBuf> {
     if dir.exists() {
         bail!("{} exists already", dir.display());
     }
+    let (setting, fixtures) = match example {
+        None => ("max-quantity=5", FIXTURES),
+        Some(Example::Velocity) => ("max-orders=3", VELOCITY_FIXTURES),
+    };
     for (file, text) in template {
+        let text = match example {
+            // The example's files in the template's places, importing the helper beside them.
+            Some(Example::Velocity) => velocity
+                .iter()
+                .find(|(f, _)| f == file)
+                .map(|(f, text)| match *f {
+                    "plugin.js" => text.replace("'../sluice.js'", "'./sluice.js'"),
+                    _ => text.replace("'../../sluice.js'", "'../sluice.js'"),
+                })
+                .unwrap_or_else(|| text.to_string()),
+            None => text.to_string(),
+        };
         let path = dir.join(file);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
         let text = text
             .replace("{name}", name)
-            .replace("{lib}", &name.replace('-', "_"));
+            .replace("{lib}", &name.replace('-', "_"))
+            .replace("{setting}", setting);
         write(&path, &text)?;
     }
     std::fs::create_dir_all(dir.join("fixtures"))?;
-    write(&dir.join("fixtures/sample.jsonl"), FIXTURES)?;
+    write(&dir.join("fixtures/sample.jsonl"), fixtures)?;
     write(
         &dir.join(".gitignore"),
         &format!("/{OUTPUT}\n/{STAGING}\nnode_modules/\n__pycache__/\n.pytest_cache/\n"),
@@ -311,8 +357,8 @@ mod tests {
     #[test]
     fn scaffolds_are_recognised_by_their_language() {
         let dir = tempfile::tempdir().unwrap();
-        let py = new(Lang::Python, "py-rules", dir.path()).unwrap();
-        let js = new(Lang::Js, "js-rules", dir.path()).unwrap();
+        let py = new(Lang::Python, "py-rules", dir.path(), None).unwrap();
+        let js = new(Lang::Js, "js-rules", dir.path(), None).unwrap();
         assert_eq!(Lang::of(&py).unwrap(), Lang::Python);
         assert_eq!(Lang::of(&js).unwrap(), Lang::Js);
         assert!(py.join("sluice_plugin.py").is_file() && py.join("tests/test_app.py").is_file());
@@ -320,7 +366,7 @@ mod tests {
         let package = std::fs::read_to_string(js.join("package.json")).unwrap();
         assert!(package.contains("\"name\": \"js-rules\""), "{package}");
         assert!(
-            new(Lang::Js, "js-rules", dir.path()).is_err(),
+            new(Lang::Js, "js-rules", dir.path(), None).is_err(),
             "no overwriting"
         );
         let empty = dir.path().join("empty");

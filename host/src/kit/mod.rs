@@ -41,8 +41,8 @@ pub enum PluginCommand {
         /// The language it is written in.
         #[arg(long, value_enum, default_value = "rust")]
         lang: Lang,
-        /// Start from an example instead of the stock logic (Rust): `velocity`, order velocity
-        /// per record key in keyed state, with an alert record emitted (contract 0.2).
+        /// Start from an example instead of the stock logic (any language): `velocity`, order
+        /// velocity per record key in keyed state, with an alert record emitted (contract 0.2).
         #[arg(long, value_enum)]
         example: Option<scaffold::Example>,
     },
@@ -98,10 +98,9 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
             lang,
             example,
         } => {
-            let created = match (lang, example) {
-                (Lang::Rust, example) => scaffold::new(&name, &dir, example)?,
-                (lang, None) => interpreted::new(lang, &name, &dir)?,
-                (_, Some(_)) => anyhow::bail!("the examples are Rust crates (--lang rust)"),
+            let created = match lang {
+                Lang::Rust => scaffold::new(&name, &dir, example)?,
+                lang => interpreted::new(lang, &name, &dir, example)?,
             };
             println!("created {}", created.display());
             let install = match lang {

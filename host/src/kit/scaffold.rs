@@ -17,7 +17,8 @@ const TOOLCHAIN: &str = include_str!("../../../rust-toolchain.toml");
 
 /// The velocity example (contract 0.2: keyed state, an emitted alert), as `plugins/velocity`.
 const VELOCITY_LIB: &str = include_str!("../../../plugins/velocity/src/lib.rs");
-const VELOCITY_FIXTURES: &str = include_str!("../../../plugins/velocity/fixtures/velocity.jsonl");
+pub(super) const VELOCITY_FIXTURES: &str =
+    include_str!("../../../plugins/velocity/fixtures/velocity.jsonl");
 
 /// An example a new plugin can start from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

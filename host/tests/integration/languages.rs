@@ -574,3 +574,22 @@ async fn scaffolded_python_and_javascript_plugins_test_build_check_and_go_live()
     }
     app.stop().await;
 }
+
+#[test]
+fn python_and_javascript_scaffolds_start_from_the_velocity_example() {
+    let parent = tempfile::tempdir().unwrap();
+    for lang in ["python", "js"] {
+        let name = format!("velocity-{lang}");
+        let (ok, out) = plugin_in(
+            parent.path(),
+            &["new", &name, "--lang", lang, "--example", "velocity"],
+        );
+        assert!(ok, "{lang}: {out}");
+        // Its unit tests (the example's), build and the example's fixtures pass as scaffolded.
+        let (ok, out) = plugin_in(
+            &parent.path().join(&name),
+            &["test", "--fixtures", "fixtures/"],
+        );
+        assert!(ok && out.contains("5 passed; 0 failed"), "{lang}: {out}");
+    }
+}

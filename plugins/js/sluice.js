@@ -349,13 +349,12 @@ export function configOr(key, fallback, parse = Number) {
 /** For tests: messages, configuration, log lines (natively; the component ignores them). */
 export const testing = {
   message(payload, fields = {}) {
-    const bytes = typeof payload === 'string' ? encoder.encode(payload) : payload;
     return {
       topic: 'test',
       partition: 0,
       offset: 0n,
       key: undefined,
-      payload: bytes,
+      payload: bytes(payload, 'a payload'),
       headers: [],
       timestampMs: undefined,
       ...fields,
@@ -402,6 +401,25 @@ export const testing = {
     } finally {
       globalThis.__sluiceState = undefined;
     }
+  },
+  /**
+   * Call one key's messages as the host does, each with the state the earlier ones left:
+   * `[outcomes, state]`, an outcome being the mutations or the `Invalid`/`Rejected` thrown.
+   */
+  fold(handle, messages, keyState) {
+    let state = bytes(keyState, 'a state');
+    const outcomes = [];
+    for (const message of messages) {
+      try {
+        const mutations = testing.callWithState(handle, message, state);
+        state = testing.stateAfter(mutations, state);
+        outcomes.push(mutations);
+      } catch (e) {
+        if (!(e instanceof Invalid || e instanceof Rejected)) throw e;
+        outcomes.push(e);
+      }
+    }
+    return [outcomes, state];
   },
   /** The records an array of mutations emits (`{ topic, key, value, headers }`). */
   emitted(mutations) {

@@ -108,8 +108,11 @@ class ClearState:
 
 
 def _bytes(value, what: str) -> Optional[bytes]:
-    if value is None or isinstance(value, (bytes, bytearray)):
-        return None if value is None else bytes(value)
+    """Bytes for the contract's list<u8>, from bytes or text (UTF-8); ``None`` stays ``None``."""
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
     if isinstance(value, str):
         return value.encode("utf-8")
     raise TypeError(f"{what} is bytes or str, got {type(value).__name__}")
@@ -426,9 +429,7 @@ class testing:
 
     @staticmethod
     def message(payload, **fields) -> Message:
-        if isinstance(payload, str):
-            payload = payload.encode()
-        return Message(payload=payload, **fields)
+        return Message(payload=_bytes(payload, "a payload"), **fields)
 
     @staticmethod
     def order(order_id: str, product_id: str, quantity: int) -> Message:
@@ -474,6 +475,23 @@ class testing:
     def call_with_state(handle: Callable, message, key_state=None):
         """``handle(message)`` with ``key_state`` (bytes or text) as the key's state."""
         return _call_with_state(handle, message, _bytes(key_state, "a state"))
+
+    @staticmethod
+    def fold(handle: Callable, messages, key_state=None):
+        """Call one key's messages as the host does, each with the state the earlier ones
+        left: (each one's mutations, or the ``Invalid``/``Rejected`` it raised; the state
+        after the last)."""
+        state = _bytes(key_state, "a state")
+        outcomes = []
+        for message in messages:
+            try:
+                mutations = _call_with_state(handle, message, state)
+            except (Invalid, Rejected) as e:
+                outcomes.append(e)
+                continue
+            state = testing.state_after(mutations, state)
+            outcomes.append(mutations)
+        return outcomes, state
 
     @staticmethod
     def emitted(mutations) -> list:

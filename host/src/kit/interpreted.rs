@@ -157,17 +157,10 @@ pub fn new(
     };
     for (file, text) in template {
         let text = match example {
-            // The example's files in the template's places, importing the helper beside them.
-            Some(Example::Velocity) => velocity
-                .iter()
-                .find(|(f, _)| f == file)
-                .map(|(f, text)| match *f {
-                    "plugin.js" => text.replace("'../sluice.js'", "'./sluice.js'"),
-                    _ => text.replace("'../../sluice.js'", "'../sluice.js'"),
-                })
-                .unwrap_or_else(|| text.to_string()),
-            None => text.to_string(),
-        };
+            Some(Example::Velocity) => example_file(velocity, file),
+            None => None,
+        }
+        .unwrap_or_else(|| text.to_string());
         let path = dir.join(file);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
@@ -185,6 +178,16 @@ pub fn new(
         &format!("/{OUTPUT}\n/{STAGING}\nnode_modules/\n__pycache__/\n.pytest_cache/\n"),
     )?;
     Ok(dir)
+}
+
+/// The example's version of a template file, importing the helper beside it as a scaffold
+/// carries it (the examples in this repository import it from the directory above).
+fn example_file(example: &[(&str, &str)], file: &str) -> Option<String> {
+    let (_, text) = example.iter().find(|(f, _)| *f == file)?;
+    Some(match file {
+        "plugin.js" => text.replace("'../sluice.js'", "'./sluice.js'"),
+        _ => text.replace("'../../sluice.js'", "'../sluice.js'"),
+    })
 }
 
 /// Build the plugin in `dir` into a component; returns its path.

@@ -26,13 +26,13 @@ def _window():
     window = sluice.state_json()
     if window is None:
         return {"start_ms": 0, "orders": 0}
-    fields = window.keys() if isinstance(window, dict) else ()
+    if not isinstance(window, dict):
+        raise sluice.Invalid("this key's state is not what it should be: not an object")
     for name in ("start_ms", "orders"):
-        value = window.get(name) if isinstance(window, dict) else None
+        value = window.get(name)
         if isinstance(value, bool) or not isinstance(value, int):
             raise sluice.Invalid(
                 f"this key's state is not what it should be: `{name}` is not an integer"
-                f" (fields: {', '.join(fields) or 'none'})"
             )
     if window["orders"] < 0:
         raise sluice.Invalid("this key's state is not what it should be: negative `orders`")

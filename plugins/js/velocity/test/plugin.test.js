@@ -17,27 +17,12 @@ function orderAt(orderId, key, ts) {
   };
 }
 
-/** Each message's mutations (or its error), the state carried from one to the next. */
-function fold(messages, state) {
-  const outcomes = [];
-  for (const message of messages) {
-    try {
-      const mutations = testing.callWithState(handle, message, state);
-      state = testing.stateAfter(mutations, state);
-      outcomes.push(mutations);
-    } catch (e) {
-      if (!(e instanceof sluice.Invalid || e instanceof sluice.Rejected)) throw e;
-      outcomes.push(e);
-    }
-  }
-  return [outcomes, state];
-}
-
 const windowOf = (state) => JSON.parse(text.decode(state));
 
 test('orders within the rate take stock and count', () => {
   testing.setConfig('max-orders', '5');
-  const [outcomes, state] = fold([0, 1, 2].map((i) => orderAt(`o-${i}`, 'P', 1000 + i)));
+  const orders = [0, 1, 2].map((i) => orderAt(`o-${i}`, 'P', 1000 + i));
+  const [outcomes, state] = testing.fold(handle, orders);
   for (const o of outcomes) {
     assert.deepEqual(testing.adjustments(o), [['CATALOG-0001', -2]]);
     assert.equal(testing.emitted(o).length, 0);
@@ -48,7 +33,8 @@ test('orders within the rate take stock and count', () => {
 test('the order that reaches the rate alerts and the next is rejected', () => {
   testing.setConfig('max-orders', '3');
   testing.setConfig('alert-topic', 'alerts');
-  const [outcomes, state] = fold([0, 1, 2, 3, 4].map((i) => orderAt(`o-${i}`, 'P', 1000 + i)));
+  const orders = [0, 1, 2, 3, 4].map((i) => orderAt(`o-${i}`, 'P', 1000 + i));
+  const [outcomes, state] = testing.fold(handle, orders);
   const alerts = testing.emitted(outcomes[2]);
   assert.equal(alerts.length, 1);
   assert.equal(alerts[0].topic, 'alerts');

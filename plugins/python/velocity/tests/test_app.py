@@ -22,23 +22,10 @@ def order_at(order_id, key, ts):
     return message
 
 
-def fold(messages, state=None):
-    """Each message's mutations (or its error), the state carried from one to the next."""
-    outcomes = []
-    for message in messages:
-        try:
-            mutations = testing.call_with_state(handle, message, state)
-        except (sluice.Invalid, sluice.Rejected) as e:
-            outcomes.append(e)
-            continue
-        state = testing.state_after(mutations, state)
-        outcomes.append(mutations)
-    return outcomes, state
-
-
 def test_orders_within_the_rate_take_stock_and_count():
     testing.set_config("max-orders", "5")
-    outcomes, state = fold([order_at(f"o-{i}", "P", 1_000 + i) for i in range(3)])
+    orders = [order_at(f"o-{i}", "P", 1_000 + i) for i in range(3)]
+    outcomes, state = testing.fold(handle, orders)
     assert all(testing.adjustments(o) == [("CATALOG-0001", -2)] for o in outcomes)
     assert not any(testing.emitted(o) for o in outcomes)
     assert json.loads(state) == {"start_ms": 1_000, "orders": 3}
@@ -47,7 +34,8 @@ def test_orders_within_the_rate_take_stock_and_count():
 def test_the_order_that_reaches_the_rate_alerts_and_the_next_is_rejected():
     testing.set_config("max-orders", "3")
     testing.set_config("alert-topic", "alerts")
-    outcomes, state = fold([order_at(f"o-{i}", "P", 1_000 + i) for i in range(5)])
+    orders = [order_at(f"o-{i}", "P", 1_000 + i) for i in range(5)]
+    outcomes, state = testing.fold(handle, orders)
     alerts = testing.emitted(outcomes[2])
     assert len(alerts) == 1
     assert (alerts[0].topic, alerts[0].key) == ("alerts", b"P")

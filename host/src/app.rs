@@ -10,21 +10,27 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::config::Settings;
 use crate::control::PluginControl;
 use crate::db;
 use crate::http::{self, AppState, OrderWriter, Shared};
 use crate::ingest::{self, Ingest, IngestHealth};
+use crate::kafka::membership::GroupProtocolChoice;
+use crate::kafka::topics::TopicWatch;
 use crate::metrics::Metrics;
-use crate::outbox::{self, Relay, status};
+use crate::outbox::status::{self, StatusSource};
+use crate::outbox::{self, Relay};
 use crate::runtime::{Plugin, Registry, Sandbox};
+use crate::waiting::Waits;
 
 pub struct Application {
     listener: TcpListener,
     pool: PgPool,
     ingest: Ingest,
     relay: Relay,
-    status_consumer: rdkafka::consumer::StreamConsumer,
+    status_source: StatusSource,
+    topic_watch: TopicWatch,
     dedupe_retention: std::time::Duration,
     dedupe_sweep_interval: std::time::Duration,
     control: Arc<PluginControl>,
@@ -34,10 +40,14 @@ pub struct Application {
 }
 
 impl Application {
-    /// Connect, migrate, load the plugin and bind the HTTP port (port 0 picks a free one).
+    /// Bind the HTTP port (port 0 picks a free one), connect and migrate (waiting for
+    /// PostgreSQL while it is unavailable, every request answered 503 meanwhile), load the
+    /// plugins. Nothing here waits for Kafka: the group members join when their topics exist.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let pool =
-            db::connect_and_migrate(&settings.database_url, settings.db_max_connections).await?;
+        let listener = TcpListener::bind(settings.http_addr)
+            .await
+            .with_context(|| format!("binding the HTTP address {}", settings.http_addr))?;
+        let pool = wait_for_database(&settings, &listener).await?;
 
         let sandbox = Sandbox::new(settings.sandbox.clone())?;
         let metrics = Arc::new(Metrics::new(sandbox.call_durations().clone()));
@@ -63,33 +73,28 @@ impl Application {
             tracing::info!(%topic, plugin = name, version = plugin.version(), "route");
         }
 
-        // `auto` becomes what the brokers support, once, for both groups.
-        let mut settings = settings;
-        settings.kafka.group_protocol = {
-            let kafka = settings.kafka.clone();
-            tokio::task::spawn_blocking(move || ingest::consumer::resolve_group_protocol(&kafka))
-                .await
-                .context("resolving the group protocol")?
-        };
+        // The members join their groups once their topics exist, whatever started first; `auto`
+        // becomes what the brokers support then, once, for both groups.
+        let mut watched: Vec<String> = settings.kafka.routes.topics().map(str::to_string).collect();
+        watched.push(settings.kafka.status_topic.clone());
+        watched.sort();
+        watched.dedup();
+        let topic_watch = TopicWatch::new(&settings.kafka, watched)?;
+        let protocol = Arc::new(GroupProtocolChoice::new(&settings.kafka));
+        let waits = Arc::new(Waits::default());
         let fence = Arc::new(tokio::sync::Mutex::new(()));
-        let consumer = ingest::consumer::create(
-            &settings.kafka,
-            pool.clone(),
-            tokio::runtime::Handle::current(),
-            Arc::clone(&fence),
-            Arc::clone(&metrics),
-        )?;
         let workers = rayon::ThreadPoolBuilder::new()
             .num_threads(settings.ingest.plugin_threads.max(1))
             .thread_name(|i| format!("sluice-plugin-{i}"))
             .build()
             .context("starting the plugin threads")?;
         let producer = outbox::create_producer(&settings.kafka)?;
-        let status_consumer = status::create_consumer(&settings.kafka)?;
-
-        let listener = TcpListener::bind(settings.http_addr)
-            .await
-            .with_context(|| format!("binding the HTTP address {}", settings.http_addr))?;
+        let status_source = StatusSource {
+            topic: settings.kafka.status_topic.clone(),
+            topics: topic_watch.seen(),
+            protocol: Arc::clone(&protocol),
+            waits: Arc::clone(&waits),
+        };
 
         let relay_wake = Arc::new(Notify::new());
         let ingest_health = Arc::new(IngestHealth::default());
@@ -101,6 +106,7 @@ impl Application {
             control: Arc::clone(&control),
             routes: settings.kafka.routes.clone(),
             ingest_health: Arc::clone(&ingest_health),
+            waits: Arc::clone(&waits),
             admin: settings.admin.clone(),
             public_dead_letters: settings.public_dead_letters,
             metrics: Arc::clone(&metrics),
@@ -109,7 +115,6 @@ impl Application {
             listener,
             pool: pool.clone(),
             ingest: Ingest {
-                consumer,
                 pool: pool.clone(),
                 runtime: tokio::runtime::Handle::current(),
                 registry,
@@ -126,6 +131,9 @@ impl Application {
                     .routes
                     .topics()
                     .any(|t| settings.kafka.routes.allowances(t).state),
+                topics: topic_watch.seen(),
+                protocol,
+                waits,
             },
             relay: Relay {
                 pool,
@@ -134,7 +142,8 @@ impl Application {
                 metrics,
                 settings: settings.relay,
             },
-            status_consumer,
+            status_source,
+            topic_watch,
             dedupe_retention: settings.ingest.dedupe_retention,
             dedupe_sweep_interval: settings.ingest.dedupe_sweep_interval,
             control,
@@ -194,10 +203,11 @@ impl Application {
         };
         let relay = tokio::spawn(self.relay.run(shutdown.child_token()));
         let status = tokio::spawn(status::run(
-            self.status_consumer,
+            self.status_source,
             self.pool.clone(),
             shutdown.child_token(),
         ));
+        let topic_watch = tokio::spawn(self.topic_watch.run(shutdown.child_token()));
         let follow = tokio::spawn(Arc::clone(&self.control).follow(shutdown.child_token()));
         let guard = tokio::spawn(Arc::clone(&self.control).guard(shutdown.child_token()));
         let watch = self.plugin_dir.map(|dir| {
@@ -209,18 +219,23 @@ impl Application {
             self.dedupe_sweep_interval,
             shutdown.child_token(),
         ));
-        let http = tokio::spawn(http::serve(
-            self.listener,
-            http::router(self.state),
-            self.http_limits,
-            shutdown.child_token(),
-        ));
+        let http = {
+            let (listener, router, token) = (
+                self.listener,
+                http::router(self.state),
+                shutdown.child_token(),
+            );
+            let limits = self.http_limits;
+            // The port closes when serving ends (the listener is dropped with this task).
+            tokio::spawn(async move { http::serve(&listener, router, limits, token).await })
+        };
 
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(async move { ("ingest", flatten(ingest.await)) });
         tasks.spawn(async move { ("outbox relay", flatten(relay.await)) });
         tasks.spawn(async move { ("http", flatten(http.await)) });
         tasks.spawn(async move { ("order status consumer", flatten(status.await)) });
+        tasks.spawn(async move { ("topic watch", flatten(topic_watch.await)) });
         tasks.spawn(async move { ("dedupe retention", flatten(retention.await)) });
         tasks.spawn(async move { ("plugin follower", flatten(follow.await)) });
         tasks.spawn(async move { ("plugin guard", flatten(guard.await)) });
@@ -253,6 +268,53 @@ impl Application {
             None => Ok(()),
         }
     }
+}
+
+/// Connect and migrate, retrying on the one backoff schedule while PostgreSQL is unavailable
+/// (one line when the wait begins or its reason changes, one when it ends); meanwhile every
+/// HTTP request on `listener` is answered 503 with the reason. Fails at once on what waiting
+/// cannot fix (a bad URL, refused credentials, a failed migration).
+async fn wait_for_database(settings: &Settings, listener: &TcpListener) -> anyhow::Result<PgPool> {
+    let (reason, reasons) = tokio::sync::watch::channel("connecting to PostgreSQL".to_string());
+    let answered = CancellationToken::new();
+    let connect = async {
+        let started = std::time::Instant::now();
+        let mut backoff = Backoff::new();
+        let mut said: Option<String> = None;
+        let connected = loop {
+            match db::connect_and_migrate(&settings.database_url, settings.db_max_connections).await
+            {
+                Ok(pool) => break Ok(pool),
+                Err(db::ConnectError::Unavailable(e)) => {
+                    let why = format!("waiting for PostgreSQL: {e}");
+                    if said.as_ref() != Some(&why) {
+                        tracing::warn!("{why}; retrying");
+                        said = Some(why.clone());
+                    }
+                    reason.send_replace(why);
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+                Err(refused) => break Err(anyhow::Error::new(refused)),
+            }
+        };
+        if said.is_some() && connected.is_ok() {
+            tracing::info!(
+                waited_s = started.elapsed().as_secs_f64(),
+                "PostgreSQL answered"
+            );
+        }
+        answered.cancel();
+        connected
+    };
+    let answer = http::serve(
+        listener,
+        http::starting(reasons),
+        settings.http_limits,
+        answered.clone(),
+    );
+    let (connected, served) = tokio::join!(connect, answer);
+    served?;
+    connected
 }
 
 fn flatten(joined: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {

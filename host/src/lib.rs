@@ -40,7 +40,7 @@
 //! otlp                         span export
 //! trace                        W3C trace context
 //! domain                       vocabulary: ids, orders, mutations, records, routes
-//! backoff  metrics  shutdown  telemetry
+//! backoff  metrics  shutdown  telemetry  waiting
 //! ```
 
 mod app;
@@ -63,5 +63,6 @@ pub mod runtime;
 pub mod shutdown;
 pub mod telemetry;
 pub mod trace;
+pub mod waiting;
 
 pub use app::Application;

@@ -81,7 +81,11 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Serve(args) => block_on(async {
             let shutdown = shutdown::on_signal();
             start_span_export()?;
-            let app = Application::build(Settings::for_serve(args)?).await?;
+            // A signal while it waits for PostgreSQL stops it there.
+            let app = tokio::select! {
+                app = Application::build(Settings::for_serve(args)?) => app?,
+                () = shutdown.cancelled() => return Ok(ExitCode::SUCCESS),
+            };
             tracing::info!(http = %app.local_addr()?, "sluice serving");
             app.run_until_stopped(shutdown).await?;
             Ok(ExitCode::SUCCESS)

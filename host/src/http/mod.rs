@@ -12,6 +12,7 @@ mod order_writer;
 mod orders;
 mod plugins;
 mod server;
+mod starting;
 
 use std::sync::Arc;
 
@@ -26,11 +27,13 @@ use utoipa_axum::routes;
 use crate::control::PluginControl;
 use crate::domain::Routes;
 use crate::ingest::IngestHealth;
+use crate::waiting::Waits;
 
 pub use admin::AdminAccess;
 pub use error::{ApiError, ApiJson, ApiPath, ApiQuery};
 pub use order_writer::{OrderWriter, WriteError};
 pub use server::{EdgeLimits, serve};
+pub use starting::starting;
 
 /// What every request may reach. Behind one `Arc` in [`AppState`]: axum clones the state for
 /// every extractor and middleware of every request, and one reference count is all that costs.
@@ -48,6 +51,8 @@ pub struct Shared {
     /// topic → plugin name, and what each route allows.
     pub routes: Routes,
     pub ingest_health: Arc<IngestHealth>,
+    /// What the group members wait for (a topic, the brokers, partitions).
+    pub waits: Arc<Waits>,
     pub admin: AdminAccess,
     /// Dead letters readable without admin access.
     pub public_dead_letters: bool,
@@ -165,18 +170,32 @@ pub struct Health {
     status: &'static str,
 }
 
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    /// `ok`: requests are served (orders are taken even while a flow waits).
+    status: &'static str,
+    /// Each flow that waits (`ingest`, `orderStatus`), with what for and since how long: a
+    /// topic that does not exist yet, the Kafka brokers, partitions not assigned to this
+    /// member. Absent when none waits.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schema(value_type = Option<std::collections::BTreeMap<String, String>>)]
+    waiting: std::collections::BTreeMap<&'static str, String>,
+}
+
 /// Ready to take traffic: the database answers, ingest is not stuck and no plugin call is
-/// past its deadline.
+/// past its deadline. A flow that waits for Kafka (a topic not created yet, the brokers, its
+/// partitions) is reported under `waiting` without making the answer 503: the orders API works
+/// meanwhile, and the first order is what creates the order topic in many deployments.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "operations",
     operation_id = "ready",
-    responses((status = 200, description = "Ready", body = Health))
+    responses((status = 200, description = "Ready (see `waiting`)", body = Readiness))
 )]
 async fn readyz(
     axum::extract::State(state): axum::extract::State<AppState>,
-) -> Result<axum::Json<Health>, ApiError> {
+) -> Result<axum::Json<Readiness>, ApiError> {
     if let Some(stuck) = state.ingest_health.stuck() {
         return Err(ApiError::Unavailable(stuck));
     }
@@ -186,7 +205,11 @@ async fn readyz(
             over.as_secs_f64()
         )));
     }
-    healthz(axum::extract::State(state)).await
+    database_answers(&state.pool).await?;
+    Ok(axum::Json(Readiness {
+        status: "ok",
+        waiting: state.waits.all(),
+    }))
 }
 
 /// Alive: the database answers.
@@ -200,11 +223,16 @@ async fn readyz(
 async fn healthz(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> Result<axum::Json<Health>, ApiError> {
-    sqlx::query("SELECT 1")
-        .execute(&state.pool)
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("database unreachable: {e}")))?;
+    database_answers(&state.pool).await?;
     Ok(axum::Json(Health { status: "ok" }))
+}
+
+async fn database_answers(pool: &PgPool) -> Result<(), ApiError> {
+    sqlx::query("SELECT 1")
+        .execute(pool)
+        .await
+        .map(drop)
+        .map_err(|e| ApiError::Unavailable(format!("database unreachable: {e}")))
 }
 
 #[cfg(test)]

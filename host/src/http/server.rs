@@ -48,7 +48,7 @@ impl Default for EdgeLimits {
 
 /// Serve `router` on `listener` until `shutdown`, then drain within the grace period.
 pub async fn serve(
-    listener: TcpListener,
+    listener: &TcpListener,
     router: Router,
     limits: EdgeLimits,
     shutdown: CancellationToken,
@@ -99,7 +99,6 @@ pub async fn serve(
             drop(permit);
         });
     }
-    drop(listener);
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(limits.shutdown_grace) => {

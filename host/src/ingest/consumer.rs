@@ -9,13 +9,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use rdkafka::ClientContext;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
-};
-use rdkafka::error::KafkaResult;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::types::RDKafkaRespErr;
 use sqlx::PgPool;
 use tokio::runtime::Handle;
@@ -23,7 +21,7 @@ use tokio::runtime::Handle;
 use super::IngestSettings;
 use crate::db;
 use crate::domain::Consumed;
-use crate::kafka::{self, CLASSIC_ONLY_OPTIONS, GroupProtocol, KafkaSettings};
+use crate::kafka::{self, KafkaSettings};
 use crate::metrics::Metrics;
 
 pub type IngestConsumer = BaseConsumer<IngestContext>;
@@ -33,122 +31,14 @@ pub type IngestConsumer = BaseConsumer<IngestContext>;
 /// skips them: the stored position is the fence either way).
 const REVOKE_PATIENCE: Duration = Duration::from_secs(5);
 
-/// What `GroupProtocol::Auto` means for these settings and brokers, found out once at start:
-/// `classic` if the options set a classic-only property (`session.timeout.ms`, …) or the
-/// broker refuses the consumer group protocol, `consumer` otherwise. A throwaway member of a
-/// group of its own (`<group>.protocol-probe`, subscribed to an ingest topic, reading nothing) asks
-/// the group coordinator; it blocks for one heartbeat round trip (`PROBE_TIMEOUT` against a
-/// broker without the protocol).
-pub fn resolve_group_protocol(settings: &KafkaSettings) -> GroupProtocol {
-    if settings.group_protocol != GroupProtocol::Auto {
-        return settings.group_protocol;
-    }
-    if let Some((_, value)) = settings.options.iter().find(|(k, _)| k == "group.protocol") {
-        return value.parse().unwrap_or(GroupProtocol::Consumer);
-    }
-    if let Some((key, _)) = settings
-        .options
-        .iter()
-        .find(|(k, _)| CLASSIC_ONLY_OPTIONS.contains(&k.as_str()))
-    {
-        tracing::info!(option = %key, "a classic-protocol property is set: the consumer groups \
-                       use the classic protocol (cooperative-sticky)");
-        return GroupProtocol::Classic;
-    }
-    match probe_consumer_protocol(settings) {
-        Ok(true) => GroupProtocol::Consumer,
-        Ok(false) => {
-            tracing::info!(
-                "the broker does not support the consumer group protocol (KIP-848): \
-                            the consumer groups use the classic protocol (cooperative-sticky)"
-            );
-            GroupProtocol::Classic
-        }
-        Err(e) => {
-            tracing::warn!(error = %format!("{e:#}"), "cannot tell whether the broker supports \
-                           the consumer group protocol; using it (--group-protocol classic if not)");
-            GroupProtocol::Consumer
-        }
-    }
-}
-
-/// Long enough for a coordinator lookup and one heartbeat on a loaded broker.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// `Ok(true)` once a consumer-protocol member is in its group, `Ok(false)` if the broker
-/// refused the protocol or answers everything but that.
-fn probe_consumer_protocol(settings: &KafkaSettings) -> anyhow::Result<bool> {
-    let group = format!("{}.protocol-probe", settings.group_id);
-    let mut config = kafka::consumer_config(settings, &group, "sluice-protocol-probe");
-    // It reads nothing: from the end, and only until its first assignment.
-    config
-        .set("group.protocol", "consumer")
-        .set("auto.offset.reset", "latest");
-    for key in CLASSIC_ONLY_OPTIONS {
-        config.remove(key);
-    }
-    let probe: BaseConsumer<ProbeContext> = config
-        .create_with_context(ProbeContext::default())
-        .context("creating the group protocol probe")?;
-    // The client heartbeats only once its subscription's topics are known: one Sluice reads.
-    let topic = settings.routes.topics().next().unwrap_or(&settings.topic);
-    probe
-        .subscribe(&[topic])
-        .context("subscribing the group protocol probe")?;
-    let deadline = Instant::now() + PROBE_TIMEOUT;
-    while Instant::now() < deadline {
-        // Its records and errors do not matter; only whether it gets into its group.
-        let _ = probe.poll(Duration::from_millis(20));
-        if let Some((code, reason)) = probe.client().fatal_error() {
-            return match code {
-                RDKafkaErrorCode::UnsupportedFeature | RDKafkaErrorCode::UnsupportedVersion => {
-                    Ok(false)
-                }
-                _ => Err(anyhow::anyhow!("the probe failed: {reason}")),
-            };
-        }
-        if probe.context().joined.load(Ordering::Relaxed) {
-            return Ok(true);
-        }
-    }
-    // librdkafka reports no error for a broker without the protocol: it finds no coordinator
-    // to ask and keeps looking. A broker that answers a metadata request, has the topic, but
-    // gave the member no group is such a broker. (A member whose topic does not exist yet does
-    // not heartbeat at all: that says nothing about the broker.)
-    let metadata = probe
-        .fetch_metadata(Some(topic), Duration::from_secs(2))
-        .context("the brokers do not answer")?;
-    let topic_exists = metadata
-        .topics()
-        .iter()
-        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
-    anyhow::ensure!(topic_exists, "topic {topic} does not exist (yet)");
-    Ok(false)
-}
-
-/// Notes the probe's first assignment: it is in its group.
-#[derive(Default)]
-struct ProbeContext {
-    joined: AtomicBool,
-}
-
-impl ClientContext for ProbeContext {}
-
-impl ConsumerContext for ProbeContext {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if matches!(rebalance, Rebalance::Assign(_)) {
-            self.joined.store(true, Ordering::Relaxed);
-        }
-    }
-}
-
 /// The consumer stopped for good (librdkafka's fatal error), with what to do about it.
 pub fn fatal_error(consumer: &IngestConsumer) -> Option<anyhow::Error> {
     kafka::fatal_error(consumer.client())
         .map(|reason| anyhow::anyhow!("the Kafka consumer stopped: {reason}"))
 }
 
-/// Build the group consumer. Offsets are never committed automatically: a position moves
+/// Build the group consumer, not subscribed yet (`kafka::membership::Subscription` subscribes
+/// it to the topics that exist). Offsets are never committed automatically: a position moves
 /// only after the Postgres transaction that applied the messages before it has committed.
 pub fn create(
     settings: &KafkaSettings,
@@ -174,14 +64,9 @@ pub fn create(
         // offsets), not only after a long first interval.
         config.set("statistics.interval.ms", "1000");
     }
-    let consumer: IngestConsumer = config
+    config
         .create_with_context(context)
-        .context("creating the Kafka consumer")?;
-    let topics: Vec<&str> = settings.routes.topics().collect();
-    consumer
-        .subscribe(&topics)
-        .with_context(|| format!("subscribing to {topics:?}"))?;
-    Ok(consumer)
+        .context("creating the Kafka consumer")
 }
 
 /// Consumer callbacks. Runs on the ingest thread, inside `poll`.
@@ -201,6 +86,14 @@ pub struct IngestContext {
 }
 
 impl ClientContext for IngestContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, line: &str) {
+        kafka::log_client_line(level, facility, line);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        kafka::log_client_error(&error, reason);
+    }
+
     /// librdkafka's periodic statistics: the lag of each assigned partition.
     fn stats(&self, statistics: Statistics) {
         let lag = &self.metrics.consumer_lag;

@@ -16,19 +16,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use rayon::prelude::*;
 use rdkafka::consumer::Consumer as _;
 use sqlx::PgPool;
 use tokio::runtime::Handle;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff;
 use crate::db;
 use crate::domain::{Consumed, Routes};
+use crate::kafka::membership::{self, GroupProtocolChoice, Subscription};
+use crate::kafka::topics::Seen;
 use crate::kafka::{self, KafkaSettings};
 use crate::metrics::Metrics;
 use crate::runtime::{Plugin, Registry};
+use crate::waiting::{Flow, Waits};
 use consumer::IngestConsumer;
 use keyed::Caller;
 use plan::{BatchContext, BatchReport, Handled};
@@ -107,7 +112,6 @@ impl IngestHealth {
 }
 
 pub struct Ingest {
-    pub consumer: IngestConsumer,
     pub pool: PgPool,
     pub runtime: Handle,
     /// The active plugin versions; each batch takes the version active when it starts.
@@ -126,6 +130,12 @@ pub struct Ingest {
     /// Whether any route keeps keyed state (then commits are not overlapped with the next
     /// batch's calls).
     pub keeps_state: bool,
+    /// Which of the routed topics exist (the member joins once one does).
+    pub topics: watch::Receiver<Seen>,
+    /// The group protocol, decided once for both groups.
+    pub protocol: Arc<GroupProtocolChoice>,
+    /// What ingest waits for, for `/readyz`.
+    pub waits: Arc<Waits>,
 }
 
 /// A batch being committed: one transaction per topic, in order.
@@ -144,12 +154,38 @@ impl Ingest {
     /// committed first; the batch in hand, whose calls the shutdown interrupted, is left
     /// uncommitted and read again by whoever owns its partitions next.
     pub fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        tracing::info!(routes = %self.routes, group = %self.kafka.group_id,
-                       protocol = %self.kafka.group_protocol,
-                       instance_id = self.kafka.instance_id.as_deref().unwrap_or("-"),
+        let wanted: Vec<String> = self.routes.topics().map(str::to_string).collect();
+        for topic in &wanted {
+            // Zero, not absent, until the member owns partitions.
+            self.metrics
+                .assigned_partitions
+                .get_or_create(&[("topic", topic.clone())])
+                .set(0);
+        }
+        let mut seen = self.topics.clone();
+        let kafka = self.runtime.block_on(membership::ready_to_join(
+            &self.protocol,
+            &mut seen,
+            &wanted,
+            (&self.waits, Flow::Ingest),
+            &shutdown,
+        ));
+        let Some(kafka) = kafka else {
+            return Ok(()); // shut down while waiting
+        };
+        let consumer = consumer::create(
+            &kafka,
+            self.pool.clone(),
+            self.runtime.clone(),
+            Arc::clone(&self.fence),
+            Arc::clone(&self.metrics),
+        )?;
+        tracing::info!(routes = %self.routes, group = %kafka.group_id,
+                       protocol = %kafka.group_protocol,
+                       instance_id = kafka.instance_id.as_deref().unwrap_or("-"),
                        plugin_threads = self.workers.current_num_threads(), "ingest started");
-        let consumed = self.consume(&shutdown);
-        let Self { consumer, .. } = self;
+        let subscription = Subscription::new(wanted, seen, Flow::Ingest);
+        let consumed = self.consume(&consumer, subscription, &shutdown);
         let leaving = Instant::now();
         // Closing runs the revocation (and its hand-over) and tells the coordinator.
         drop(consumer);
@@ -162,18 +198,26 @@ impl Ingest {
         consumed
     }
 
-    fn consume(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    fn consume(
+        &self,
+        consumer: &IngestConsumer,
+        mut subscription: Subscription,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
         // Records received while a commit was waiting for the database; they lead the next batch.
         let mut carried = Vec::new();
         let mut in_flight: Option<Commit> = None;
         while !shutdown.is_cancelled() {
+            subscription
+                .tend(consumer, &self.waits)
+                .context("subscribing to the routed topics")?;
             let batch =
-                consumer::poll_batch(&self.consumer, &self.settings, std::mem::take(&mut carried));
+                consumer::poll_batch(consumer, &self.settings, std::mem::take(&mut carried));
             if batch.is_empty() {
                 if let Some(commit) = in_flight.take() {
-                    self.finish(commit, shutdown, &mut carried);
+                    self.finish(consumer, commit, shutdown, &mut carried);
                 }
-                if let Some(fatal) = consumer::fatal_error(&self.consumer) {
+                if let Some(fatal) = consumer::fatal_error(consumer) {
                     return Err(fatal);
                 }
                 continue;
@@ -184,14 +228,14 @@ impl Ingest {
             if self.keeps_state
                 && let Some(commit) = in_flight.take()
             {
-                self.finish(commit, shutdown, &mut carried);
+                self.finish(consumer, commit, shutdown, &mut carried);
             }
             let Some(handled) = self.handle(batch, shutdown)? else {
                 tracing::info!("ingest stopped with a batch uncommitted; it will be redelivered");
                 return Ok(());
             };
             if let Some(commit) = in_flight.take() {
-                self.finish(commit, shutdown, &mut carried);
+                self.finish(consumer, commit, shutdown, &mut carried);
             }
             if shutdown.is_cancelled() {
                 // Calls in flight were interrupted for the shutdown: their outcomes are not
@@ -202,7 +246,7 @@ impl Ingest {
             in_flight = Some(self.start_commit(handled, shutdown));
         }
         if let Some(commit) = in_flight.take() {
-            self.finish(commit, shutdown, &mut carried);
+            self.finish(consumer, commit, shutdown, &mut carried);
         }
         tracing::info!("ingest stopped");
         Ok(())
@@ -349,6 +393,7 @@ impl Ingest {
     /// group keeps this member; anything that still arrives is carried into the next batch.
     fn finish(
         &self,
+        consumer: &IngestConsumer,
         mut commit: Commit,
         shutdown: &CancellationToken,
         carried: &mut Vec<Consumed>,
@@ -365,13 +410,13 @@ impl Ingest {
                 }
                 Err(_) => {
                     if !paused {
-                        self.set_paused(true);
+                        set_paused(consumer, true);
                         paused = true;
                     }
                     let until = Instant::now() + PATIENCE;
                     while Instant::now() < until && !shutdown.is_cancelled() {
-                        let polled = self.consumer.poll(Duration::from_millis(100));
-                        self.consumer.context().drop_revoked(carried);
+                        let polled = consumer.poll(Duration::from_millis(100));
+                        consumer.context().drop_revoked(carried);
                         match polled {
                             Some(Ok(message)) => carried.push(kafka::consumed(&message)),
                             Some(Err(e)) => {
@@ -384,7 +429,7 @@ impl Ingest {
             }
         };
         if paused {
-            self.set_paused(false);
+            set_paused(consumer, false);
             tracing::info!("batch committed after waiting; partitions resumed");
         }
         let Some(reports) = reports else {
@@ -395,7 +440,7 @@ impl Ingest {
             if report.queued > 0 {
                 self.relay_wake.notify_one();
             }
-            if let Err(e) = consumer::commit_positions(&self.consumer, &topic, &report.positions) {
+            if let Err(e) = consumer::commit_positions(consumer, &topic, &report.positions) {
                 // Postgres holds the truth; Kafka's copy catches up with the next batch.
                 tracing::warn!(error = %e, "copying positions to Kafka failed");
             }
@@ -424,18 +469,18 @@ impl Ingest {
             shadow_version: None,
         }
     }
+}
 
-    fn set_paused(&self, pause: bool) {
-        let result = self.consumer.assignment().and_then(|assignment| {
-            if pause {
-                self.consumer.pause(&assignment)
-            } else {
-                self.consumer.resume(&assignment)
-            }
-        });
-        if let Err(e) = result {
-            tracing::warn!(error = %e, pause, "changing partition pause state failed");
+fn set_paused(consumer: &IngestConsumer, pause: bool) {
+    let result = consumer.assignment().and_then(|assignment| {
+        if pause {
+            consumer.pause(&assignment)
+        } else {
+            consumer.resume(&assignment)
         }
+    });
+    if let Err(e) = result {
+        tracing::warn!(error = %e, pause, "changing partition pause state failed");
     }
 }
 

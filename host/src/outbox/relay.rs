@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use rdkafka::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{
     BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
@@ -115,7 +116,15 @@ fn opaque(round: u32, row: usize) -> usize {
     ((round as usize) << 32) | (row & 0xffff_ffff)
 }
 
-impl ClientContext for Deliveries {}
+impl ClientContext for Deliveries {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, line: &str) {
+        kafka::log_client_line(level, facility, line);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        kafka::log_client_error(&error, reason);
+    }
+}
 
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = usize;

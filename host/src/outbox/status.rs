@@ -1,45 +1,84 @@
 //! Orders flow, last step: the catalog side's verdicts come back on the status topic and
 //! update the orders. The two sides share no tables, only Kafka, as the original services did.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message as _};
 use sqlx::PgPool;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::backoff;
 use crate::db;
 use crate::domain::{StatusEvent, decode_verdicts};
-use crate::kafka::{self, KafkaSettings};
+use crate::kafka::membership::{self, GroupProtocolChoice, Subscription};
+use crate::kafka::topics::Seen;
+use crate::kafka::{self, Logged};
 use crate::otlp;
 use crate::trace::TraceParent;
+use crate::waiting::{Flow, Waits};
 
 const BATCH: usize = 1000;
 
-pub fn create_consumer(settings: &KafkaSettings) -> anyhow::Result<StreamConsumer> {
+type StatusConsumer = StreamConsumer<Logged>;
+
+/// Where the verdicts come from, and what the consumer of them waits for.
+pub struct StatusSource {
+    pub topic: String,
+    pub topics: watch::Receiver<Seen>,
+    pub protocol: Arc<GroupProtocolChoice>,
+    pub waits: Arc<Waits>,
+}
+
+/// The consumer of `source`'s topic, once it exists; `None` if shutdown came first.
+async fn join(
+    source: &mut StatusSource,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<(StatusConsumer, Subscription)>> {
+    let wanted = vec![source.topic.clone()];
+    let Some(settings) = membership::ready_to_join(
+        &source.protocol,
+        &mut source.topics,
+        &wanted,
+        (&source.waits, Flow::OrderStatus),
+        shutdown,
+    )
+    .await
+    else {
+        return Ok(None);
+    };
     // Offsets are committed only after the update committed: at least once, and the update
     // is idempotent.
-    let consumer: StreamConsumer =
-        kafka::member_config(settings, &settings.orders_group_id, "sluice-order-status")
-            .create()
+    let consumer: StatusConsumer =
+        kafka::member_config(&settings, &settings.orders_group_id, "sluice-order-status")
+            .create_with_context(Logged)
             .context("creating the status consumer")?;
-    consumer
-        .subscribe(&[&settings.status_topic])
-        .with_context(|| format!("subscribing to {}", settings.status_topic))?;
-    Ok(consumer)
+    let subscription = Subscription::new(wanted, source.topics.clone(), Flow::OrderStatus);
+    Ok(Some((consumer, subscription)))
 }
 
 pub async fn run(
-    consumer: StreamConsumer,
+    mut source: StatusSource,
     pool: PgPool,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let Some((consumer, mut subscription)) = join(&mut source, &shutdown).await? else {
+        return Ok(());
+    };
+    let mut tend = tokio::time::interval(kafka::topics::WHILE_MISSING);
     loop {
         let first = tokio::select! {
             () = shutdown.cancelled() => break,
+            _ = tend.tick() => {
+                subscription
+                    .tend(&consumer, &source.waits)
+                    .with_context(|| format!("subscribing to {}", source.topic))?;
+                continue;
+            }
             received = consumer.recv() => received,
         };
         let first = match first {

@@ -23,4 +23,5 @@ mod plugin_swap;
 mod poison;
 mod seed_walkthrough;
 mod serve_process;
+mod start_order;
 mod tls;

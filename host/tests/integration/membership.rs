@@ -425,21 +425,17 @@ async fn auto_falls_back_to_the_classic_protocol_on_a_broker_without_the_new_one
     let (broker, topic, db_url, pool) = Stack::start_embedded(4).await.into_parts();
     let kafka = broker.embedded().expect("an embedded broker");
     let mut settings = common::settings(&db_url, &broker, &topic, "probe");
+    let resolve = |kafka: &sluice::kafka::KafkaSettings| {
+        sluice::kafka::membership::resolve_group_protocol(kafka, &topic)
+    };
     assert_eq!(
-        sluice::ingest::consumer::resolve_group_protocol(&settings.kafka),
+        resolve(&settings.kafka),
         GroupProtocol::Consumer,
         "the embedded broker has the consumer group protocol"
     );
-    let mut missing = settings.kafka.clone();
-    missing.routes = sluice::domain::Routes::single("no-such-topic", "stock");
-    assert_eq!(
-        sluice::ingest::consumer::resolve_group_protocol(&missing),
-        GroupProtocol::Consumer,
-        "a topic that does not exist yet says nothing against the broker"
-    );
     settings.kafka.options = vec![("session.timeout.ms".into(), "6000".into())];
     assert_eq!(
-        sluice::ingest::consumer::resolve_group_protocol(&settings.kafka),
+        resolve(&settings.kafka),
         GroupProtocol::Classic,
         "a classic-only property selects the classic protocol"
     );
@@ -447,7 +443,7 @@ async fn auto_falls_back_to_the_classic_protocol_on_a_broker_without_the_new_one
     settings.kafka.options.clear();
     let started = Instant::now();
     assert_eq!(
-        sluice::ingest::consumer::resolve_group_protocol(&settings.kafka),
+        resolve(&settings.kafka),
         GroupProtocol::Classic,
         "a broker that refuses the consumer group protocol gets the classic one"
     );

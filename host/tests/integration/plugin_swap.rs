@@ -216,8 +216,30 @@ async fn installs_are_validated_authorized_rolled_back_and_followed_by_the_fleet
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_swaps_under_load_lose_and_double_nothing() {
-    // Arrange: a process watching a plugin directory, and plenty of stock.
     let (broker, topic, db_url, pool) = Stack::start(8).await.into_parts();
+    swaps_under_load(broker, topic, db_url, pool).await;
+}
+
+/// The same on a standalone broker (another librdkafka's mock cluster, in a process of its
+/// own), with `sluice serve` started before its topic exists: the load's first record creates
+/// it, as a deployment's first producer does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_swaps_under_load_on_a_standalone_broker_started_before_the_topic() {
+    common::init_logging();
+    let broker = Broker::start_standalone();
+    let topic = format!("orders-{}", uuid::Uuid::new_v4().simple());
+    let db_url = fresh_database().await;
+    let pool = sluice::db::connect_and_migrate(&secrecy::SecretString::from(db_url.clone()), 3)
+        .await
+        .unwrap();
+    swaps_under_load(broker, topic, db_url, pool).await;
+}
+
+/// Twenty swaps v1 <-> v2 under a steady load on `topic` of `broker` (which may not exist yet:
+/// the load creates it then): every record decided once, by a version whose logic matches
+/// what was applied.
+async fn swaps_under_load(broker: Broker, topic: String, db_url: String, pool: sqlx::PgPool) {
+    // Arrange: a process watching a plugin directory, and plenty of stock.
     let initial = workload::add_products(&pool, 10, 10_000_000).await;
     let dir = tempfile::tempdir().unwrap();
     let config = ServeConfig::new(&db_url, broker.bootstrap(), &topic, "load-group")

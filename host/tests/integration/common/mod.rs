@@ -144,6 +144,8 @@ pub async fn empty_database() -> String {
 /// The broker a test talks to.
 pub struct Broker {
     embedded: Option<EmbeddedKafka>,
+    /// A standalone broker's process (its stdin: it stops when this closes it).
+    standalone: Option<std::process::Child>,
     bootstrap: String,
 }
 
@@ -153,6 +155,7 @@ impl Broker {
         match std::env::var("SLUICE_TEST_KAFKA_BROKERS") {
             Ok(bootstrap) => Self {
                 embedded: None,
+                standalone: None,
                 bootstrap,
             },
             Err(_) => Self::start_embedded(),
@@ -167,6 +170,43 @@ impl Broker {
         Self {
             bootstrap: kafka.bootstrap_servers().to_string(),
             embedded: Some(kafka),
+            standalone: None,
+        }
+    }
+
+    /// A standalone broker in a process of its own (`host/tests/brokers/mock_cluster.py`:
+    /// librdkafka 2.16's mock cluster, three brokers, hosted by Python's confluent-kafka, which
+    /// `scripts/setup --test` installs): another broker version than the host's client, with a
+    /// Kafka broker's defaults (topics created by their first produce, 4 partitions; a new
+    /// group's first rebalance delayed 3 s; the consumer group protocol's 45 s session timeout).
+    pub fn start_standalone() -> Self {
+        use std::io::BufRead as _;
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let python = root.join("target/e2e-venv/bin/python3");
+        assert!(
+            python.exists(),
+            "{} is missing: scripts/setup --test installs it",
+            python.display()
+        );
+        let mut child = std::process::Command::new(python)
+            .arg(root.join("host/tests/brokers/mock_cluster.py"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("starting the standalone broker");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("its stdout"))
+            .read_line(&mut line)
+            .expect("reading the standalone broker's address");
+        assert!(
+            !line.trim().is_empty(),
+            "the standalone broker printed no address"
+        );
+        Self {
+            embedded: None,
+            standalone: Some(child),
+            bootstrap: line.trim().to_string(),
         }
     }
 
@@ -179,24 +219,41 @@ impl Broker {
     }
 
     pub async fn create_topic(&self, topic: &str, partitions: i32) {
-        match &self.embedded {
-            Some(kafka) => kafka
+        if let Some(kafka) = &self.embedded {
+            return kafka
                 .create_topic(topic, partitions)
-                .expect("creating topic"),
-            None => {
-                let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-                    .set("bootstrap.servers", &self.bootstrap)
-                    .create()
-                    .expect("admin client");
-                let topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
-                let results = admin
-                    .create_topics([&topic], &AdminOptions::new())
-                    .await
-                    .expect("create_topics");
-                for result in results {
-                    result.expect("topic created");
-                }
-            }
+                .expect("creating topic");
+        }
+        if self.standalone.is_some() {
+            // The mock cluster has no CreateTopics: a producer's metadata request creates the
+            // topic, with the broker's default partition count.
+            let producer: rdkafka::producer::BaseProducer = ClientConfig::new()
+                .set("bootstrap.servers", &self.bootstrap)
+                .create()
+                .expect("a producer");
+            let topic = topic.to_string();
+            tokio::task::spawn_blocking(move || {
+                use rdkafka::producer::Producer as _;
+                producer
+                    .client()
+                    .fetch_metadata(Some(&topic), Duration::from_secs(10))
+                    .expect("the standalone broker creates the topic")
+            })
+            .await
+            .expect("creating a topic");
+            return;
+        }
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .create()
+            .expect("admin client");
+        let topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+        let results = admin
+            .create_topics([&topic], &AdminOptions::new())
+            .await
+            .expect("create_topics");
+        for result in results {
+            result.expect("topic created");
         }
     }
 
@@ -206,6 +263,15 @@ impl Broker {
             .set("linger.ms", "0")
             .create()
             .expect("test producer")
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.standalone.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

@@ -1,11 +1,17 @@
 //! Kafka plumbing both flows share: the settings, client configurations, topic names, and the
 //! conversion of rdkafka's messages and headers to and from the domain's records.
 
+pub mod membership;
+pub mod topics;
+
 use std::fmt;
 use std::str::FromStr;
 
 use rdkafka::ClientConfig;
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::ConsumerContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header as KafkaHeader, Headers as _, OwnedHeaders};
 
 use crate::domain::{Consumed, Header, Routes};
@@ -191,6 +197,69 @@ pub fn fatal_error<C: rdkafka::ClientContext>(
     };
     Some(format!("{reason}{hint}"))
 }
+
+/// A client's error callback, for every client of Sluice's: errors that librdkafka recovers
+/// from by itself while Sluice waits (a broker that does not answer, a topic not there yet)
+/// are warnings (readiness says what a flow waits for); the others are errors.
+pub fn log_client_error(error: &KafkaError, reason: &str) {
+    use RDKafkaErrorCode::*;
+    let recovers = matches!(
+        error.rdkafka_error_code(),
+        Some(
+            BrokerTransportFailure
+                | AllBrokersDown
+                | Resolve
+                | BrokerNotAvailable
+                | UnknownTopicOrPartition
+                | UnknownTopic
+                | UnknownPartition
+                | OperationTimedOut
+                | RequestTimedOut
+                | NetworkException
+                | CoordinatorNotAvailable
+                | NotCoordinator
+                | LeaderNotAvailable
+                | NotLeaderForPartition
+        )
+    );
+    if recovers {
+        tracing::warn!(target: "librdkafka", "{error}: {reason}");
+    } else {
+        tracing::error!(target: "librdkafka", "{error}: {reason}");
+    }
+}
+
+/// A client's log callback, for every client of Sluice's: librdkafka's own levels, except that
+/// a failed connection (facility `FAIL`, which it logs as an error and retries) is a warning.
+pub fn log_client_line(level: RDKafkaLogLevel, facility: &str, line: &str) {
+    use RDKafkaLogLevel::*;
+    match level {
+        Emerg | Alert | Critical | Error if facility != "FAIL" => {
+            tracing::error!(target: "librdkafka", "{facility} {line}")
+        }
+        Emerg | Alert | Critical | Error | Warning => {
+            tracing::warn!(target: "librdkafka", "{facility} {line}")
+        }
+        Notice | Info => tracing::info!(target: "librdkafka", "{facility} {line}"),
+        Debug => tracing::debug!(target: "librdkafka", "{facility} {line}"),
+    }
+}
+
+/// The context of a client that needs nothing but Sluice's logging of its errors.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Logged;
+
+impl ClientContext for Logged {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, line: &str) {
+        log_client_line(level, facility, line);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        log_client_error(&error, reason);
+    }
+}
+
+impl ConsumerContext for Logged {}
 
 /// The headers of a consumed message.
 pub fn headers_of(message: &impl rdkafka::Message) -> Vec<Header> {

@@ -244,11 +244,14 @@ async fn the_metrics_and_the_trace_show_what_an_order_went_through() {
             "sluice_outbox_publish_latency_seconds_count",
             &[],
         )?;
-        (applied == 1.0 && caught_up && published >= 1.0).then_some(())
+        // The order's event and its verdict both published (the verdict is queued by the
+        // batch that applied the order, and published a moment later).
+        let backlog = metric(exposition, "sluice_outbox_backlog_rows", &[])?;
+        (applied == 1.0 && caught_up && published >= 1.0 && backlog == 0.0).then_some(())
     };
     let exposition = eventually(
         Duration::from_secs(15),
-        "the applied record, the outbox publish and a zero lag in /metrics",
+        "the applied record, the outbox published and a zero lag in /metrics",
         || async {
             let response = app.http.get(app.url("/metrics")).send().await.ok()?;
             assert_eq!(response.status().as_u16(), 200);

@@ -243,7 +243,7 @@ async fn late_topics_are_consumed_under_the_default_protocol() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_topics_are_consumed_under_the_classic_protocol() {
-    late_topics(Broker::start_embedded(), "classic", LATE_TOPIC_BOUND).await;
+    late_topics(Broker::start(), "classic", LATE_TOPIC_BOUND).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

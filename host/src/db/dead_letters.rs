@@ -5,7 +5,7 @@ use sqlx::PgPool;
 use sqlx::types::Json;
 
 use super::Tx;
-use crate::domain::{Consumed, Header};
+use crate::domain::{Consumed, ErrorKind, Header, Outcome};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DeadLetter {
@@ -18,7 +18,8 @@ pub struct DeadLetter {
     pub payload: Option<Vec<u8>>,
     pub headers: Json<Vec<Header>>,
     pub event_id: Option<String>,
-    pub error_kind: String,
+    #[sqlx(try_from = "String")]
+    pub error_kind: ErrorKind,
     pub error: String,
     pub plugin: String,
     pub plugin_version: String,
@@ -85,7 +86,7 @@ pub async fn lock(tx: &mut Tx<'_>, id: i64) -> sqlx::Result<Option<DeadLetter>> 
 pub async fn record_redrive(
     tx: &mut Tx<'_>,
     id: i64,
-    outcome: &str,
+    outcome: Outcome,
     reason: Option<&str>,
     resolved: bool,
 ) -> sqlx::Result<()> {
@@ -97,7 +98,7 @@ pub async fn record_redrive(
          WHERE id = $1",
     )
     .bind(id)
-    .bind(outcome)
+    .bind(outcome.as_str())
     .bind(reason)
     .bind(resolved)
     .execute(&mut **tx)

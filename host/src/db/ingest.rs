@@ -6,7 +6,7 @@ use sqlx::PgPool;
 use sqlx::types::Json;
 
 use super::Tx;
-use crate::domain::{Consumed, Header};
+use crate::domain::{Consumed, ErrorKind, Header, Outcome};
 
 /// Create any missing position rows and lock all of them, in partition order, for the
 /// rest of the transaction. Returns partition → next offset to apply.
@@ -161,8 +161,8 @@ pub struct Outcomes {
     pub partition: Vec<i32>,
     pub offset: Vec<i64>,
     pub event_id: Vec<Option<String>>,
-    pub outcome: Vec<&'static str>,
-    pub error_kind: Vec<Option<&'static str>>,
+    pub outcome: Vec<Outcome>,
+    pub error_kind: Vec<Option<ErrorKind>>,
     pub reason: Vec<Option<String>>,
     /// JSON text.
     pub mutations: Vec<Option<Vec<u8>>>,
@@ -184,8 +184,22 @@ pub async fn record_outcomes(
         .iter()
         .map(|m| m.as_deref().and_then(|json| std::str::from_utf8(json).ok()))
         .collect();
-    let decided = rows.outcome.iter().filter(|o| **o != "DUPLICATE").count();
-    let dead_lettered = rows.outcome.iter().filter(|o| **o == "DEAD_LETTER").count();
+    let decided = rows
+        .outcome
+        .iter()
+        .filter(|o| **o != Outcome::Duplicate)
+        .count();
+    let dead_lettered = rows
+        .outcome
+        .iter()
+        .filter(|o| **o == Outcome::DeadLetter)
+        .count();
+    let outcomes: Vec<&str> = rows.outcome.iter().map(|o| o.as_str()).collect();
+    let kinds: Vec<Option<&str>> = rows
+        .error_kind
+        .iter()
+        .map(|k| k.map(ErrorKind::as_str))
+        .collect();
     // The batch's row, then its records' (one round trip).
     sqlx::query(
         "WITH batch AS (
@@ -206,8 +220,8 @@ pub async fn record_outcomes(
     .bind(&rows.partition)
     .bind(&rows.offset)
     .bind(&rows.event_id)
-    .bind(&rows.outcome)
-    .bind(&rows.error_kind)
+    .bind(&outcomes)
+    .bind(&kinds)
     .bind(&rows.reason)
     .bind(&mutations)
     .bind(plugin)
@@ -224,7 +238,7 @@ pub async fn record_outcomes(
 pub struct DeadLetterRow {
     pub record: Consumed,
     pub event_id: Option<String>,
-    pub error_kind: &'static str,
+    pub error_kind: ErrorKind,
     pub error: String,
 }
 
@@ -246,7 +260,7 @@ pub async fn insert_dead_letters(
     let payloads: Vec<Option<&[u8]>> = records.clone().map(|r| r.payload.as_deref()).collect();
     let headers: Vec<Json<&Vec<Header>>> = records.map(|r| Json(&r.headers)).collect();
     let event_ids: Vec<Option<&str>> = rows.iter().map(|r| r.event_id.as_deref()).collect();
-    let kinds: Vec<&str> = rows.iter().map(|r| r.error_kind).collect();
+    let kinds: Vec<&str> = rows.iter().map(|r| r.error_kind.as_str()).collect();
     let errors: Vec<&str> = rows.iter().map(|r| r.error.as_str()).collect();
     sqlx::query(
         "INSERT INTO dead_letters (group_id, plugin, plugin_version, topic, partition, \"offset\",

@@ -1,16 +1,18 @@
 //! The vocabulary both flows share, validated at the edge; no I/O here: ids, orders and
 //! their statuses, mutations and what a route allows of them, the records Sluice consumes and
-//! produces, routes.
+//! produces, what became of them (outcomes, error kinds), routes.
 
 mod codec;
+mod outcome;
 mod output;
 mod records;
 mod routes;
 mod verdicts;
 
+pub use outcome::{ErrorKind, Outcome};
 pub use output::{
-    Allowances, MAX_RECORD_BYTES, Mutation, OutputLimits, emitted_event_id, emitted_headers,
-    state_change, valid_topic_name,
+    Allowances, MAX_RECORD_BYTES, Mutation, OutputLimits, SeenState, StateChange, emitted_event_id,
+    emitted_headers, state_change, valid_topic_name,
 };
 pub use records::{Consumed, EventKeys, Header, Record, decode_records, encode_records};
 pub use routes::Routes;

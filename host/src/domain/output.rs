@@ -33,15 +33,62 @@ impl Mutation {
     }
 }
 
-/// What a message's mutations make of its key's state: `None` leaves it, `Some(None)` clears
-/// it, `Some(Some(value))` sets it.
-#[allow(clippy::option_option)] // the three cases are the point
-pub fn state_change(mutations: &[Mutation]) -> Option<Option<&[u8]>> {
+/// What a message's mutations do to its key's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateChange<'a> {
+    Set(&'a [u8]),
+    Clear,
+}
+
+impl<'a> StateChange<'a> {
+    /// The key's state after the change.
+    pub fn value(self) -> Option<&'a [u8]> {
+        match self {
+            Self::Set(value) => Some(value),
+            Self::Clear => None,
+        }
+    }
+}
+
+/// The change `mutations` make to their key's state (the last one counts); `None`: they
+/// leave it as it is.
+pub fn state_change(mutations: &[Mutation]) -> Option<StateChange<'_>> {
     mutations.iter().rev().find_map(|mutation| match mutation {
-        Mutation::SetState(value) => Some(Some(value.as_slice())),
-        Mutation::ClearState => Some(None),
+        Mutation::SetState(value) => Some(StateChange::Set(value)),
+        Mutation::ClearState => Some(StateChange::Clear),
         _ => None,
     })
+}
+
+/// The state of its key a plugin call was given to see (contract 0.2).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum SeenState {
+    /// None to see: its route keeps no state, or its record has no key.
+    #[default]
+    NotGiven,
+    /// The key had no state.
+    Empty,
+    /// The key's state.
+    Value(Vec<u8>),
+}
+
+impl SeenState {
+    /// The key's state as given: `None` for none to see or an empty one.
+    pub fn value(&self) -> Option<&[u8]> {
+        match self {
+            Self::Value(value) => Some(value),
+            Self::NotGiven | Self::Empty => None,
+        }
+    }
+
+    pub fn is_given(&self) -> bool {
+        !matches!(self, Self::NotGiven)
+    }
+
+    /// What a call on a state route is given: the key's state, or that it had none.
+    pub fn of(state: Option<Vec<u8>>) -> Self {
+        state.map_or(Self::Empty, Self::Value)
+    }
 }
 
 /// The limits on one message's emitted records and state.

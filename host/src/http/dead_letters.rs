@@ -11,7 +11,7 @@ use super::error::ErrorBody;
 use super::{ApiError, ApiPath, ApiQuery, AppState};
 use crate::db;
 use crate::db::dead_letters::DeadLetter;
-use crate::domain::format_time;
+use crate::domain::{ErrorKind, Outcome, format_time};
 use crate::ingest::redrive;
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -81,29 +81,35 @@ pub struct DeadLetterView {
     offset: i64,
     key: Option<Bytes>,
     event_id: Option<String>,
-    error_kind: String,
+    error_kind: ErrorKind,
     error: String,
     plugin: String,
     plugin_version: String,
     created_at: String,
     redrive_count: i32,
     last_redrive_at: Option<String>,
-    last_redrive_outcome: Option<String>,
+    last_redrive_outcome: Option<Outcome>,
     last_redrive_reason: Option<String>,
     resolved_at: Option<String>,
-    /// The record's value (`null` for a tombstone); only when one dead letter is read.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Bytes>)]
-    payload: Option<Option<Bytes>>,
-    /// Only when one dead letter is read.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    headers: Option<Vec<HeaderView>>,
+    /// The record's value and headers: only when one dead letter is read.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    contents: Option<Contents>,
+}
+
+/// A dead letter's record, as read alone.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Contents {
+    /// The record's value (`null` for a tombstone).
+    payload: Option<Bytes>,
+    headers: Vec<HeaderView>,
 }
 
 impl DeadLetterView {
     fn new(row: DeadLetter, full: bool) -> Self {
-        let (payload, headers) = if full {
-            let headers = row
+        let contents = full.then(|| Contents {
+            payload: row.payload.as_deref().map(Bytes::of),
+            headers: row
                 .headers
                 .0
                 .iter()
@@ -111,11 +117,8 @@ impl DeadLetterView {
                     key: h.key.clone(),
                     value: h.value.as_deref().map(Bytes::of),
                 })
-                .collect();
-            (Some(row.payload.as_deref().map(Bytes::of)), Some(headers))
-        } else {
-            (None, None)
-        };
+                .collect(),
+        });
         Self {
             id: row.id,
             group_id: row.group_id,
@@ -131,11 +134,11 @@ impl DeadLetterView {
             created_at: format_time(row.created_at),
             redrive_count: row.redrive_count,
             last_redrive_at: row.last_redrive_at.map(format_time),
-            last_redrive_outcome: row.last_redrive_outcome,
+            // Written by `Outcome::as_str` only.
+            last_redrive_outcome: row.last_redrive_outcome.as_deref().and_then(Outcome::parse),
             last_redrive_reason: row.last_redrive_reason,
             resolved_at: row.resolved_at.map(format_time),
-            payload,
-            headers,
+            contents,
         }
     }
 }
@@ -211,9 +214,8 @@ pub async fn get(
 #[serde(rename_all = "camelCase")]
 pub struct RedriveResponse {
     id: i64,
-    /// `APPLIED`, `REJECTED`, `DEAD_LETTER` (failed again) or `DUPLICATE`.
-    #[schema(value_type = String, example = "APPLIED")]
-    outcome: &'static str,
+    /// `DEAD_LETTER` if it failed again.
+    outcome: Outcome,
     reason: Option<String>,
     plugin: String,
     plugin_version: String,

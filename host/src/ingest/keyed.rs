@@ -1,14 +1,16 @@
 //! Ingest, keyed state: on a route that keeps state, the records of one key are called one
 //! after another in offset order, each with the state the ones before it leave if they apply,
 //! starting from the state read before the calls. The transaction locks the keys and checks
-//! what each call saw (`plan`); where it differs (an earlier record of the key was not applied,
-//! a member changed the key meanwhile), the record is called again there, with the right state.
+//! what each call saw ([`decide`], through `plan`); where it differs (an earlier record of the
+//! key was not applied, a member changed the key meanwhile), the record is called again there,
+//! with the right state.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use super::plan::Handled;
-use crate::domain::{Allowances, Consumed, state_change};
+use super::plan::{self, BatchContext, Handled, Keyed, Mode, Plan};
+use crate::db::{self, Tx};
+use crate::domain::{Allowances, Consumed, SeenState, state_change};
 use crate::runtime::{Calls, HandleError, Plugin, bindings};
 
 /// What a route's calls need: its plugin version, the shadow candidate, what the route allows.
@@ -27,18 +29,18 @@ impl Caller {
         )
     }
 
-    /// Call one record: with its key's `state` on a route that keeps state (`Some`, the key's
-    /// state or `None`), with none otherwise. Synchronous CPU work: on a plugin thread.
+    /// Call one record, giving it `state` to see (`SeenState::NotGiven` where its route keeps
+    /// none or it has no key). Synchronous CPU work: on a plugin thread.
     pub fn call_one(
         (calls, shadow): &mut (Calls<'_>, Option<Calls<'_>>),
         record: Consumed,
-        state: Option<Option<&[u8]>>,
+        state: SeenState,
     ) -> Handled {
         let event_id = record.event_id();
         let tombstone = record.payload.is_none();
         // The record's buffers go to the plugin's message and come back.
         let message = bindings::Message::from(record);
-        let given = state.flatten();
+        let given = state.value();
         let result = calls.handle(&message, given);
         let shadow = shadow.as_mut().map(|calls| calls.handle(&message, given));
         Handled {
@@ -46,7 +48,7 @@ impl Caller {
             event_id,
             result,
             shadow,
-            seen_state: state.map(|s| s.map(<[u8]>::to_vec)),
+            seen_state: state,
         }
     }
 
@@ -61,11 +63,11 @@ impl Caller {
             .into_iter()
             .map(|record| {
                 if record.key.is_none() {
-                    return Self::call_one(calls, record, None);
+                    return Self::call_one(calls, record, SeenState::NotGiven);
                 }
-                let handled = Self::call_one(calls, record, Some(state.as_deref()));
+                let handled = Self::call_one(calls, record, SeenState::of(state.clone()));
                 if let Some(change) = handled.result.as_deref().ok().and_then(state_change) {
-                    state = change.map(<[u8]>::to_vec);
+                    state = change.value().map(<[u8]>::to_vec);
                 }
                 handled
             })
@@ -83,8 +85,12 @@ impl Caller {
         let kept = record.clone();
         let called = tokio::task::spawn_blocking(move || {
             let mut calls = caller.calls();
-            let keyed = caller.allowed.state && record.key.is_some();
-            Self::call_one(&mut calls, record, keyed.then_some(state.as_deref()))
+            let seen = if caller.allowed.state && record.key.is_some() {
+                SeenState::of(state)
+            } else {
+                SeenState::NotGiven
+            };
+            Self::call_one(&mut calls, record, seen)
         })
         .await;
         called.unwrap_or_else(|e| {
@@ -114,6 +120,72 @@ pub fn chains(records: &[Consumed]) -> Vec<Vec<usize>> {
         }
     }
     chains
+}
+
+/// Decide `records` of a route that keeps state, in the caller's transaction: lock the state
+/// of the keys their calls saw (in key order, after the stock), then decide with it. A record
+/// whose call saw another state than its key's at its place is called again there, in order,
+/// on this thread (plugin calls, bounded by their deadline); if such a call names a product
+/// whose stock is not locked, that stock is locked too and the batch decided again.
+/// `stock`: the locked stock of the products the first calls named.
+pub async fn decide(
+    tx: &mut Tx<'_>,
+    batch: &BatchContext,
+    mode: Mode,
+    records: &[&Handled],
+    new_ids: &HashSet<&str>,
+    mut stock: HashMap<String, i64>,
+    caller: &Caller,
+) -> sqlx::Result<Plan> {
+    let keys = plan::state_keys(records);
+    if keys.is_empty() {
+        return Ok(plan::plan(batch, mode, records, new_ids, &mut stock, None));
+    }
+    let states = db::state::lock(tx, &batch.plugin, &keys).await?;
+    // The products looked up already (found or not).
+    let mut looked_up: HashSet<String> = plan::touched_products(records)
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    loop {
+        let mut decided_stock = stock.clone();
+        let plan = tokio::task::block_in_place(|| {
+            let mut calls = caller.calls();
+            let mut recall = |handled: &Handled, state: SeenState| Handled {
+                // A redrive's event id is its dead letter's.
+                event_id: handled.event_id.clone(),
+                ..Caller::call_one(&mut calls, handled.record.clone(), state)
+            };
+            let keyed = Keyed {
+                states: states.clone(),
+                recall: &mut recall,
+            };
+            plan::plan(
+                batch,
+                mode,
+                records,
+                new_ids,
+                &mut decided_stock,
+                Some(keyed),
+            )
+        });
+        // Products only the second calls name are locked out of the usual order: a deadlock
+        // this rarely makes is PostgreSQL's to break, and the batch is retried.
+        let unlocked: Vec<&str> = plan
+            .unlocked
+            .iter()
+            .map(String::as_str)
+            .filter(|id| looked_up.insert(id.to_string()))
+            .collect();
+        if unlocked.is_empty() {
+            if plan.report.recalled > 0 {
+                tracing::debug!(topic = %batch.topic, recalled = plan.report.recalled,
+                                "records called again with their key's state");
+            }
+            return Ok(plan);
+        }
+        stock.extend(db::catalog::lock_stock(tx, &unlocked).await?);
+    }
 }
 
 #[cfg(test)]

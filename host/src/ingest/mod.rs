@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff;
 use crate::db;
-use crate::domain::{Consumed, Routes};
+use crate::domain::{Consumed, Outcome, Routes, SeenState};
 use crate::kafka::membership::{self, GroupProtocolChoice, Subscription};
 use crate::kafka::topics::Seen;
 use crate::kafka::{self, KafkaSettings};
@@ -264,8 +264,8 @@ impl Ingest {
         for (topic, records) in by_topic(batch) {
             // One version for the whole batch: a swap takes effect at the next one.
             let (plugin, shadow) = self.plugin_for(&topic)?;
-            let mut cx = self.batch_context(&topic, &plugin);
-            cx.shadow_version = shadow.as_ref().map(|s| s.version().to_string());
+            let mut batch = self.batch_context(&topic, &plugin);
+            batch.shadow_version = shadow.as_ref().map(|s| s.version().to_string());
             let caller = Arc::new(Caller {
                 plugin,
                 shadow,
@@ -273,13 +273,13 @@ impl Ingest {
             });
             if !caller.allowed.state {
                 let records = self.call_each(&caller, records);
-                handled.push((cx, records, None));
+                handled.push((batch, records, None));
                 continue;
             }
             let Some(records) = self.call_by_key(&caller, records, shutdown) else {
                 return Ok(None);
             };
-            handled.push((cx, records, Some(caller)));
+            handled.push((batch, records, Some(caller)));
         }
         Ok(Some(handled))
     }
@@ -292,7 +292,7 @@ impl Ingest {
                 .into_par_iter()
                 .map_init(
                     || caller.calls(),
-                    |calls, record| Caller::call_one(calls, record, None),
+                    |calls, record| Caller::call_one(calls, record, SeenState::NotGiven),
                 )
                 .collect()
         })
@@ -367,21 +367,21 @@ impl Ingest {
         let task = self.runtime.spawn(async move {
             let _positions_move = fence.lock_owned().await;
             let mut reports = Vec::with_capacity(batches.len());
-            for (cx, handled, caller) in &batches {
+            for (batch, handled, caller) in &batches {
                 let attempt = || async {
                     let started = Instant::now();
-                    let report = apply::apply_batch(&pool, cx, handled, caller.as_ref()).await?;
-                    metrics.observe_batch(&cx.topic, handled.len(), started.elapsed());
+                    let report = apply::apply_batch(&pool, batch, handled, caller.as_ref()).await?;
+                    metrics.observe_batch(&batch.topic, handled.len(), started.elapsed());
                     Ok::<_, sqlx::Error>(report)
                 };
                 let stuck = |e: &sqlx::Error| health.set_stuck(e.to_string());
                 let report = backoff::retry("committing a batch", &shutdown, attempt, stuck).await?;
                 health.committed(&report);
-                count_outcomes(&metrics, cx, &report);
-                tracing::debug!(topic = %cx.topic, plugin = %cx.plugin_version, applied = report.applied,
+                count_outcomes(&metrics, batch, &report);
+                tracing::debug!(topic = %batch.topic, plugin = %batch.plugin_version, applied = report.applied,
                                 rejected = report.rejected, dead_lettered = report.dead_lettered,
                                 duplicates = report.duplicates, stale = report.stale, "batch committed");
-                reports.push((cx.topic.clone(), report));
+                reports.push((batch.topic.clone(), report));
             }
             Some(reports)
         });
@@ -465,7 +465,7 @@ impl Ingest {
             plugin: plugin.name().to_string(),
             plugin_version: plugin.version().to_string(),
             status_topic: Some(self.kafka.status_topic.clone()),
-            dead_letter_topic: Some(format!("{topic}{}", self.kafka.dead_letter_suffix)),
+            dead_letter_topic: Some(self.kafka.dead_letter_topic(topic)),
             shadow_version: None,
         }
     }
@@ -484,21 +484,25 @@ fn set_paused(consumer: &IngestConsumer, pause: bool) {
     }
 }
 
-fn count_outcomes(metrics: &Metrics, cx: &BatchContext, report: &BatchReport) {
+fn count_outcomes(metrics: &Metrics, batch: &BatchContext, report: &BatchReport) {
+    let (plugin, version) = (&batch.plugin, &batch.plugin_version);
     for (outcome, n) in [
-        ("applied", report.applied),
-        ("rejected", report.rejected),
-        ("dead-lettered", report.dead_lettered),
-        ("duplicate", report.duplicates),
-        ("stale", report.stale),
+        (Outcome::Applied, report.applied),
+        (Outcome::Rejected, report.rejected),
+        (Outcome::DeadLetter, report.dead_lettered),
+        (Outcome::Duplicate, report.duplicates),
     ] {
-        metrics.observe_records(&cx.plugin, &cx.plugin_version, outcome, n);
+        metrics.observe_records(plugin, version, outcome.label(), n);
     }
+    metrics.observe_records(plugin, version, STALE, report.stale);
     for (topic, n) in &report.emitted {
         metrics.observe_emitted(topic, *n);
     }
-    metrics.called_again(&cx.plugin, report.recalled);
+    metrics.called_again(plugin, report.recalled);
 }
+
+/// The `outcome` label of records already decided and read again (a replay, a rebalance).
+const STALE: &str = "stale";
 
 /// Split a polled batch by topic, keeping each partition's order.
 fn by_topic(batch: Vec<Consumed>) -> Vec<(String, Vec<Consumed>)> {

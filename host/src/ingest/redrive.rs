@@ -9,7 +9,7 @@ use super::apply;
 use super::keyed::Caller;
 use super::plan::{BatchContext, Decision, Mode};
 use crate::db;
-use crate::domain::Allowances;
+use crate::domain::{Allowances, Outcome};
 use crate::runtime::Plugin;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +27,7 @@ pub enum RedriveError {
 /// What a redrive did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Redriven {
-    pub outcome: &'static str,
+    pub outcome: Outcome,
     pub reason: Option<String>,
     pub plugin: String,
     pub plugin_version: String,
@@ -73,7 +73,7 @@ pub async fn redrive(
     if letter.resolved_at.is_some() {
         return Err(RedriveError::AlreadyResolved(id));
     }
-    let cx = BatchContext {
+    let batch = BatchContext {
         group_id: letter.group_id.clone(),
         topic: letter.topic.clone(),
         plugin: plugin.name().to_string(),
@@ -86,7 +86,7 @@ pub async fn redrive(
         attempt: letter.redrive_count + 1,
     };
     let keyed = caller.allowed.state.then_some(&caller);
-    let plan = apply::decide_and_write(&mut tx, &cx, mode, &[&handled], keyed).await?;
+    let plan = apply::decide_and_write(&mut tx, &batch, mode, &[&handled], keyed).await?;
     let decision = plan
         .decisions
         .first()
@@ -100,14 +100,14 @@ pub async fn redrive(
     tx.commit().await?;
     tracing::info!(
         dead_letter = id,
-        outcome = decision.outcome(),
+        outcome = %decision.outcome(),
         reason = reason.as_deref().unwrap_or(""),
         "dead letter redriven"
     );
     Ok(Redriven {
         outcome: decision.outcome(),
         reason,
-        plugin: cx.plugin,
-        plugin_version: cx.plugin_version,
+        plugin: batch.plugin,
+        plugin_version: batch.plugin_version,
     })
 }

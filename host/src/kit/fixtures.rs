@@ -221,7 +221,7 @@ impl Fixture {
             (Expect::Ok { ok }, got) => *ok == got.is_ok(),
             (Expect::Mutations { mutations }, Ok(_)) => Some(mutations) == got_mutations.as_ref(),
             (Expect::Error { error, reason }, Err(e)) => {
-                e.kind() == error
+                e.kind().as_str() == error
                     && reason
                         .as_ref()
                         .is_none_or(|words| e.to_string().contains(words.as_str()))

@@ -1,6 +1,8 @@
 //! How the sandbox fails: a call (`HandleError`, costing only its record) or a component that
 //! cannot become a plugin (`LoadError`).
 
+use crate::domain::ErrorKind;
+
 /// How a plugin call failed. Every case costs only the message that caused it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HandleError {
@@ -25,15 +27,15 @@ pub enum HandleError {
 }
 
 impl HandleError {
-    /// A stable, machine-readable name for the failure, stored with the message's outcome.
-    pub fn kind(&self) -> &'static str {
+    /// What kind of failure it is, stored with the message's outcome.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::InvalidMessage(_) => "invalid-message",
-            Self::Rejected(_) => "rejected",
-            Self::Trap(_) => "trap",
-            Self::Timeout(_) => "timeout",
-            Self::Blocked(_) => "blocked",
-            Self::InvalidOutput(_) => "invalid-output",
+            Self::InvalidMessage(_) => ErrorKind::InvalidMessage,
+            Self::Rejected(_) => ErrorKind::Rejected,
+            Self::Trap(_) => ErrorKind::Trap,
+            Self::Timeout(_) => ErrorKind::Timeout,
+            Self::Blocked(_) => ErrorKind::Blocked,
+            Self::InvalidOutput(_) => ErrorKind::InvalidOutput,
         }
     }
 }

@@ -21,6 +21,7 @@ use bytes::Bytes;
 use sqlx::PgPool;
 
 use crate::db;
+use crate::domain::PluginName;
 use crate::metrics::Metrics;
 use crate::runtime::{LoadError, Plugin, Registry};
 
@@ -160,17 +161,9 @@ impl PluginControl {
     }
 }
 
-pub fn validate_name(name: &str) -> Result<(), InstallError> {
-    let valid = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if valid {
-        Ok(())
-    } else {
-        Err(InstallError::BadName(name.to_string()))
-    }
+/// `name` if it is a plugin's name (`PluginName`'s rule), else the refusal.
+pub fn validate_name(name: &str) -> Result<PluginName, InstallError> {
+    PluginName::parse(name).map_err(|_| InstallError::BadName(name.to_string()))
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 mod codec;
 mod outcome;
 mod output;
+mod plugin_name;
 mod records;
 mod routes;
 mod verdicts;
@@ -14,6 +15,7 @@ pub use output::{
     Allowances, MAX_RECORD_BYTES, Mutation, OutputLimits, SeenState, StateChange, emitted_event_id,
     emitted_headers, state_change, valid_topic_name,
 };
+pub use plugin_name::PluginName;
 pub use records::{Consumed, EventKeys, Header, Record, decode_records, encode_records};
 pub use routes::Routes;
 pub use verdicts::{

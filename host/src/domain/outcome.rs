@@ -175,4 +175,23 @@ mod tests {
         }
         assert_eq!(Outcome::parse("applied"), None);
     }
+
+    /// The README's table of error kinds lists each kind once, with its outcome, and no other.
+    #[test]
+    fn the_readme_lists_every_error_kind_with_its_outcome() {
+        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"));
+        let rows: Vec<&str> = readme
+            .lines()
+            .filter(|line| {
+                line.starts_with("| `")
+                    && (line.contains("| `REJECTED` |") || line.contains("| `DEAD_LETTER` |"))
+            })
+            .collect();
+        for kind in ErrorKind::ALL {
+            let row = format!("| `{}` | `{}` |", kind.as_str(), kind.outcome().as_str());
+            let found = rows.iter().filter(|r| r.starts_with(&row)).count();
+            assert_eq!(found, 1, "the README's row for {kind}: {row}");
+        }
+        assert_eq!(rows.len(), ErrorKind::ALL.len(), "{rows:#?}");
+    }
 }

@@ -9,7 +9,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, Secur
 use utoipa::openapi::{Content, Ref, RefOr, Response};
 
 use super::error::ErrorBody;
-use crate::domain::{FORMAT_CHARS, MAX_ID_LEN};
+use crate::domain::{FORMAT_CHARS, MAX_ID_LEN, PluginName};
 
 /// The scheme admin operations require.
 const ADMIN_SCHEME: &str = "adminToken";
@@ -100,12 +100,6 @@ fn escape(c: u32) -> String {
         format!("\\U{c:08x}")
     }
 }
-
-/// A plugin's name: 1 to 64 characters of a-z, 0-9, `-` and `_`.
-#[derive(utoipa::ToSchema)]
-#[schema(value_type = String, pattern = r"^[a-z0-9_-]{1,64}$", example = "stock")]
-#[allow(dead_code)]
-pub struct PluginName(String);
 
 #[derive(OpenApi)]
 #[openapi(
@@ -243,6 +237,25 @@ mod tests {
         for c in (0..=0x10FFFF).filter_map(char::from_u32) {
             assert_eq!(c.is_control(), within(CONTROL_CHARS, c.into()), "{c:?}");
             assert_eq!(c.is_whitespace(), within(WHITE_SPACE, c.into()), "{c:?}");
+        }
+    }
+
+    /// The plugin-name pattern of the document is the rule `PluginName::parse` applies, on
+    /// every one-byte name and at both length bounds.
+    #[test]
+    fn the_plugin_name_pattern_is_the_rule_the_api_applies() {
+        let schema = serde_json::to_value(PluginName::schema()).unwrap();
+        assert_eq!(schema["pattern"], PluginName::PATTERN);
+        let pattern = regex::Regex::new(PluginName::PATTERN).unwrap();
+        let mut names: Vec<String> = (0u8..=127).map(|b| char::from(b).to_string()).collect();
+        names.extend(["", "é", "stock-v2_b", "Stock", "a b"].map(String::from));
+        names.extend([63, 64, 65].map(|n| "a".repeat(n)));
+        for name in names {
+            assert_eq!(
+                pattern.is_match(&name),
+                PluginName::parse(&name).is_ok(),
+                "{name:?}"
+            );
         }
     }
 

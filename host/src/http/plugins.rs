@@ -13,12 +13,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::ErrorBody;
-use super::openapi::PluginName;
 use super::{ApiError, ApiPath, ApiQuery, AppState};
 use crate::control::{GuardStatus, InstallError, Installed};
 use crate::db;
-use crate::domain::format_time;
-use crate::domain::{Allowances, Routes};
+use crate::domain::{Allowances, PluginName, Routes, format_time};
 use crate::runtime::{Plugin, Slot};
 
 /// A plugin as this instance runs it.
@@ -114,9 +112,7 @@ pub struct InstallView {
     previous_version: Option<String>,
     /// `false` when this exact version was already active.
     changed: bool,
-    /// `active` or `shadow`.
-    #[schema(value_type = String)]
-    mode: &'static str,
+    mode: InstallMode,
     /// Topics routed to the plugin: none means it handles nothing until a route names it.
     topics: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -124,7 +120,7 @@ pub struct InstallView {
 }
 
 impl InstallView {
-    fn new(installed: Installed, mode: &'static str, routes: &Routes) -> Self {
+    fn new(installed: Installed, mode: InstallMode, routes: &Routes) -> Self {
         let topics = routes.topics_of(&installed.name);
         let note = topics.is_empty().then(|| {
             format!(
@@ -195,13 +191,22 @@ pub async fn get(
     Ok(Json(PluginView::new(&name, &slot, &state.routes, guard)))
 }
 
+/// What an install does with the version: `active` validates and activates it fleet-wide;
+/// `shadow` runs it beside the active version on live traffic, compared and never applied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InstallMode {
+    #[default]
+    Active,
+    Shadow,
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct InstallParams {
-    /// `active` (default): validate and activate fleet-wide; `shadow`: run it beside the
-    /// active version on live traffic, compared and never applied.
-    #[param(pattern = "^(active|shadow)$")]
-    mode: Option<String>,
+    /// `active` (the default) or `shadow`.
+    #[param(inline)]
+    mode: Option<InstallMode>,
 }
 
 /// Install a plugin version, fleet-wide: the component is validated first, and a refused one
@@ -256,14 +261,10 @@ pub async fn put(
             "the body must be the plugin component (.wasm bytes)".into(),
         ));
     }
-    let (installed, mode) = match params.mode.as_deref() {
-        None | Some("active") => (state.control.install(&name, body, "api").await, "active"),
-        Some("shadow") => (state.control.install_shadow(&name, body).await, "shadow"),
-        Some(other) => {
-            return Err(ApiError::BadRequest(format!(
-                "mode must be `active` or `shadow`, got `{other}`"
-            )));
-        }
+    let mode = params.mode.unwrap_or_default();
+    let installed = match mode {
+        InstallMode::Active => state.control.install(&name, body, "api").await,
+        InstallMode::Shadow => state.control.install_shadow(&name, body).await,
     };
     let installed = installed?;
     Ok((
@@ -449,13 +450,22 @@ pub async fn set_guard(
     done(state.control.set_guard(&name, setting.enabled).await)
 }
 
+/// How a record key is written in a URL path: `text`, the segment's text; `base64url`, the
+/// key's bytes in unpadded base64url (for keys that are not UTF-8).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyEncoding {
+    #[default]
+    Text,
+    Base64url,
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct StateParams {
-    /// `text` (default): the key is the path segment's text; `base64url`: the path segment is
-    /// the key's bytes in unpadded base64url (for keys that are not UTF-8).
-    #[param(pattern = "^(text|base64url)$")]
-    encoding: Option<String>,
+    /// `text` (the default) or `base64url`.
+    #[param(inline)]
+    encoding: Option<KeyEncoding>,
 }
 
 /// The state a plugin keeps for one record key.
@@ -498,21 +508,16 @@ pub async fn get_state(
 ) -> Result<Json<StateView>, ApiError> {
     use base64::Engine as _;
     slot_of(&state, &name)?;
-    let bytes = match params.encoding.as_deref() {
-        None | Some("text") => key.into_bytes(),
+    let bytes = match params.encoding.unwrap_or_default() {
+        KeyEncoding::Text => key.into_bytes(),
         // A key that does not decode names no state: not found, saying why.
-        Some("base64url") => base64::engine::general_purpose::URL_SAFE_NO_PAD
+        KeyEncoding::Base64url => base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(key.trim_end_matches('='))
             .map_err(|e| {
                 ApiError::NotFound(format!(
                     "plugin {name} keeps no state for that key: it is not base64url ({e})"
                 ))
             })?,
-        Some(other) => {
-            return Err(ApiError::BadRequest(format!(
-                "encoding must be `text` or `base64url`, got `{other}`"
-            )));
-        }
     };
     let (value, updated_at) = db::state::get(&state.pool, &name, &bytes)
         .await?
@@ -553,7 +558,11 @@ fn activated(
     installed: Result<Installed, InstallError>,
 ) -> Result<Json<InstallView>, ApiError> {
     let installed = installed?;
-    Ok(Json(InstallView::new(installed, "active", &state.routes)))
+    Ok(Json(InstallView::new(
+        installed,
+        InstallMode::Active,
+        &state.routes,
+    )))
 }
 
 /// The answer to a change with nothing to show.

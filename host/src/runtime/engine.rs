@@ -598,6 +598,19 @@ pub(crate) fn truncate(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
+/// The last `max` bytes of `text` (on a character boundary): where a panic's message is, after
+/// whatever a plugin wrote before it.
+pub(crate) fn tail(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
+}
+
 /// Advance the engine's epoch until the engine is gone: without it no deadline fires.
 fn spawn_epoch_ticker(engine: EngineWeak) -> std::io::Result<()> {
     std::thread::Builder::new()

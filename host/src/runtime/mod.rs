@@ -31,3 +31,6 @@ pub const STOCK_PLUGIN: &[u8] =
 pub fn version_of(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
+
+#[cfg(test)]
+mod tests;

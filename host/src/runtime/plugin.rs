@@ -10,7 +10,7 @@ use wasmtime::component::Component;
 use wasmtime::{Store, Trap};
 
 use super::bindings;
-use super::engine::{Isolation, Linked, PluginState, Sandbox, truncate};
+use super::engine::{Isolation, Linked, PluginState, Sandbox, tail};
 use super::error::{HandleError, LoadError, one_line};
 use super::wasi::WouldBlock;
 use crate::domain::{Allowances, Mutation, ProductId, Record};
@@ -267,7 +267,13 @@ impl Plugin {
         }
         let stderr = state.stderr.contents();
         let stderr = String::from_utf8_lossy(&stderr);
-        let stderr = truncate(stderr.trim(), 1024);
+        // Its end, where a panic's message is, on one line.
+        let stderr = stderr.trim();
+        let cut = tail(stderr, 1024);
+        let stderr = match cut.len() < stderr.len() {
+            true => format!("…{}", one_line(cut)),
+            false => one_line(cut),
+        };
         let reason = match error.downcast_ref::<Trap>() {
             Some(trap) => trap.to_string(),
             None => one_line(&format!("{error:#}")),

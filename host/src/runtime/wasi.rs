@@ -6,7 +6,7 @@
 //! sockets refuse to be created (TCP and UDP are off) and every name lookup fails; an outgoing
 //! HTTP request (`wasi:http`, which ComponentizeJS's `fetch` imports) is denied. Environment
 //! and arguments are empty, stdin is closed, stdout is discarded and stderr is captured (its
-//! first bytes go into the error report of a failed call). Nothing here may block: epoch deadlines
+//! last bytes go into the error report of a failed call). Nothing here may block: epoch deadlines
 //! interrupt wasm code, not a host call, so `pollable.block` and `poll` answer at once when
 //! something is ready and trap when the plugin would have to wait (a sleep, a timer, a poll on
 //! a clock).
@@ -150,8 +150,8 @@ pub fn context(stderr: Capture) -> WasiCtx {
         .build()
 }
 
-/// Keeps the first `capacity` bytes written to it and drops the rest (a chatty plugin is not
-/// an error); cleared between calls.
+/// Keeps the last `capacity` bytes written to it and drops what came before (a chatty plugin
+/// is not an error); cleared between calls.
 #[derive(Clone)]
 pub struct Capture {
     capacity: usize,
@@ -178,10 +178,14 @@ impl Capture {
         self.buffer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Keep the last `capacity` bytes written: a panic's message comes after whatever the
+    /// plugin wrote before it.
     fn keep(&self, bytes: &[u8]) {
         let mut buffer = self.lock();
-        let room = self.capacity.saturating_sub(buffer.len());
-        buffer.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        let bytes = &bytes[bytes.len().saturating_sub(self.capacity)..];
+        let over = (buffer.len() + bytes.len()).saturating_sub(self.capacity);
+        buffer.drain(..over);
+        buffer.extend_from_slice(bytes);
     }
 }
 

@@ -110,7 +110,7 @@ fn escape(c: u32) -> String {
             Admin operations (plugins, catalog upserts, dead letters) need \
             `Authorization: Bearer <SLUICE_ADMIN_TOKEN>`, or a loopback client where the \
             server was started that way (`sluice dev`, `--admin-open-on-loopback`).",
-        license(name = "MIT OR Apache-2.0"),
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     tags(
         (name = "orders", description = "Place orders and follow them"),
@@ -210,6 +210,17 @@ mod tests {
     use super::*;
     use crate::domain::{MAX_QUANTITY, MAX_UNIT_PRICE};
     use utoipa::PartialSchema;
+
+    /// One licence everywhere: the document's is the crate's, and the LICENSE file is its text.
+    #[test]
+    fn the_document_states_the_licence_of_the_code() {
+        let doc = base();
+        let license = doc.info.license.expect("a licence");
+        assert_eq!(license.name, env!("CARGO_PKG_LICENSE"));
+        let text = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../LICENSE"));
+        assert!(text.trim_start().starts_with("Apache License"), "LICENSE");
+        assert_eq!(env!("CARGO_PKG_LICENSE"), "Apache-2.0");
+    }
 
     /// The bounds the document states are the ones the handlers enforce.
     #[test]

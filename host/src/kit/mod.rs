@@ -103,15 +103,7 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
                 lang => interpreted::new(lang, &name, &dir, example)?,
             };
             println!("created {}", created.display());
-            let install = match lang {
-                Lang::Rust => "",
-                Lang::Python => "pip install -r requirements.txt && ",
-                Lang::Js => "npm install && ",
-            };
-            println!(
-                "next: cd {} && {install}sluice plugin test --fixtures fixtures/",
-                created.display()
-            );
+            println!("next: {}", next_steps(lang, &created));
             Ok(ExitCode::SUCCESS)
         }
         PluginCommand::Build { dir } => {
@@ -293,4 +285,33 @@ fn build_crate(dir: &Path) -> anyhow::Result<PathBuf> {
             dir.display()
         )
     })
+}
+
+/// What to run in a new plugin's directory: its tools (a Python plugin's in a virtual
+/// environment of its own: Debian's system Python refuses a bare `pip install`), then its tests.
+fn next_steps(lang: Lang, dir: &Path) -> String {
+    let install = match lang {
+        Lang::Rust => "",
+        Lang::Python => {
+            "python3 -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt && "
+        }
+        Lang::Js => "npm install && ",
+    };
+    format!(
+        "cd {} && {install}sluice plugin test --fixtures fixtures/",
+        dir.display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_python_plugin_s_tools_go_into_a_virtual_environment_first() {
+        let next = next_steps(Lang::Python, Path::new("p"));
+        let venv = next.find("python3 -m venv .venv").expect(&next);
+        assert!(venv < next.find("pip install").expect(&next), "{next}");
+        assert!(!next_steps(Lang::Rust, Path::new("p")).contains("pip"));
+    }
 }

@@ -8,6 +8,8 @@ use anyhow::{Context as _, bail};
 
 /// The SDK, the order parser and the contract, as this build has them.
 const SDK_LIB: &str = include_str!("../../../plugins/sdk/src/lib.rs");
+const SDK_SINCE_0_2: &str = include_str!("../../../plugins/sdk/src/since_0_2.rs");
+const SDK_ONLY_0_1: &str = include_str!("../../../plugins/sdk/src/only_0_1.rs");
 const ORDER_EVENT_LIB: &str = include_str!("../../../plugins/order-event/src/lib.rs");
 /// The build script that gives a plugin's component its small memory footprint.
 const FOOTPRINT: &str = include_str!("../../../plugins/sdk/footprint.rs");
@@ -49,7 +51,7 @@ pub fn new(name: &str, parent: &Path, example: Option<Example>) -> anyhow::Resul
         (".sluice/sdk".to_string(), WORKSPACE_OF_ITS_OWN)
     };
     let (lib, fixtures, serde) = match example {
-        None => (LIB.replace("{name}", name), FIXTURES, ""),
+        None => (LIB.to_string(), FIXTURES, ""),
         Some(Example::Velocity) => (VELOCITY_LIB.to_string(), VELOCITY_FIXTURES, SERDE),
     };
     write(
@@ -92,6 +94,8 @@ fn vendor_sdk(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(sluice.join("sdk/wit"))?;
     std::fs::create_dir_all(sluice.join("order-event/src"))?;
     write(&sluice.join("sdk/src/lib.rs"), SDK_LIB)?;
+    write(&sluice.join("sdk/src/since_0_2.rs"), SDK_SINCE_0_2)?;
+    write(&sluice.join("sdk/src/only_0_1.rs"), SDK_ONLY_0_1)?;
     write(&sluice.join("sdk/footprint.rs"), FOOTPRINT)?;
     write(&sluice.join("sdk/wit/handler.wit"), CONTRACT)?;
     write(
@@ -180,111 +184,11 @@ fn manifest(name: &str, footprint: Option<&str>, dependencies: &str) -> String {
 
 const SERDE: &str = "serde = { version = \"1\", features = [\"derive\"] }\nserde_json = \"1\"\n";
 
-const LIB: &str = r#"//! Plugin `{name}`: an order event takes its quantity out of the product's stock, unless it
-//! is larger than the `max-quantity` configured for this plugin (then it is rejected).
-
-use sluice_plugin::prelude::*;
-
-pub fn handle(message: &Message) -> Outcome {
-    let order = message.order()?;
-    let max: i64 = config_or("max-quantity", 1_000)?;
-    if order.quantity > max {
-        return Err(rejected(format!(
-            "{} units of {} ordered, at most {max} per order",
-            order.quantity, order.product_id
-        )));
-    }
-    debug(format!("order {} takes {} x {}", order.order_id, order.quantity, order.product_id));
-    Ok(vec![stock(order.product_id, -order.quantity)])
-}
-
-/// Run by the host before it activates a version.
-fn self_test() -> Result<(), String> {
-    let sample = sluice_plugin::testing::order("self-test", "P-1", 2);
-    match handle(&sample) {
-        Ok(mutations) if mutations == [stock("P-1", -2)] => Ok(()),
-        other => Err(format!("a 2-unit order gave {other:?}")),
-    }
-}
-
-sluice_plugin::export!(handle, self_test = self_test);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use sluice_plugin::testing;
-
-    #[test]
-    fn an_order_takes_its_quantity_out_of_stock() {
-        let outcome = handle(&testing::order("o-1", "CATALOG-0001", 3));
-        assert_eq!(
-            testing::adjustments(&outcome),
-            Some(vec![("CATALOG-0001".to_string(), -3)])
-        );
-    }
-
-    #[test]
-    fn an_order_over_the_configured_maximum_is_rejected_and_logged_nothing() {
-        testing::set_config("max-quantity", "5");
-        let outcome = handle(&testing::order("o-2", "CATALOG-0001", 6));
-        testing::clear_config();
-        let Err(HandlerError::Rejected(reason)) = outcome else {
-            panic!("expected a rejection, got {outcome:?}");
-        };
-        assert!(reason.contains("at most 5"), "{reason}");
-    }
-
-    #[test]
-    fn accepted_orders_are_logged() {
-        testing::clear_logs();
-        handle(&testing::order("o-3", "CATALOG-0002", 1)).unwrap();
-        let logs = testing::logs();
-        assert!(logs.iter().any(|(_, line)| line.contains("o-3")), "{logs:?}");
-    }
-
-    #[test]
-    fn a_message_that_is_not_an_order_is_invalid() {
-        let outcome = handle(&testing::message("hello"));
-        assert!(matches!(outcome, Err(HandlerError::InvalidMessage(_))), "{outcome:?}");
-    }
-
-    #[test]
-    fn the_self_test_passes() {
-        assert_eq!(self_test(), Ok(()));
-    }
-}
-"#;
-
-pub(super) const FIXTURES: &str = r#"{"name": "an order of 3", "key": "CATALOG-0001", "headers": [{"key": "event-id", "value": "o-1"}], "payload": "{\"orderId\":\"o-1\",\"userId\":\"u\",\"productId\":\"CATALOG-0001\",\"quantity\":3,\"unitPrice\":1500,\"totalPrice\":4500,\"createdAt\":\"2026-01-01T00:00:00Z\"}", "expect": {"mutations": [{"productId": "CATALOG-0001", "delta": -3}]}}
-{"name": "over the configured maximum", "payload": "{\"orderId\":\"o-2\",\"userId\":\"u\",\"productId\":\"CATALOG-0001\",\"quantity\":9,\"unitPrice\":1500,\"totalPrice\":13500,\"createdAt\":\"2026-01-01T00:00:00Z\"}", "config": {"max-quantity": "5"}, "expect": {"error": "rejected", "reason": "at most 5"}}
-{"name": "not an order", "payload": "hello", "expect": {"error": "invalid-message", "reason": "not JSON"}}
-"#;
-
-const README: &str = r#"# Plugin `{name}`
-
-A Sluice handler plugin. Unit tests run natively and on the real target:
-
-```sh
-cargo test                     # natively, fast
-sluice plugin test             # on wasm32-wasip2, under wasmtime, every test reported
-cargo test --target wasm32-wasip2   # the same with cargo alone (.cargo/config.toml names the runner)
-sluice plugin build            # → {target}/wasm32-wasip2/release/{lib}.wasm
-sluice plugin check {target}/wasm32-wasip2/release/{lib}.wasm
-sluice plugin test {target}/wasm32-wasip2/release/{lib}.wasm --fixtures fixtures/
-```
-
-Try it on live traffic without applying its output, then make it active:
-
-```sh
-curl -X PUT --data-binary @{target}/wasm32-wasip2/release/{lib}.wasm \
-     "localhost:8080/plugins/stock?mode=shadow"
-curl localhost:8080/plugins/stock/shadow
-curl -X POST localhost:8080/plugins/stock/shadow/promote   # once 100 records agreed; ?force=true before
-```
-
-Configure it with `--plugin-config {name}:max-quantity=5` (or `stock:max-quantity=5` when it
-runs as `stock`).
-"#;
+/// The Rust plugin a scaffold starts from: `plugins/template`, a crate built and tested like
+/// the others (its README's `{name}`, `{lib}` and `{target}` are filled in).
+const LIB: &str = include_str!("../../../plugins/template/src/lib.rs");
+pub(super) const FIXTURES: &str = include_str!("../../../plugins/template/fixtures/sample.jsonl");
+const README: &str = include_str!("../../../plugins/template/README.md");
 
 #[cfg(test)]
 mod tests {

@@ -66,22 +66,34 @@ pub mod bindings {
 }
 
 pub use bindings::sluice::handler::host::Level;
-#[cfg(not(sluice_contract_0_1))]
-pub use bindings::sluice::handler::types::Emitted;
 pub use bindings::sluice::handler::types::{Header, StockAdjustment};
 pub use bindings::{HandlerError, Message, Mutation};
+
+// The contract this source is built against: 0.2 as `sluice-plugin`, 0.1 as
+// `sluice-plugin-v0-1` (`v0.1/`, which sets `sluice_contract_0_1`). These lines are the switch;
+// all that differs is in `since_0_2` (emitted records, keyed state) and `only_0_1`.
+#[cfg(not(sluice_contract_0_1))]
+mod since_0_2;
+#[cfg(not(sluice_contract_0_1))]
+use since_0_2 as contract;
+#[cfg(not(sluice_contract_0_1))]
+pub use since_0_2::{Emitted, clear_state, emit, set_state, set_state_json, state, state_json};
+#[cfg(sluice_contract_0_1)]
+mod only_0_1;
+#[cfg(sluice_contract_0_1)]
+use only_0_1 as contract;
 
 /// What a handler returns: the mutations to apply, or why not.
 pub type Outcome = Result<Vec<Mutation>, HandlerError>;
 
 /// Everything a handler usually needs.
 pub mod prelude {
+    #[allow(unused_imports)] // nothing on contract 0.1
+    pub use crate::contract::prelude::*;
     pub use crate::{
         HandlerError, Level, Message, MessageExt as _, Mutation, OrderEvent, Outcome, config,
         config_or, debug, error, info, invalid, log, rejected, stock, warn,
     };
-    #[cfg(not(sluice_contract_0_1))]
-    pub use crate::{clear_state, emit, set_state, set_state_json, state, state_json};
 }
 
 #[doc(hidden)]
@@ -92,8 +104,7 @@ pub mod __private {
         Ok(())
     }
 
-    /// Run `handle` with `state` as the key's state [`crate::state`] reads.
-    #[cfg(not(sluice_contract_0_1))]
+    /// Run `handle` with `state` as the key's state (what `state()` reads, contract 0.2).
     pub fn with_state<T>(state: Option<Vec<u8>>, handle: impl FnOnce() -> T) -> T {
         crate::LOCAL.with_borrow_mut(|local| local.state = state);
         let output = handle();
@@ -102,125 +113,12 @@ pub mod __private {
     }
 }
 
-/// Export `handle` (a `fn(&Message) -> Outcome`) as the plugin, optionally with a self-test
-/// (a `fn() -> Result<(), String>`) the host runs before activating a version. The key's
-/// state the host passes is what [`state`] returns during the call.
-#[cfg(not(sluice_contract_0_1))]
-#[macro_export]
-macro_rules! export {
-    ($handle:path) => {
-        $crate::export!($handle, self_test = $crate::__private::no_self_test);
-    };
-    ($handle:path, self_test = $self_test:path) => {
-        struct __SluicePlugin;
-
-        impl $crate::bindings::Guest for __SluicePlugin {
-            fn handle(
-                message: $crate::Message,
-                state: ::core::option::Option<::std::vec::Vec<u8>>,
-            ) -> $crate::Outcome {
-                $crate::__private::with_state(state, || $handle(&message))
-            }
-
-            fn self_test() -> ::core::result::Result<(), ::std::string::String> {
-                $self_test()
-            }
-        }
-
-        $crate::bindings::__export_checked_handler!(__SluicePlugin);
-    };
-}
-
-/// Export `handle` (a `fn(&Message) -> Outcome`) as a contract 0.1 plugin, optionally with a
-/// self-test (a `fn() -> Result<(), String>`) the host runs before activating a version.
-#[cfg(sluice_contract_0_1)]
-#[macro_export]
-macro_rules! export {
-    ($handle:path) => {
-        $crate::export!($handle, self_test = $crate::__private::no_self_test);
-    };
-    ($handle:path, self_test = $self_test:path) => {
-        struct __SluicePlugin;
-
-        impl $crate::bindings::Guest for __SluicePlugin {
-            fn handle(message: $crate::Message) -> $crate::Outcome {
-                $handle(&message)
-            }
-
-            fn self_test() -> ::core::result::Result<(), ::std::string::String> {
-                $self_test()
-            }
-        }
-
-        $crate::bindings::__export_checked_handler!(__SluicePlugin);
-    };
-}
-
 /// Change `product_id`'s stock by `delta` (negative takes stock out).
 pub fn stock(product_id: impl Into<String>, delta: i64) -> Mutation {
     Mutation::StockAdjustment(StockAdjustment {
         product_id: product_id.into(),
         delta,
     })
-}
-
-/// Publish a record with this key and value to `topic` (one the operator allows for the
-/// route), in the transaction that applies the message. [`Emitted`] gives full control
-/// (headers, no key, a tombstone): `Mutation::Emit(Emitted { .. })`.
-#[cfg(not(sluice_contract_0_1))]
-pub fn emit(
-    topic: impl Into<String>,
-    key: impl Into<Vec<u8>>,
-    value: impl Into<Vec<u8>>,
-) -> Mutation {
-    Mutation::Emit(Emitted {
-        topic: topic.into(),
-        key: Some(key.into()),
-        value: Some(value.into()),
-        headers: Vec::new(),
-    })
-}
-
-/// The message key's state as the host passed it to this call (`None`: the key has none, the
-/// message has no key, or the route keeps no state).
-#[cfg(not(sluice_contract_0_1))]
-pub fn state() -> Option<Vec<u8>> {
-    LOCAL.with_borrow(|local| local.state.clone())
-}
-
-/// The key's state as JSON of type `T`; a state that does not parse is an `invalid` error.
-#[cfg(not(sluice_contract_0_1))]
-pub fn state_json<T: serde::de::DeserializeOwned>() -> Result<Option<T>, HandlerError> {
-    LOCAL.with_borrow(|local| {
-        local
-            .state
-            .as_deref()
-            .map(|bytes| {
-                serde_json::from_slice(bytes)
-                    .map_err(|e| invalid(format!("this key's state is not what it should be: {e}")))
-            })
-            .transpose()
-    })
-}
-
-/// Make `value` the message key's state once the message applies.
-#[cfg(not(sluice_contract_0_1))]
-pub fn set_state(value: impl Into<Vec<u8>>) -> Mutation {
-    Mutation::SetState(value.into())
-}
-
-/// [`set_state`] with `value` as JSON.
-#[cfg(not(sluice_contract_0_1))]
-pub fn set_state_json<T: serde::Serialize>(value: &T) -> Result<Mutation, HandlerError> {
-    serde_json::to_vec(value)
-        .map(Mutation::SetState)
-        .map_err(|e| invalid(format!("state: {e}")))
-}
-
-/// Remove the message key's state once the message applies.
-#[cfg(not(sluice_contract_0_1))]
-pub fn clear_state() -> Mutation {
-    Mutation::ClearState
 }
 
 /// The message cannot be used (the reason should name the field): a dead letter.
@@ -287,7 +185,6 @@ impl MessageExt for Message {
 struct Local {
     logs: Vec<(Level, String)>,
     config: HashMap<String, String>,
-    #[cfg(not(sluice_contract_0_1))]
     state: Option<Vec<u8>>,
 }
 
@@ -295,7 +192,6 @@ thread_local! {
     static LOCAL: RefCell<Local> = RefCell::new(Local {
         logs: Vec::new(),
         config: HashMap::new(),
-        #[cfg(not(sluice_contract_0_1))]
         state: None,
     });
 }
@@ -411,9 +307,12 @@ mod heap {
     }
 }
 
-/// For tests, natively and on wasm32-wasip2 alike: messages, configuration, log lines.
+/// For tests, natively and on wasm32-wasip2 alike: messages, configuration, log lines (and
+/// on contract 0.2, calls with a key's state and what they emit).
 pub mod testing {
     use super::*;
+    #[allow(unused_imports)] // nothing on contract 0.1
+    pub use crate::contract::testing::*;
 
     /// A message with this payload (topic `test`, partition 0, offset 0, no key or headers).
     pub fn message(payload: impl Into<Vec<u8>>) -> Message {
@@ -473,82 +372,8 @@ pub mod testing {
     }
 
     fn adjustment(mutation: &Mutation) -> Option<(String, i64)> {
-        #[cfg(not(sluice_contract_0_1))]
-        let Mutation::StockAdjustment(a) = mutation else {
-            return None;
-        };
-        #[cfg(sluice_contract_0_1)]
-        let Mutation::StockAdjustment(a) = mutation;
+        let a = crate::contract::stock_adjustment(mutation)?;
         Some((a.product_id.clone(), a.delta))
-    }
-
-    /// Call `handle` on `message` with `state` as its key's state, as the host would.
-    #[cfg(not(sluice_contract_0_1))]
-    pub fn call_with_state(
-        handle: impl FnOnce(&Message) -> Outcome,
-        message: &Message,
-        state: Option<Vec<u8>>,
-    ) -> Outcome {
-        crate::__private::with_state(state, || handle(message))
-    }
-
-    /// Call `handle` on `messages` one after another, each with the state the earlier ones
-    /// left (a refused message changes nothing), as the host does for one key's messages.
-    /// Returns each outcome and the state at the end.
-    #[cfg(not(sluice_contract_0_1))]
-    pub fn fold(
-        handle: impl Fn(&Message) -> Outcome,
-        messages: &[Message],
-        initial: Option<Vec<u8>>,
-    ) -> (Vec<Outcome>, Option<Vec<u8>>) {
-        let mut state = initial;
-        let mut outcomes = Vec::with_capacity(messages.len());
-        for message in messages {
-            let outcome = call_with_state(&handle, message, state.clone());
-            if let Ok(mutations) = &outcome {
-                for mutation in mutations {
-                    match mutation {
-                        Mutation::SetState(value) => state = Some(value.clone()),
-                        Mutation::ClearState => state = None,
-                        _ => {}
-                    }
-                }
-            }
-            outcomes.push(outcome);
-        }
-        (outcomes, state)
-    }
-
-    /// The records an outcome emits.
-    #[cfg(not(sluice_contract_0_1))]
-    pub fn emitted(outcome: &Outcome) -> Vec<Emitted> {
-        let Ok(mutations) = outcome else {
-            return Vec::new();
-        };
-        mutations
-            .iter()
-            .filter_map(|mutation| match mutation {
-                Mutation::Emit(emitted) => Some(emitted.clone()),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// The state an outcome leaves: `None` if it does not change it, `Some(None)` if it clears
-    /// it, `Some(Some(value))` if it sets it.
-    #[cfg(not(sluice_contract_0_1))]
-    #[allow(clippy::option_option)] // the three cases are the point
-    pub fn state_change(outcome: &Outcome) -> Option<Option<Vec<u8>>> {
-        outcome
-            .as_ref()
-            .ok()?
-            .iter()
-            .rev()
-            .find_map(|mutation| match mutation {
-                Mutation::SetState(value) => Some(Some(value.clone())),
-                Mutation::ClearState => Some(None),
-                _ => None,
-            })
     }
 }
 
@@ -601,51 +426,6 @@ mod tests {
         assert!(matches!(bad.text(), Err(HandlerError::InvalidMessage(r)) if r.contains("UTF-8")));
         assert!(matches!(bad.order(), Err(HandlerError::InvalidMessage(_))));
         assert_eq!(bad.header("event-id"), None);
-    }
-
-    #[cfg(not(sluice_contract_0_1))]
-    #[test]
-    fn state_reaches_the_handler_and_a_fold_carries_it_from_message_to_message() {
-        fn count(message: &Message) -> Outcome {
-            let seen: u64 = state_json()?.unwrap_or(0);
-            if message.payload == b"reset" {
-                return Ok(vec![clear_state()]);
-            }
-            if message.payload == b"refuse" {
-                return Err(rejected("refused"));
-            }
-            Ok(vec![
-                set_state_json(&(seen + 1))?,
-                emit("counts", "k", (seen + 1).to_string()),
-            ])
-        }
-        let messages: Vec<Message> = ["a", "b", "refuse", "c"]
-            .iter()
-            .map(|p| testing::message(*p))
-            .collect();
-        let (outcomes, state) = fold(count, &messages, Some(b"10".to_vec()));
-        assert_eq!(
-            state.as_deref(),
-            Some(&b"13"[..]),
-            "10 + three applied messages"
-        );
-        let [one] = emitted(&outcomes[3])
-            .try_into()
-            .expect("one record emitted");
-        assert_eq!(
-            (one.topic.as_str(), one.key.as_deref(), one.value.as_deref()),
-            ("counts", Some(&b"k"[..]), Some(&b"13"[..]))
-        );
-        assert_eq!(
-            state_change(&outcomes[2]),
-            None,
-            "a refusal changes nothing"
-        );
-        let reset = call_with_state(count, &testing::message("reset"), Some(b"3".to_vec()));
-        assert_eq!(state_change(&reset), Some(None));
-        let bad = call_with_state(count, &testing::message("a"), Some(b"not json".to_vec()));
-        assert!(matches!(bad, Err(HandlerError::InvalidMessage(r)) if r.contains("state")));
-        assert_eq!(super::state(), None, "no state outside a call");
     }
 
     #[test]

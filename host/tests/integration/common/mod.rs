@@ -1,7 +1,7 @@
 //! Test harness: real PostgreSQL (a fresh database per test) and a real Kafka-protocol broker
 //! (librdkafka's mock cluster on loopback TCP, or `SLUICE_TEST_KAFKA_BROKERS`), with the app
 //! driven from outside over HTTP and Kafka.
-#![allow(dead_code)] // each test binary uses a different part of the harness
+#![allow(dead_code)] // not every scenario uses every part of the harness
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

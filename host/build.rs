@@ -1,8 +1,8 @@
 //! Builds the bundled plugins for wasm32-wasip2 so that `cargo build` alone yields a `sluice`
-//! that runs out of the box: the stock plugin is embedded in the binary.
+//! that runs out of the box: the stock plugin and the sink are embedded in the binary.
 //!
-//! The embedded stock plugin is built a second time, for wasm32-unknown-unknown, and made a
-//! component here. It needs nothing from WASI, and without WASI imports a component is one core
+//! The embedded plugins are built a second time, for wasm32-unknown-unknown, and made
+//! components here. It needs nothing from WASI, and without WASI imports a component is one core
 //! instance: the wasip2 build imports std's WASI interfaces, and lowering those takes two more
 //! core modules (a shim and its fixup), which is most of what a fresh instance per record costs
 //! (README "Performance"). The wasip2 build stays: it is what `sluice plugin build` makes, and
@@ -11,17 +11,23 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Plugins built with every host build: (package, crate file stem). The stock plugin is
-/// embedded in the binary; the velocity example and the fixtures (hostile and versioned
+/// Plugins built with every host build: (package, crate file stem). The stock plugin and the
+/// sink are embedded in the binary; the examples and the fixtures (hostile and versioned
 /// plugins of contract 0.1; `tally`, of 0.2) are what the tests load (their directory is
 /// `SLUICE_FIXTURES_DIR` at compile time).
 const PLUGINS: &[(&str, &str)] = &[
     ("sluice-plugin-stock", "sluice_plugin_stock"),
+    ("sluice-plugin-sink", "sluice_plugin_sink"),
     ("sluice-plugin-velocity", "sluice_plugin_velocity"),
+    ("sluice-plugin-read-model", "sluice_plugin_read_model"),
     ("sluice-fixture-hostile", "sluice_fixture_hostile"),
     ("sluice-fixture-wrong-world", "sluice_fixture_wrong_world"),
     ("sluice-fixture-stock-v2", "sluice_fixture_stock_v2"),
     ("sluice-fixture-tally", "sluice_fixture_tally"),
+    (
+        "sluice-fixture-hostile-tables",
+        "sluice_fixture_hostile_tables",
+    ),
     ("sluice-fixture-stock-broken", "sluice_fixture_stock_broken"),
     (
         "sluice-fixture-failing-self-test",
@@ -31,6 +37,12 @@ const PLUGINS: &[(&str, &str)] = &[
         "sluice-fixture-sleepy-self-test",
         "sluice_fixture_sleepy_self_test",
     ),
+];
+
+/// The plugins embedded in the binary, built for wasm32-unknown-unknown.
+const EMBEDDED: [(&str, &str); 2] = [
+    ("sluice-plugin-stock", "sluice_plugin_stock"),
+    ("sluice-plugin-sink", "sluice_plugin_sink"),
 ];
 
 fn main() {
@@ -62,7 +74,7 @@ fn main() {
         root,
         &target_dir,
         "wasm32-unknown-unknown",
-        &["sluice-plugin-stock"],
+        &EMBEDDED.map(|(p, _)| p),
     );
     println!("cargo:rustc-env=SLUICE_FIXTURES_DIR={}", out_dir.display());
     for (_, stem) in PLUGINS {
@@ -74,17 +86,22 @@ fn main() {
         std::fs::copy(&built, &dest)
             .unwrap_or_else(|e| panic!("copying {} to {}: {e}", built.display(), dest.display()));
     }
-    let core = target_dir
-        .join("wasm32-unknown-unknown")
-        .join("plugin")
-        .join("sluice_plugin_stock.wasm");
-    let bytes = std::fs::read(&core).unwrap_or_else(|e| panic!("reading {}: {e}", core.display()));
-    let component = wit_component::ComponentEncoder::default()
-        .module(&bytes)
-        .and_then(|encoder| encoder.validate(true).encode())
-        .unwrap_or_else(|e| panic!("making {} a component: {e:#}", core.display()));
-    std::fs::write(out_dir.join("sluice_plugin_stock.wasm"), component)
-        .unwrap_or_else(|e| panic!("writing the embedded stock plugin: {e}"));
+    // The embedded ones replace their wasip2 builds in OUT_DIR (the tests load those files
+    // by the same names).
+    for (_, stem) in EMBEDDED {
+        let core = target_dir
+            .join("wasm32-unknown-unknown")
+            .join("plugin")
+            .join(format!("{stem}.wasm"));
+        let bytes =
+            std::fs::read(&core).unwrap_or_else(|e| panic!("reading {}: {e}", core.display()));
+        let component = wit_component::ComponentEncoder::default()
+            .module(&bytes)
+            .and_then(|encoder| encoder.validate(true).encode())
+            .unwrap_or_else(|e| panic!("making {} a component: {e:#}", core.display()));
+        std::fs::write(out_dir.join(format!("{stem}.wasm")), component)
+            .unwrap_or_else(|e| panic!("writing the embedded plugin {stem}: {e}"));
+    }
 }
 
 fn build_plugins(root: &Path, target_dir: &Path, target: &str, packages: &[&str]) {

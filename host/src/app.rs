@@ -14,6 +14,7 @@ use crate::backoff::Backoff;
 use crate::config::Settings;
 use crate::control::PluginControl;
 use crate::db;
+use crate::db::tables::Catalog;
 use crate::http::{self, AppState, OrderWriter, Shared};
 use crate::ingest::{self, Ingest, IngestHealth};
 use crate::kafka::membership::GroupProtocolChoice;
@@ -56,13 +57,25 @@ impl Application {
             settings.plugins.compiler.clone(),
             settings.plugins.compile_limits,
         ));
+        // The declared tables, read from the catalog: one Sluice cannot write refuses the
+        // start, saying why.
+        let declared = settings.kafka.routes.declared_tables();
+        let tables = Arc::new(Catalog::default());
+        tables
+            .load(&pool, &declared)
+            .await
+            .context("reading the declared tables")?;
         let control = Arc::new(PluginControl::new(
             pool.clone(),
             Arc::clone(&registry),
             settings.plugins.policy.clone(),
             Arc::clone(&metrics),
+            (Arc::clone(&tables), declared),
         ));
-        control.load_defaults(&settings.plugins.paths).await?;
+        let routed: Vec<&str> = settings.kafka.routes.iter().map(|(_, p)| p).collect();
+        control
+            .load_defaults(&settings.plugins.paths, &routed)
+            .await?;
         for (name, handler) in &settings.plugins.native {
             registry.activate(Arc::new(Plugin::native(registry.sandbox(), name, *handler)));
         }
@@ -134,6 +147,7 @@ impl Application {
                 topics: topic_watch.seen(),
                 protocol,
                 waits,
+                tables,
             },
             relay: Relay {
                 pool,

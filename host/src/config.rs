@@ -11,6 +11,7 @@ use secrecy::SecretString;
 
 use crate::control::{GuardPolicy, Policy};
 use crate::db;
+use crate::domain::tables::TableLimits;
 use crate::domain::{OutputLimits, Routes};
 use crate::http::{AdminAccess, EdgeLimits};
 use crate::ingest::IngestSettings;
@@ -94,6 +95,30 @@ pub struct CommonArgs {
     #[arg(long = "emit", env = "SLUICE_EMIT", value_name = "TOPIC=ALLOWED",
           value_delimiter = ',', value_parser = parse_key_value)]
     pub emit: Vec<(String, String)>,
+
+    /// Tables the route of TOPIC may write (contract 0.3): `TOPIC=TABLE`, or `TOPIC=TABLE:OPS`
+    /// with OPS some of `upsert`, `delete`, `add` joined by `+` (all three by default);
+    /// repeatable or comma separated. TABLE is the name the plugin writes (`schema.table`, or a
+    /// table on the search path). Sluice reads each one's shape from PostgreSQL's catalog at
+    /// start and at every install, and never creates or changes a table.
+    #[arg(long = "table", env = "SLUICE_TABLES", value_name = "TOPIC=TABLE[:OPS]",
+          value_delimiter = ',', value_parser = parse_key_value)]
+    pub tables: Vec<(String, String)>,
+
+    /// Table writes (upserts, deletes, adds) one message may make.
+    #[arg(long, env = "SLUICE_TABLE_MAX_WRITES",
+          default_value_t = TableLimits::default().writes)]
+    pub table_max_writes: usize,
+
+    /// Bytes of one table write's values, KiB.
+    #[arg(long, env = "SLUICE_TABLE_MAX_ROW_KIB",
+          default_value_t = TableLimits::default().row_bytes >> 10)]
+    pub table_max_row_kib: usize,
+
+    /// Bytes of all of one message's table writes' values, KiB.
+    #[arg(long, env = "SLUICE_TABLE_MAX_KIB",
+          default_value_t = TableLimits::default().bytes >> 10)]
+    pub table_max_kib: usize,
 
     /// Records one message may emit.
     #[arg(long, env = "SLUICE_EMIT_MAX_RECORDS",
@@ -412,6 +437,7 @@ impl Settings {
         };
         let routes = routes
             .allow(&common.state, &common.emit)
+            .and_then(|routes| routes.allow_tables(&common.tables))
             .map_err(anyhow::Error::msg)?;
         // A plugin that could write the status topic could forge any order's verdict.
         for topic in routes.topics() {
@@ -427,6 +453,11 @@ impl Settings {
             emit_records: common.emit_max_records,
             emit_bytes: common.emit_max_kib.saturating_mul(1 << 10),
             state_bytes: common.state_max_kib.saturating_mul(1 << 10),
+            tables: TableLimits {
+                writes: common.table_max_writes,
+                row_bytes: common.table_max_row_kib.saturating_mul(1 << 10),
+                bytes: common.table_max_kib.saturating_mul(1 << 10),
+            },
         };
         Ok(Self {
             http_addr: common.http_addr,

@@ -69,6 +69,9 @@ pub struct Metrics {
     /// Records called a second time in their batch's transaction because their call saw
     /// another state than their key's (keyed state, contract 0.2), by plugin.
     pub called_again: Family<Labels<1>, Counter>,
+    /// Rows written to the declared tables in committed batches (contract 0.3), by table and
+    /// kind of write.
+    pub table_writes: Family<Labels<2>, Counter>,
 }
 
 /// Bucket bounds of the duration histograms: 1, 2.5 and 5 of each decade from 10 µs to 5 s,
@@ -172,6 +175,7 @@ impl Metrics {
             emitted_records: Family::default(),
             guard_rollbacks: Family::default(),
             called_again: Family::default(),
+            table_writes: Family::default(),
         };
         let r = &mut metrics.registry;
         r.register(
@@ -259,6 +263,11 @@ impl Metrics {
             metrics.called_again.clone(),
         );
         r.register(
+            "table_writes",
+            "Table writes (upsert, delete, add) of committed batches, by table and kind",
+            metrics.table_writes.clone(),
+        );
+        r.register(
             "guard_rollbacks",
             "Versions the guard rolled back on its own, by plugin",
             metrics.guard_rollbacks.clone(),
@@ -281,6 +290,12 @@ impl Metrics {
                 .get_or_create(&[plugin, version, ("outcome", outcome.to_string())])
                 .inc_by(n as u64);
         }
+    }
+
+    pub fn observe_table_writes(&self, table: &str, op: &str, n: u64) {
+        self.table_writes
+            .get_or_create(&[("table", table.to_string()), ("op", op.to_string())])
+            .inc_by(n);
     }
 
     pub fn observe_emitted(&self, topic: &str, n: u64) {

@@ -24,6 +24,7 @@ impl PluginControl {
         validate_name(name)?;
         let _one_at_a_time = self.installing.lock().await;
         let plugin = self.prepare(name, bytes.clone()).await?;
+        self.refresh_tables().await?;
         let mut tx = self.pool.begin().await?;
         db::plugins::save_version(&mut tx, name, plugin.version(), &bytes, source).await?;
         let current = db::plugins::lock_active(&mut tx, name).await?;
@@ -71,20 +72,26 @@ impl PluginControl {
         })
     }
 
-    /// Load this instance's defaults, the bundled stock plugin and the `--plugin` files, then
-    /// the fleet's active versions, which win over them (the first instance seeds the fleet).
-    pub async fn load_defaults(&self, paths: &[PathBuf]) -> anyhow::Result<()> {
+    /// Load this instance's defaults, the bundled plugins (`stock`; `sink` where one of the
+    /// `routed` plugin names is it) and the `--plugin` files, then the fleet's active versions,
+    /// which win over them (the first instance seeds the fleet).
+    pub async fn load_defaults(&self, paths: &[PathBuf], routed: &[&str]) -> anyhow::Result<()> {
         use anyhow::Context as _;
-        let stock = self
-            .registry
-            .prepare_bundled("stock", crate::runtime::STOCK_PLUGIN)
-            .await
-            .context("loading the bundled stock plugin")?;
-        self.activate(stock);
-        let mut defaults = vec![(
-            "stock".to_string(),
-            Bytes::from_static(crate::runtime::STOCK_PLUGIN),
-        )];
+        let mut defaults = Vec::new();
+        // The stock plugin always; the sink where a route names it.
+        for (name, bytes) in crate::runtime::BUNDLED {
+            let name: &str = name;
+            if name != "stock" && !routed.contains(&name) {
+                continue;
+            }
+            let plugin = self
+                .registry
+                .prepare_bundled(name, bytes)
+                .await
+                .with_context(|| format!("loading the bundled {name} plugin"))?;
+            self.activate(plugin);
+            defaults.push((name.to_string(), Bytes::from_static(bytes)));
+        }
         for path in paths {
             let name = path
                 .file_stem()
@@ -177,6 +184,7 @@ impl PluginControl {
         validate_name(name)?;
         let _one_at_a_time = self.installing.lock().await;
         let candidate = self.prepare(name, bytes.clone()).await?;
+        self.refresh_tables().await?;
         let mut tx = self.pool.begin().await?;
         let current = db::plugins::lock_active(&mut tx, name)
             .await?

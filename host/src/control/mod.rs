@@ -14,14 +14,16 @@ mod watch;
 
 pub use guard::{GuardPolicy, Verdict};
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use sqlx::PgPool;
 
 use crate::db;
+use crate::db::tables::Catalog;
 use crate::domain::PluginName;
+use crate::domain::tables::TableOps;
 use crate::metrics::Metrics;
 use crate::runtime::{LoadError, Plugin, Registry};
 
@@ -47,6 +49,9 @@ pub enum InstallError {
     /// A shadow candidate not yet shown to agree with the active version.
     #[error("not promoted: {0}")]
     Unproven(String),
+    /// A declared table cannot be written as declared (read again at every install).
+    #[error("{0}")]
+    Tables(String),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -103,6 +108,10 @@ pub struct PluginControl {
     metrics: Arc<Metrics>,
     /// The guard's status per plugin, as last read from the fleet (`sync_all`).
     guards: Mutex<HashMap<String, GuardStatus>>,
+    /// The declared tables' shapes, read again at every install.
+    tables: Arc<Catalog>,
+    /// Every declared table, with the writes some route makes to it.
+    declared: BTreeMap<String, TableOps>,
 }
 
 impl PluginControl {
@@ -111,6 +120,7 @@ impl PluginControl {
         registry: Arc<Registry>,
         policy: Policy,
         metrics: Arc<Metrics>,
+        (tables, declared): (Arc<Catalog>, BTreeMap<String, TableOps>),
     ) -> Self {
         Self {
             pool,
@@ -119,7 +129,27 @@ impl PluginControl {
             installing: tokio::sync::Mutex::new(()),
             metrics,
             guards: Mutex::new(HashMap::new()),
+            tables,
+            declared,
         }
+    }
+
+    /// Read the declared tables' shapes from the catalog again: a table changed since (a
+    /// column added, a type changed) is written as it is now; one that can no longer be
+    /// written refuses the install, and the shapes read before stay.
+    pub async fn refresh_tables(&self) -> Result<(), InstallError> {
+        if self.declared.is_empty() {
+            return Ok(());
+        }
+        self.tables
+            .load(&self.pool, &self.declared)
+            .await
+            .map_err(|e| InstallError::Tables(format!("{e:#}")))
+    }
+
+    /// The declared tables' shapes.
+    pub fn tables(&self) -> &Arc<Catalog> {
+        &self.tables
     }
 
     /// What the guard says of plugin `name`.

@@ -7,6 +7,7 @@ pub mod orders;
 pub mod outbox;
 pub mod plugins;
 pub mod state;
+pub mod tables;
 
 use secrecy::ExposeSecret;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

@@ -8,6 +8,7 @@ mod output;
 mod plugin_name;
 mod records;
 mod routes;
+pub mod tables;
 mod verdicts;
 
 pub use outcome::{ErrorKind, Outcome};

@@ -92,10 +92,13 @@ pub enum ErrorKind {
     UnknownProduct,
     /// A stock adjustment would take a product's stock below zero.
     InsufficientStock,
+    /// PostgreSQL refused the record's table write (a constraint of the team's table: a
+    /// foreign key, a `CHECK`, a unique index, a trigger).
+    TableRefused,
 }
 
 impl ErrorKind {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::InvalidMessage,
         Self::Rejected,
         Self::Trap,
@@ -104,6 +107,7 @@ impl ErrorKind {
         Self::InvalidOutput,
         Self::UnknownProduct,
         Self::InsufficientStock,
+        Self::TableRefused,
     ];
 
     /// Its stable, machine-readable name.
@@ -117,6 +121,7 @@ impl ErrorKind {
             Self::InvalidOutput => "invalid-output",
             Self::UnknownProduct => "unknown-product",
             Self::InsufficientStock => "insufficient-stock",
+            Self::TableRefused => "table-refused",
         }
     }
 
@@ -129,7 +134,8 @@ impl ErrorKind {
             | Self::Trap
             | Self::Timeout
             | Self::Blocked
-            | Self::InvalidOutput => Outcome::DeadLetter,
+            | Self::InvalidOutput
+            | Self::TableRefused => Outcome::DeadLetter,
         }
     }
 

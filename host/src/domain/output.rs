@@ -5,6 +5,7 @@
 use serde::{Serialize, Serializer};
 use sha2::{Digest as _, Sha256};
 
+use super::tables::{Cell, TableGrant, TableLimits, TableOp, TableValue, TableWrite};
 use super::{Header, ProductId, Record};
 
 /// A change a plugin asked for, already checked for shape (not yet against the catalog, the
@@ -21,6 +22,17 @@ pub enum Mutation {
     SetState(#[serde(serialize_with = "bytes_summary")] Vec<u8>),
     /// Remove the state of the message's key (contract 0.2).
     ClearState,
+    /// Insert or update a row of a table declared for the route (contract 0.3).
+    Upsert { table: String, row: Vec<Cell> },
+    /// Delete a row of a declared table, by its primary key (contract 0.3).
+    Delete { table: String, key: Vec<Cell> },
+    /// Add to a numeric column of a declared table's row, made if absent (contract 0.3).
+    Add {
+        table: String,
+        key: Vec<Cell>,
+        column: String,
+        delta: TableValue,
+    },
 }
 
 impl Mutation {
@@ -28,6 +40,21 @@ impl Mutation {
     pub fn product(&self) -> Option<&str> {
         match self {
             Self::StockAdjustment { product_id, .. } => Some(product_id.as_str()),
+            _ => None,
+        }
+    }
+
+    /// A table write's table, kind and form to check (other mutations: `None`).
+    pub fn table_write(&self) -> Option<(&str, TableOp, TableWrite<'_>)> {
+        match self {
+            Self::Upsert { table, row } => Some((table, TableOp::Upsert, TableWrite::Upsert(row))),
+            Self::Delete { table, key } => Some((table, TableOp::Delete, TableWrite::Delete(key))),
+            Self::Add {
+                table,
+                key,
+                column,
+                delta,
+            } => Some((table, TableOp::Add, TableWrite::Add { key, column, delta })),
             _ => None,
         }
     }
@@ -100,6 +127,8 @@ pub struct OutputLimits {
     pub emit_bytes: usize,
     /// Bytes of one key's state.
     pub state_bytes: usize,
+    /// One message's table writes (contract 0.3).
+    pub tables: TableLimits,
 }
 
 impl Default for OutputLimits {
@@ -108,6 +137,7 @@ impl Default for OutputLimits {
             emit_records: 16,
             emit_bytes: 256 << 10,
             state_bytes: 64 << 10,
+            tables: TableLimits::default(),
         }
     }
 }
@@ -124,6 +154,8 @@ pub struct Allowances {
     pub state: bool,
     /// Topics the plugin may emit to: exact names, or prefixes ending in `*`.
     pub emit_to: Vec<String>,
+    /// Tables the plugin may write, and how (contract 0.3).
+    pub tables: Vec<TableGrant>,
 }
 
 impl Allowances {
@@ -145,8 +177,13 @@ impl Allowances {
         mutations: &[Mutation],
     ) -> Result<(), String> {
         let (mut emitted, mut emitted_bytes, mut state_changes) = (0usize, 0usize, 0usize);
+        let (mut writes, mut write_bytes) = (0usize, 0usize);
         for mutation in mutations {
             match mutation {
+                Mutation::Upsert { .. } | Mutation::Delete { .. } | Mutation::Add { .. } => {
+                    write_bytes += self.check_table_write(limits, mutation)?;
+                    writes += 1;
+                }
                 Mutation::StockAdjustment { .. } => {}
                 Mutation::Emit(record) => {
                     if !self.may_emit_to(&record.topic) {
@@ -199,6 +236,18 @@ impl Allowances {
                 limits.emit_bytes
             ));
         }
+        if writes > limits.tables.writes {
+            return Err(format!(
+                "{writes} table writes for one message, at most {} allowed",
+                limits.tables.writes
+            ));
+        }
+        if write_bytes > limits.tables.bytes {
+            return Err(format!(
+                "{write_bytes} bytes of table writes for one message, at most {} allowed",
+                limits.tables.bytes
+            ));
+        }
         if state_changes > 0 {
             if !self.state {
                 return Err("changed state, but this route keeps no state".into());
@@ -213,6 +262,66 @@ impl Allowances {
             }
         }
         Ok(())
+    }
+}
+
+impl Allowances {
+    /// Whether the route may make this table write and it fits the table; its bytes if so.
+    fn check_table_write(
+        &self,
+        limits: &OutputLimits,
+        mutation: &Mutation,
+    ) -> Result<usize, String> {
+        let Some((table, op, write)) = mutation.table_write() else {
+            return Ok(0);
+        };
+        let declared = || {
+            let names: Vec<&str> = self.tables.iter().map(|t| t.name.as_str()).collect();
+            if names.is_empty() {
+                " (it may write none)".to_string()
+            } else {
+                format!(" (declared: {})", names.join(", "))
+            }
+        };
+        let grant = self
+            .tables
+            .iter()
+            .find(|t| t.name == table || t.name == TableGrant::ANY)
+            .ok_or_else(|| {
+                format!(
+                    "{} to table {table:?}, which this route may not write{}",
+                    op.as_str(),
+                    declared()
+                )
+            })?;
+        if !grant.ops.allows(op) {
+            return Err(format!(
+                "{} to table {table}, which this route may only {}",
+                op.as_str(),
+                grant.ops
+            ));
+        }
+        match grant.shape.as_deref() {
+            Some(shape) => shape.check(write)?,
+            None if grant.name == TableGrant::ANY => {}
+            None => return Err(format!("table {table}'s shape is not known yet")),
+        }
+        let bytes: usize = match mutation {
+            Mutation::Upsert { row, .. } => row.iter().map(|c| c.value.size()).sum(),
+            Mutation::Delete { key, .. } => key.iter().map(|c| c.value.size()).sum(),
+            Mutation::Add { key, delta, .. } => {
+                key.iter().map(|c| c.value.size()).sum::<usize>() + delta.size()
+            }
+            _ => 0,
+        };
+        if bytes > limits.tables.row_bytes {
+            return Err(format!(
+                "{} to {table} of {bytes} bytes, at most {} per write",
+                op.as_str(),
+                limits.tables.row_bytes
+            ));
+        }
+        Ok(bytes)
     }
 }
 
@@ -333,6 +442,7 @@ mod tests {
         let allow = Allowances {
             state: false,
             emit_to: vec!["alerts".into(), "audit.*".into()],
+            ..Allowances::default()
         };
         let limits = OutputLimits::default();
         assert_eq!(allow.check(&limits, true, &[emit("alerts", 3)]), Ok(()));
@@ -353,11 +463,13 @@ mod tests {
         let allow = Allowances {
             state: true,
             emit_to: vec!["*".into()],
+            ..Allowances::default()
         };
         let limits = OutputLimits {
             emit_records: 2,
             emit_bytes: 100,
             state_bytes: 10,
+            ..OutputLimits::default()
         };
         let three = vec![emit("a", 1), emit("a", 1), emit("a", 1)];
         assert!(
@@ -424,5 +536,73 @@ mod tests {
         assert_eq!(json[0]["valueBytes"], 5);
         assert_eq!(json[1]["type"], "setState");
         assert_eq!(json[1]["bytes"], 1);
+    }
+
+    #[test]
+    fn a_route_writes_only_its_declared_tables_as_declared_and_within_the_limits() {
+        use super::super::tables::{Column, ColumnType, TableOps, TableShape};
+        let shape = TableShape {
+            name: "sales".into(),
+            schema: "public".into(),
+            table: "sales".into(),
+            columns: vec![
+                Column {
+                    name: "id".into(),
+                    ty: ColumnType::Text,
+                    not_null: true,
+                    has_default: false,
+                    generated: false,
+                },
+                Column {
+                    name: "n".into(),
+                    ty: ColumnType::BigInt,
+                    not_null: false,
+                    has_default: false,
+                    generated: false,
+                },
+            ],
+            key: vec![0],
+        };
+        let allow = Allowances {
+            tables: vec![TableGrant {
+                name: "sales".into(),
+                ops: TableOps::parse("upsert").unwrap(),
+                shape: Some(std::sync::Arc::new(shape)),
+            }],
+            ..Allowances::default()
+        };
+        let id = |v: &str| vec![Cell::new("id", TableValue::Text(v.into()))];
+        let upsert = |table: &str, v: &str| Mutation::Upsert {
+            table: table.into(),
+            row: id(v),
+        };
+        let limits = OutputLimits {
+            tables: TableLimits {
+                writes: 2,
+                row_bytes: 8,
+                bytes: 12,
+            },
+            ..OutputLimits::default()
+        };
+        assert_eq!(allow.check(&limits, false, &[upsert("sales", "a")]), Ok(()));
+        let refusal = |mutations: &[Mutation]| allow.check(&limits, false, mutations).unwrap_err();
+        assert!(refusal(&[upsert("pg_authid", "a")]).contains("may not write (declared: sales)"));
+        assert!(refusal(&[upsert("sales\"; DROP TABLE sales; --", "a")]).contains("may not write"));
+        let delete = Mutation::Delete {
+            table: "sales".into(),
+            key: id("a"),
+        };
+        assert!(refusal(&[delete]).contains("may only upsert"));
+        assert!(refusal(&[upsert("sales", "123456789")]).contains("at most 8 per write"));
+        let three = [
+            upsert("sales", "a"),
+            upsert("sales", "b"),
+            upsert("sales", "c"),
+        ];
+        assert!(refusal(&three).contains("3 table writes"));
+        let big = [upsert("sales", "1234567"), upsert("sales", "1234567")];
+        assert!(refusal(&big).contains("14 bytes of table writes"));
+        let none = Allowances::default().check(&limits, false, &[upsert("sales", "a")]);
+        assert!(none.unwrap_err().contains("it may write none"));
     }
 }

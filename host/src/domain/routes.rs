@@ -2,9 +2,10 @@
 //! plugin do beyond stock adjustments (keyed state, topics to emit to); the ingest flow
 //! consumes these topics.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::output::Allowances;
+use super::tables::{TableGrant, TableOps};
 
 /// `topic=plugin` pairs, one plugin per topic, with each route's allowances.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +59,46 @@ impl Routes {
         Ok(self)
     }
 
+    /// Let the route of each pair's topic write its table: `TABLE` (every kind of write) or
+    /// `TABLE:OPS` (`upsert+delete+add`, any of them). A topic that is not routed, a table
+    /// declared twice for one route, or unknown ops are errors naming them.
+    pub fn allow_tables(mut self, tables: &[(String, String)]) -> Result<Self, String> {
+        for (topic, declared) in tables {
+            if self.plugin_for(topic).is_none() {
+                return Err(format!(
+                    "`{topic}` has no route (routes: {self}); tables are per route"
+                ));
+            }
+            let (name, ops) = match declared.split_once(':') {
+                Some((name, ops)) => (name.trim(), TableOps::parse(ops)?),
+                None => (declared.trim(), TableOps::ALL),
+            };
+            if name.is_empty() {
+                return Err(format!("table `{topic}={declared}`: name a table"));
+            }
+            let allowed = self.1.entry(topic.clone()).or_default();
+            if allowed.tables.iter().any(|t| t.name == name) {
+                return Err(format!("table {name} is declared twice for {topic}"));
+            }
+            allowed.tables.push(TableGrant {
+                name: name.to_string(),
+                ops,
+                shape: None,
+            });
+        }
+        Ok(self)
+    }
+
+    /// Every table some route declares, with every write some route may make to it.
+    pub fn declared_tables(&self) -> BTreeMap<String, TableOps> {
+        let mut declared: BTreeMap<String, TableOps> = BTreeMap::new();
+        for grant in self.1.values().flat_map(|a| &a.tables) {
+            let ops = declared.entry(grant.name.clone()).or_insert(TableOps::NONE);
+            *ops = ops.union(grant.ops);
+        }
+        declared
+    }
+
     /// What the route of `topic` lets its plugin do beyond stock adjustments.
     pub fn allowances(&self, topic: &str) -> Allowances {
         self.1.get(topic).cloned().unwrap_or_default()
@@ -102,6 +143,12 @@ impl std::fmt::Display for Routes {
                     extras.push("state".to_string());
                 }
                 extras.extend(allowed.emit_to.iter().map(|e| format!("emit {e}")));
+                extras.extend(
+                    allowed
+                        .tables
+                        .iter()
+                        .map(|t| format!("table {} {}", t.name, t.ops)),
+                );
                 if extras.is_empty() {
                     format!("{t}={p}")
                 } else {

@@ -240,7 +240,14 @@ pub async fn redrive(
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<RedriveResponse>, ApiError> {
     let plugin_for = |topic: &str| super::plugins::plugin_for(&state, topic);
-    let done = redrive::redrive(&state.pool, plugin_for, Some(&state.status_topic), id).await?;
+    let tables = state.control.tables().current();
+    let done = redrive::redrive(
+        &state.pool,
+        plugin_for,
+        (Some(&state.status_topic), tables),
+        id,
+    )
+    .await?;
     Ok(Json(RedriveResponse {
         id,
         outcome: done.outcome,

@@ -84,7 +84,8 @@ impl From<InstallError> for ApiError {
             InstallError::NoPrevious(_)
             | InstallError::NoShadow(_)
             | InstallError::Routed(..)
-            | InstallError::Unproven(_) => Self::Conflict(e.to_string()),
+            | InstallError::Unproven(_)
+            | InstallError::Tables(_) => Self::Conflict(e.to_string()),
             InstallError::Database(e) => e.into(),
         }
     }

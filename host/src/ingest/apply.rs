@@ -11,7 +11,8 @@ use std::time::SystemTime;
 use sqlx::PgPool;
 
 use super::keyed::{self, Caller};
-use super::plan::{self, BatchContext, BatchReport, Decision, Handled, Mode, Plan};
+use super::plan::{self, BatchContext, BatchReport, Decision, Handled, Mode, Plan, Refused};
+use crate::db::tables::Written;
 use crate::db::{self, Tx};
 use crate::domain::EventKeys;
 use crate::otlp;
@@ -128,14 +129,34 @@ pub async fn decide_and_write(
     let new_ids = claim_event_ids(tx, batch, mode, records).await?;
     let touched = plan::touched_products(records);
     // Locked in id order: concurrent batches cannot deadlock.
-    let mut stock: HashMap<String, i64> = if touched.is_empty() {
+    let stock: HashMap<String, i64> = if touched.is_empty() {
         HashMap::new()
     } else {
         db::catalog::lock_stock(tx, &touched).await?
     };
-    let plan = match caller {
-        Some(caller) => keyed::decide(tx, batch, mode, records, &new_ids, stock, caller).await?,
-        None => plan::plan(batch, mode, records, &new_ids, &mut stock, None),
+    // Decided again without the records whose table writes PostgreSQL refused (each time at
+    // least one more: it ends).
+    let mut refused = Refused::new();
+    let plan = loop {
+        let inputs = (&new_ids, &refused);
+        let plan = match caller {
+            Some(caller) => {
+                keyed::decide(tx, batch, mode, records, inputs, stock.clone(), caller).await?
+            }
+            None => plan::plan(batch, mode, records, inputs, &mut stock.clone(), None),
+        };
+        let written = {
+            let writes = plan.applied_writes(records);
+            db::tables::write(tx, &plan.tables, &writes, &batch.tables).await?
+        };
+        match written {
+            Written::Done => break plan,
+            Written::Refused(culprits) => {
+                tracing::debug!(topic = %batch.topic, refused = culprits.len(),
+                                "table writes refused; deciding again without them");
+                refused.extend(culprits);
+            }
+        }
     };
     write(tx, batch, &plan).await?;
     Ok(plan)

@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use super::plan::{self, BatchContext, Handled, Keyed, Mode, Plan};
+use super::plan::{self, BatchContext, Handled, Keyed, Mode, Plan, Refused};
 use crate::db::{self, Tx};
 use crate::domain::{Allowances, Consumed, SeenState, state_change};
 use crate::runtime::{Calls, HandleError, Plugin, bindings};
@@ -133,13 +133,13 @@ pub async fn decide(
     batch: &BatchContext,
     mode: Mode,
     records: &[&Handled],
-    new_ids: &HashSet<&str>,
+    inputs: (&HashSet<&str>, &Refused),
     mut stock: HashMap<String, i64>,
     caller: &Caller,
 ) -> sqlx::Result<Plan> {
     let keys = plan::state_keys(records);
     if keys.is_empty() {
-        return Ok(plan::plan(batch, mode, records, new_ids, &mut stock, None));
+        return Ok(plan::plan(batch, mode, records, inputs, &mut stock, None));
     }
     let states = db::state::lock(tx, &batch.plugin, &keys).await?;
     // The products looked up already (found or not).
@@ -164,7 +164,7 @@ pub async fn decide(
                 batch,
                 mode,
                 records,
-                new_ids,
+                inputs,
                 &mut decided_stock,
                 Some(keyed),
             )

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff;
 use crate::db;
+use crate::db::tables::Catalog;
 use crate::domain::{Consumed, Outcome, Routes, SeenState};
 use crate::kafka::membership::{self, GroupProtocolChoice, Subscription};
 use crate::kafka::topics::Seen;
@@ -136,6 +137,8 @@ pub struct Ingest {
     pub protocol: Arc<GroupProtocolChoice>,
     /// What ingest waits for, for `/readyz`.
     pub waits: Arc<Waits>,
+    /// The declared tables' shapes (each batch takes the current ones).
+    pub tables: Arc<Catalog>,
 }
 
 /// A batch being committed: one transaction per topic, in order.
@@ -266,10 +269,12 @@ impl Ingest {
             let (plugin, shadow) = self.plugin_for(&topic)?;
             let mut batch = self.batch_context(&topic, &plugin);
             batch.shadow_version = shadow.as_ref().map(|s| s.version().to_string());
+            let mut allowed = self.routes.allowances(&topic);
+            batch.tables.grant(&mut allowed.tables);
             let caller = Arc::new(Caller {
                 plugin,
                 shadow,
-                allowed: self.routes.allowances(&topic),
+                allowed,
             });
             if !caller.allowed.state {
                 let records = self.call_each(&caller, records);
@@ -467,6 +472,7 @@ impl Ingest {
             status_topic: Some(self.kafka.status_topic.clone()),
             dead_letter_topic: Some(self.kafka.dead_letter_topic(topic)),
             shadow_version: None,
+            tables: self.tables.current(),
         }
     }
 }
@@ -497,6 +503,9 @@ fn count_outcomes(metrics: &Metrics, batch: &BatchContext, report: &BatchReport)
     metrics.observe_records(plugin, version, STALE, report.stale);
     for (topic, n) in &report.emitted {
         metrics.observe_emitted(topic, *n);
+    }
+    for ((table, op), n) in &report.table_writes {
+        metrics.observe_table_writes(table, op.as_str(), *n);
     }
     metrics.called_again(plugin, report.recalled);
 }

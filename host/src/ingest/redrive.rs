@@ -9,6 +9,7 @@ use super::apply;
 use super::keyed::Caller;
 use super::plan::{BatchContext, Decision, Mode};
 use crate::db;
+use crate::domain::tables::Tables;
 use crate::domain::{Allowances, Outcome};
 use crate::runtime::Plugin;
 
@@ -38,7 +39,7 @@ pub struct Redriven {
 pub async fn redrive(
     pool: &PgPool,
     plugin_for: impl Fn(&str) -> Option<(Arc<Plugin>, Allowances)>,
-    status_topic: Option<&str>,
+    (status_topic, tables): (Option<&str>, Arc<Tables>),
     id: i64,
 ) -> Result<Redriven, RedriveError> {
     let letter = db::dead_letters::get(pool, id)
@@ -47,8 +48,9 @@ pub async fn redrive(
     if letter.resolved_at.is_some() {
         return Err(RedriveError::AlreadyResolved(id));
     }
-    let (plugin, allowed) =
+    let (plugin, mut allowed) =
         plugin_for(&letter.topic).ok_or_else(|| RedriveError::NoPlugin(letter.topic.clone()))?;
+    tables.grant(&mut allowed.tables);
     let record = letter.record();
     let state = match (&record.key, allowed.state) {
         (Some(key), true) => db::state::load(pool, plugin.name(), &[key.as_slice()])
@@ -81,6 +83,7 @@ pub async fn redrive(
         status_topic: status_topic.map(str::to_string),
         dead_letter_topic: None,
         shadow_version: None,
+        tables,
     };
     let mode = Mode::Redrive {
         attempt: letter.redrive_count + 1,

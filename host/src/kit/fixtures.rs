@@ -29,6 +29,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::tables::{Cell, TableGrant, TableValue};
 use crate::domain::{Allowances, Mutation};
 use crate::runtime::{HandleError, Plugin, bindings};
 
@@ -141,6 +142,52 @@ pub enum ExpectedMutation {
     ClearState {
         clear_state: bool,
     },
+    Upsert {
+        upsert: ExpectedWrite,
+    },
+    Delete {
+        delete: ExpectedWrite,
+    },
+    Add {
+        add: ExpectedWrite,
+    },
+}
+
+/// A table write as a fixture writes it (contract 0.3): the table, the row or key as an
+/// object of column → value (`null`, a boolean, a number, a string for text and times, any
+/// other JSON for a `json` value), and for `add` the column and delta.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpectedWrite {
+    pub table: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<serde_json::Value>,
+}
+
+/// A column's value as a fixture writes it.
+fn json_value(value: &TableValue) -> serde_json::Value {
+    use serde_json::Value as J;
+    match value {
+        TableValue::Null => J::Null,
+        TableValue::Boolean(b) => J::Bool(*b),
+        TableValue::Int(i) => J::from(*i),
+        TableValue::Float(f) => J::from(f.0),
+        TableValue::Text(s) | TableValue::Timestamp(s) => J::String(s.clone()),
+        TableValue::Bytes(b) => serde_json::json!({ "base64": STANDARD.encode(b) }),
+        TableValue::Json(text) => serde_json::from_str(text).unwrap_or(J::String(text.clone())),
+    }
+}
+
+fn json_cells(cells: &[Cell]) -> serde_json::Map<String, serde_json::Value> {
+    cells
+        .iter()
+        .map(|c| (c.column.clone(), json_value(&c.value)))
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,6 +217,38 @@ impl ExpectedMutation {
                 set_state: Bytes::of(value),
             },
             Mutation::ClearState => Self::ClearState { clear_state: true },
+            Mutation::Upsert { table, row } => Self::Upsert {
+                upsert: ExpectedWrite {
+                    table: table.clone(),
+                    row: Some(json_cells(row)),
+                    key: None,
+                    column: None,
+                    delta: None,
+                },
+            },
+            Mutation::Delete { table, key } => Self::Delete {
+                delete: ExpectedWrite {
+                    table: table.clone(),
+                    row: None,
+                    key: Some(json_cells(key)),
+                    column: None,
+                    delta: None,
+                },
+            },
+            Mutation::Add {
+                table,
+                key,
+                column,
+                delta,
+            } => Self::Add {
+                add: ExpectedWrite {
+                    table: table.clone(),
+                    row: None,
+                    key: Some(json_cells(key)),
+                    column: Some(column.clone()),
+                    delta: Some(json_value(delta)),
+                },
+            },
         }
     }
 }
@@ -296,11 +375,12 @@ pub fn run(plugin: &Plugin, fixtures: &[(String, Fixture)]) -> usize {
         };
         let mut config: HashMap<String, String> = plugin.config().clone();
         config.extend(fixture.config.clone());
-        // A fixture's route keeps state and may emit anywhere: the plugin's logic is tested,
-        // not an operator's allowances.
+        // A fixture's route keeps state, may emit anywhere and write any table (unchecked: no
+        // catalog here): the plugin's logic is tested, not an operator's allowances.
         let route = Allowances {
             state: true,
             emit_to: vec!["*".to_string()],
+            tables: vec![TableGrant::any()],
         };
         let got = plugin.handle_with(&message, state.as_deref(), &route, &Arc::new(config));
         match fixture.mismatch(&got) {

@@ -10,6 +10,7 @@ use anyhow::{Context as _, bail};
 const SDK_LIB: &str = include_str!("../../../plugins/sdk/src/lib.rs");
 const SDK_SINCE_0_2: &str = include_str!("../../../plugins/sdk/src/since_0_2.rs");
 const SDK_ONLY_0_1: &str = include_str!("../../../plugins/sdk/src/only_0_1.rs");
+const SDK_SINCE_0_3: &str = include_str!("../../../plugins/sdk/src/since_0_3.rs");
 const ORDER_EVENT_LIB: &str = include_str!("../../../plugins/order-event/src/lib.rs");
 /// The build script that gives a plugin's component its small memory footprint.
 const FOOTPRINT: &str = include_str!("../../../plugins/sdk/footprint.rs");
@@ -96,6 +97,7 @@ fn vendor_sdk(dir: &Path) -> anyhow::Result<()> {
     write(&sluice.join("sdk/src/lib.rs"), SDK_LIB)?;
     write(&sluice.join("sdk/src/since_0_2.rs"), SDK_SINCE_0_2)?;
     write(&sluice.join("sdk/src/only_0_1.rs"), SDK_ONLY_0_1)?;
+    write(&sluice.join("sdk/src/since_0_3.rs"), SDK_SINCE_0_3)?;
     write(&sluice.join("sdk/footprint.rs"), FOOTPRINT)?;
     write(&sluice.join("sdk/wit/handler.wit"), CONTRACT)?;
     write(
@@ -108,8 +110,8 @@ fn vendor_sdk(dir: &Path) -> anyhow::Result<()> {
                  # The heap of a `wasm32-unknown-unknown` build (`heap` in src/lib.rs).\n\
                  [target.'cfg(all(target_arch = \"wasm32\", target_os = \"unknown\"))'.dependencies]\n\
                  dlmalloc = \"0.2.14\"\n\n\
-                 # Set where this source builds against contract 0.1 (not here).\n\
-                 [lints.rust]\nunexpected_cfgs = {{ level = \"warn\", check-cfg = ['cfg(sluice_contract_0_1)'] }}\n"
+                 # Set where this source builds against contract 0.1 or 0.2 (not here).\n\
+                 [lints.rust]\nunexpected_cfgs = {{ level = \"warn\", check-cfg = ['cfg(sluice_contract_0_1)', 'cfg(sluice_contract_0_2)'] }}\n"
             ),
         ),
     )?;

@@ -1,7 +1,8 @@
 //! The one place the host generates bindings from `wit/`: the `handler` world every plugin
 //! exports, and `checked-handler` (the same plus `self-test`) for plugins that vouch for
-//! themselves, of the current contract (`sluice:handler@0.2.0`) and of 0.1 (`v0_1`), which
-//! plugins built before 0.2 export. Each version's worlds share one set of interface types.
+//! themselves, of the current contract (`sluice:handler@0.3.0`) and of 0.2 (`v0_2`) and 0.1
+//! (`v0_1`), which plugins built before export. Each version's worlds share one set of
+//! interface types.
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -20,9 +21,31 @@ pub mod checked {
     });
 }
 
+/// Contract 0.2 (`wit/v0.2`): `handle` takes the message and its key's state and returns
+/// stock adjustments, emitted records and state changes. Its `message` record is the same as
+/// 0.3's, so the host calls it with 0.3's [`Message`] (see `plugin`); the types here are its
+/// output and its imports.
+pub mod v0_2 {
+    wasmtime::component::bindgen!({
+        path: "../wit/v0.2",
+        world: "handler",
+    });
+
+    /// The 0.2 `checked-handler` world: `handle` and `self-test`.
+    pub mod checked {
+        wasmtime::component::bindgen!({
+            path: "../wit/v0.2",
+            world: "checked-handler",
+            with: {
+                "sluice:handler/types": super::sluice::handler::types,
+                "sluice:handler/host": super::sluice::handler::host,
+            },
+        });
+    }
+}
+
 /// Contract 0.1 (`wit/v0.1`): `handle` takes the message alone and returns stock adjustments.
-/// Its `message` record is the same as 0.2's, so the host calls it with 0.2's [`Message`]
-/// (see `plugin`); the types here are its output and its imports.
+/// Its `message` record is the same as 0.3's, called the same way.
 pub mod v0_1 {
     wasmtime::component::bindgen!({
         path: "../wit/v0.1",
@@ -43,7 +66,9 @@ pub mod v0_1 {
 }
 
 pub use self::sluice::handler::host::Level;
-pub use self::sluice::handler::types::{Emitted, Header, StockAdjustment};
+pub use self::sluice::handler::types::{
+    Add, Cell, Delete, Emitted, Header, StockAdjustment, Upsert, Value,
+};
 
 use crate::domain::Consumed;
 

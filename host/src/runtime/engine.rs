@@ -15,7 +15,7 @@ use wasmtime::{Config, Enabled, Engine, EngineWeak, InstanceAllocationStrategy};
 use wasmtime::{PoolingAllocationConfig, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::{Handler, HandlerPre, Level, checked, sluice::handler::host, v0_1};
+use super::bindings::{Handler, HandlerPre, Level, checked, sluice::handler::host, v0_1, v0_2};
 use super::limits::{Limiter, Limits};
 use super::wasi::{self, Capture};
 
@@ -225,16 +225,22 @@ pub struct Sandbox {
 }
 
 /// A component linked against the host, by the contract version it exports: every plugin has
-/// `handle`; `checked` is there when it also exports `self-test`.
+/// `handle`; `checked` is there when it also exports `self-test`. A plugin of an earlier
+/// contract is called through its `handle` export with the current message type (the same
+/// record in every version), and its output is read in its own types.
 pub enum Linked {
-    V0_2 {
+    V0_3 {
         handler: HandlerPre<PluginState>,
         checked: Option<checked::CheckedHandlerPre<PluginState>>,
     },
+    V0_2 {
+        handler: v0_2::HandlerPre<PluginState>,
+        /// Where `handle` is among the component's exports.
+        handle: wasmtime::component::ComponentExportIndex,
+        checked: Option<v0_2::checked::CheckedHandlerPre<PluginState>>,
+    },
     V0_1 {
         handler: v0_1::HandlerPre<PluginState>,
-        /// Where `handle` is among the component's exports (called with 0.2's message type,
-        /// which is the same record).
         handle: wasmtime::component::ComponentExportIndex,
         checked: Option<v0_1::checked::CheckedHandlerPre<PluginState>>,
     },
@@ -244,6 +250,7 @@ impl Linked {
     /// The contract version the component targets.
     pub fn contract(&self) -> &'static str {
         match self {
+            Self::V0_3 { .. } => "sluice:handler@0.3.0",
             Self::V0_2 { .. } => "sluice:handler@0.2.0",
             Self::V0_1 { .. } => "sluice:handler@0.1.0",
         }
@@ -251,6 +258,7 @@ impl Linked {
 
     pub fn instance_pre(&self) -> &wasmtime::component::InstancePre<PluginState> {
         match self {
+            Self::V0_3 { handler, .. } => handler.instance_pre(),
             Self::V0_2 { handler, .. } => handler.instance_pre(),
             Self::V0_1 { handler, .. } => handler.instance_pre(),
         }
@@ -264,6 +272,14 @@ impl Linked {
         store: &mut Store<PluginState>,
     ) -> Option<wasmtime::Result<wasmtime::Result<Result<(), String>>>> {
         match self {
+            Self::V0_3 {
+                checked: Some(checked),
+                ..
+            } => Some(
+                checked
+                    .instantiate(&mut *store)
+                    .map(|instance| instance.call_self_test(store)),
+            ),
             Self::V0_2 {
                 checked: Some(checked),
                 ..
@@ -286,6 +302,7 @@ impl Linked {
 
     pub fn has_self_test(&self) -> bool {
         match self {
+            Self::V0_3 { checked, .. } => checked.is_some(),
             Self::V0_2 { checked, .. } => checked.is_some(),
             Self::V0_1 { checked, .. } => checked.is_some(),
         }
@@ -308,6 +325,9 @@ impl Sandbox {
         Handler::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(anyhow::Error::from)
             .context("linking the host interface")?;
+        v0_2::Handler::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(anyhow::Error::from)
+            .context("linking the host interface of contract 0.2")?;
         v0_1::Handler::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(anyhow::Error::from)
             .context("linking the host interface of contract 0.1")?;
@@ -335,26 +355,36 @@ impl Sandbox {
     }
 
     /// Link a compiled component: it must import nothing the host does not offer and export
-    /// `handle` with the type of contract 0.2 or 0.1.
+    /// `handle` with the type of contract 0.3, 0.2 or 0.1.
     pub fn link(&self, component: &Component) -> anyhow::Result<Linked> {
         let pre = self.linker.instantiate_pre(component)?;
         let current = match HandlerPre::new(pre.clone()) {
             Ok(handler) => {
                 let checked = checked::CheckedHandlerPre::new(pre).ok();
-                return Ok(Linked::V0_2 { handler, checked });
+                return Ok(Linked::V0_3 { handler, checked });
             }
             Err(e) => e,
         };
+        let handle = || {
+            component
+                .get_export_index(None, "handle")
+                .context("the component exports no `handle`")
+        };
+        if let Ok(handler) = v0_2::HandlerPre::new(pre.clone()) {
+            let checked = v0_2::checked::CheckedHandlerPre::new(pre).ok();
+            return Ok(Linked::V0_2 {
+                handler,
+                handle: handle()?,
+                checked,
+            });
+        }
         let Ok(handler) = v0_1::HandlerPre::new(pre.clone()) else {
             return Err(current.into());
         };
-        let handle = component
-            .get_export_index(None, "handle")
-            .context("the component exports no `handle`")?;
         let checked = v0_1::checked::CheckedHandlerPre::new(pre).ok();
         Ok(Linked::V0_1 {
             handler,
-            handle,
+            handle: handle()?,
             checked,
         })
     }
@@ -544,25 +574,34 @@ impl wasmtime_wasi_http::WasiHttpView for PluginState {
 
 impl super::bindings::sluice::handler::types::Host for PluginState {}
 
-impl v0_1::sluice::handler::types::Host for PluginState {}
+/// The host interface of an earlier contract, as the current one (the same functions; only the
+/// level enum is a type of its own in each version).
+macro_rules! earlier_host {
+    ($version:ident) => {
+        impl $version::sluice::handler::types::Host for PluginState {}
 
-impl v0_1::sluice::handler::host::Host for PluginState {
-    fn log(&mut self, level: v0_1::sluice::handler::host::Level, message: String) {
-        use v0_1::sluice::handler::host::Level as Old;
-        let level = match level {
-            Old::Trace => Level::Trace,
-            Old::Debug => Level::Debug,
-            Old::Info => Level::Info,
-            Old::Warn => Level::Warn,
-            Old::Error => Level::Error,
-        };
-        host::Host::log(self, level, message);
-    }
+        impl $version::sluice::handler::host::Host for PluginState {
+            fn log(&mut self, level: $version::sluice::handler::host::Level, message: String) {
+                use $version::sluice::handler::host::Level as Old;
+                let level = match level {
+                    Old::Trace => Level::Trace,
+                    Old::Debug => Level::Debug,
+                    Old::Info => Level::Info,
+                    Old::Warn => Level::Warn,
+                    Old::Error => Level::Error,
+                };
+                host::Host::log(self, level, message);
+            }
 
-    fn get_config(&mut self, key: String) -> Option<String> {
-        host::Host::get_config(self, key)
-    }
+            fn get_config(&mut self, key: String) -> Option<String> {
+                host::Host::get_config(self, key)
+            }
+        }
+    };
 }
+
+earlier_host!(v0_2);
+earlier_host!(v0_1);
 
 impl host::Host for PluginState {
     fn log(&mut self, level: Level, message: String) {

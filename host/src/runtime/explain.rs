@@ -6,10 +6,10 @@ use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
 
 /// The contract's package and version, as plugins built now import it.
-pub const CONTRACT: &str = "sluice:handler@0.2.0";
+pub const CONTRACT: &str = "sluice:handler@0.3.0";
 
 /// The contract versions this host loads.
-pub const CONTRACTS: &[&str] = &["0.2.0", "0.1.0"];
+pub const CONTRACTS: &[&str] = &["0.3.0", "0.2.0", "0.1.0"];
 
 /// The export every plugin has, in the contract's words.
 pub const HANDLE_SIGNATURE: &str = "handle: func(message: message, state: option<list<u8>>) -> \
@@ -61,8 +61,8 @@ pub fn link_problem(engine: &Engine, component: &Component, error: &str) -> Stri
             && !CONTRACTS.contains(&version)
         {
             problems.push(format!(
-                "it was built for sluice:handler@{version}; this host offers {CONTRACT} \
-                 and 0.1.0 (rebuild against this host's wit/handler.wit)"
+                "it was built for sluice:handler@{version}; this host offers {CONTRACT}, \
+                 0.2.0 and 0.1.0 (rebuild against this host's wit/handler.wit)"
             ));
             continue;
         }

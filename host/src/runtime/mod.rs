@@ -27,6 +27,12 @@ pub use wasi::WouldBlock;
 pub const STOCK_PLUGIN: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/sluice_plugin_stock.wasm"));
 
+/// The zero-code sink built from `plugins/sink` and embedded at build time.
+pub const SINK_PLUGIN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sluice_plugin_sink.wasm"));
+
+/// The plugins in the binary, by name.
+pub const BUNDLED: [(&str, &[u8]); 2] = [("stock", STOCK_PLUGIN), ("sink", SINK_PLUGIN)];
+
 /// A plugin version: the sha256 of the component bytes, hex.
 pub fn version_of(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))

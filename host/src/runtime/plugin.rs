@@ -13,6 +13,7 @@ use super::bindings;
 use super::engine::{Isolation, Linked, PluginState, Sandbox, tail};
 use super::error::{HandleError, LoadError, one_line};
 use super::wasi::WouldBlock;
+use crate::domain::tables::{Cell, Float, TableValue};
 use crate::domain::{Allowances, Mutation, ProductId, Record};
 
 /// What a plugin version has done since it was loaded here.
@@ -112,11 +113,11 @@ impl Plugin {
         }
     }
 
-    /// The contract version the plugin targets (`sluice:handler@0.2.0`; the current one for a
+    /// The contract version the plugin targets (`sluice:handler@0.3.0`; the current one for a
     /// native handler).
     pub fn contract(&self) -> &'static str {
         self.linked()
-            .map_or("sluice:handler@0.2.0", Linked::contract)
+            .map_or("sluice:handler@0.3.0", Linked::contract)
     }
 
     fn linked(&self) -> Option<&Linked> {
@@ -313,6 +314,20 @@ impl Plugin {
                 })),
                 bindings::Mutation::SetState(value) => Ok(Mutation::SetState(value)),
                 bindings::Mutation::ClearState => Ok(Mutation::ClearState),
+                bindings::Mutation::Upsert(upsert) => Ok(Mutation::Upsert {
+                    table: upsert.table,
+                    row: cells(upsert.row),
+                }),
+                bindings::Mutation::Delete(delete) => Ok(Mutation::Delete {
+                    table: delete.table,
+                    key: cells(delete.key),
+                }),
+                bindings::Mutation::Add(add) => Ok(Mutation::Add {
+                    table: add.table,
+                    key: cells(add.key),
+                    column: add.column,
+                    delta: value(add.delta),
+                }),
             })
             .collect::<Result<Vec<_>, _>>()?;
         allowed
@@ -331,10 +346,66 @@ fn stock(adjustment: bindings::StockAdjustment) -> Result<Mutation, HandleError>
     })
 }
 
+fn cells(cells: Vec<bindings::Cell>) -> Vec<Cell> {
+    cells
+        .into_iter()
+        .map(|cell| Cell::new(cell.column, value(cell.value)))
+        .collect()
+}
+
+fn value(value: bindings::Value) -> TableValue {
+    use bindings::Value as V;
+    match value {
+        V::Null => TableValue::Null,
+        V::Boolean(b) => TableValue::Boolean(b),
+        V::Int(i) => TableValue::Int(i),
+        V::Float(f) => TableValue::Float(Float(f)),
+        V::Text(s) => TableValue::Text(s),
+        V::Bytes(b) => TableValue::Bytes(b),
+        V::Json(s) => TableValue::Json(s),
+        V::Timestamp(s) => TableValue::Timestamp(s),
+    }
+}
+
 fn handler_error(error: bindings::HandlerError) -> HandleError {
     match error {
         bindings::HandlerError::InvalidMessage(reason) => HandleError::InvalidMessage(reason),
         bindings::HandlerError::Rejected(reason) => HandleError::Rejected(reason),
+    }
+}
+
+/// A contract 0.2 output in the current contract's terms (0.2 has no table writes).
+fn from_v0_2(
+    output: Result<Vec<bindings::v0_2::Mutation>, bindings::v0_2::HandlerError>,
+) -> Result<Vec<bindings::Mutation>, bindings::HandlerError> {
+    use bindings::v0_2::HandlerError as Old;
+    use bindings::v0_2::Mutation as M;
+    let header = |h: bindings::v0_2::sluice::handler::types::Header| bindings::Header {
+        key: h.key,
+        value: h.value,
+    };
+    match output {
+        Ok(mutations) => Ok(mutations
+            .into_iter()
+            .map(|mutation| match mutation {
+                M::StockAdjustment(a) => {
+                    bindings::Mutation::StockAdjustment(bindings::StockAdjustment {
+                        product_id: a.product_id,
+                        delta: a.delta,
+                    })
+                }
+                M::Emit(e) => bindings::Mutation::Emit(bindings::Emitted {
+                    topic: e.topic,
+                    key: e.key,
+                    value: e.value,
+                    headers: e.headers.into_iter().map(header).collect(),
+                }),
+                M::SetState(value) => bindings::Mutation::SetState(value),
+                M::ClearState => bindings::Mutation::ClearState,
+            })
+            .collect()),
+        Err(Old::InvalidMessage(reason)) => Err(bindings::HandlerError::InvalidMessage(reason)),
+        Err(Old::Rejected(reason)) => Err(bindings::HandlerError::Rejected(reason)),
     }
 }
 
@@ -360,12 +431,19 @@ fn from_v0_1(
 
 /// The `handle` export of a live instance, by contract version.
 enum Handle {
-    V0_2(bindings::Handler),
+    V0_3(bindings::Handler),
+    V0_2(HandleV0_2),
     V0_1(HandleV0_1),
 }
 
-/// Contract 0.1's `handle`, typed with the current `message` record (the same record in both
-/// versions, so the component model's type check accepts it): no copy of the message.
+/// Contract 0.2's `handle`, typed with the current `message` record (the same record in every
+/// version, so the component model's type check accepts it): no copy of the message.
+type HandleV0_2 = wasmtime::component::TypedFunc<
+    (&'static bindings::Message, Option<&'static [u8]>),
+    (Result<Vec<bindings::v0_2::Mutation>, bindings::v0_2::HandlerError>,),
+>;
+
+/// Contract 0.1's `handle`, likewise.
 type HandleV0_1 = wasmtime::component::TypedFunc<
     (&'static bindings::Message,),
     (Result<Vec<bindings::v0_1::Mutation>, bindings::v0_1::HandlerError>,),
@@ -373,15 +451,26 @@ type HandleV0_1 = wasmtime::component::TypedFunc<
 
 impl Handle {
     fn instantiate(linked: &Linked, store: &mut Store<PluginState>) -> wasmtime::Result<Self> {
+        let export = |store: &mut Store<PluginState>,
+                      pre: &wasmtime::component::InstancePre<PluginState>,
+                      handle| {
+            let instance = pre.instantiate(&mut *store)?;
+            instance
+                .get_func(&mut *store, handle)
+                .ok_or_else(|| wasmtime::format_err!("the component exports no `handle`"))
+        };
         match linked {
-            Linked::V0_2 { handler, .. } => handler.instantiate(store).map(Self::V0_2),
+            Linked::V0_3 { handler, .. } => handler.instantiate(store).map(Self::V0_3),
+            Linked::V0_2 {
+                handler, handle, ..
+            } => {
+                let func = export(store, handler.instance_pre(), handle)?;
+                Ok(Self::V0_2(func.typed(&*store)?))
+            }
             Linked::V0_1 {
                 handler, handle, ..
             } => {
-                let instance = handler.instance_pre().instantiate(&mut *store)?;
-                let func = instance
-                    .get_func(&mut *store, handle)
-                    .ok_or_else(|| wasmtime::format_err!("the component exports no `handle`"))?;
+                let func = export(store, handler.instance_pre(), handle)?;
                 Ok(Self::V0_1(func.typed(&*store)?))
             }
         }
@@ -393,10 +482,18 @@ impl Handle {
         message: &bindings::Message,
         state: Option<&[u8]>,
     ) -> wasmtime::Result<Result<Vec<bindings::Mutation>, bindings::HandlerError>> {
+        // `TypedFunc` is covariant in its parameters (a call only borrows them).
         match self {
-            Self::V0_2(handler) => handler.call_handle(store, message, state),
+            Self::V0_3(handler) => handler.call_handle(store, message, state),
+            Self::V0_2(func) => {
+                let func: &wasmtime::component::TypedFunc<
+                    (&bindings::Message, Option<&[u8]>),
+                    (Result<Vec<bindings::v0_2::Mutation>, bindings::v0_2::HandlerError>,),
+                > = func;
+                let (output,) = func.call(store, (message, state))?;
+                Ok(from_v0_2(output))
+            }
             Self::V0_1(func) => {
-                // `TypedFunc` is covariant in its parameters (a call only borrows them).
                 let func: &wasmtime::component::TypedFunc<
                     (&bindings::Message,),
                     (Result<Vec<bindings::v0_1::Mutation>, bindings::v0_1::HandlerError>,),

@@ -210,6 +210,7 @@ fn outputs_beyond_what_the_route_allows_are_refused() {
     let allowed = Allowances {
         state: true,
         emit_to: vec!["orders.tally".into()],
+        ..Allowances::default()
     };
     for isolation in BOTH {
         let results = call(

@@ -7,12 +7,10 @@ use crate::common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::process::{Serve, ServeConfig};
-use common::{Broker, Stack, TestApp, eventually, fixture, workload};
-use rand::{Rng, SeedableRng};
+use common::process::ServeConfig;
+use common::{Broker, Stack, TestApp, eventually, fixture, kills, workload};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -46,15 +44,6 @@ fn tally_config(db_url: &str, broker: &Broker, topic: &str, group: &str) -> Serv
         )
         // Small batches: many commits for the kills to land between, before and during.
         .env("SLUICE_BATCH_MAX_MESSAGES", 50)
-}
-
-/// Records of `topic` decided (any outcome).
-async fn decided_on(pool: &PgPool, topic: &str) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM processed_messages WHERE topic = $1")
-        .bind(topic)
-        .fetch_one(pool)
-        .await
-        .expect("counting decided records")
 }
 
 /// Every record of `topic`, from the beginning to each partition's end now.
@@ -146,45 +135,18 @@ async fn kill_9_under_a_steady_feed_publishes_each_emitted_record_and_folds_each
     let config = tally_config(&db_url, &broker, &topic, &group);
 
     // Act: a steady feed (10 orders every 20 ms) while the member is killed and restarted.
-    let produced = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let feed = {
-        let (producer, topic) = (broker.producer(), topic.clone());
-        let (orders, produced, stop) = (orders.clone(), produced.clone(), stop.clone());
-        tokio::spawn(async move {
-            for chunk in orders.chunks(10) {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                workload::produce(&producer, &topic, chunk).await;
-                produced.fetch_add(chunk.len(), Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-    };
     let started = Instant::now();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut process = Serve::spawn(&config, "contract-crash");
-    let mut at_kills = Vec::new();
-    while at_kills.len() < kills {
-        process.wait_healthy().await;
-        tokio::time::sleep(Duration::from_millis(rng.random_range(300..1200))).await;
-        process.kill9();
-        let (decided, sent) = (
-            decided_on(&pool, &topic).await,
-            produced.load(Ordering::Relaxed) as i64,
-        );
-        // A kill counts when records were still undecided as it landed.
-        if decided < sent {
-            at_kills.push((decided, sent));
-        }
-        process = Serve::spawn(&config, "contract-crash");
-    }
-    stop.store(true, Ordering::Relaxed);
-    feed.await.expect("the feed");
-    let n = produced.load(Ordering::Relaxed);
+    let killed = kills::under_steady_feed(
+        &broker,
+        &config,
+        &pool,
+        orders.clone(),
+        (kills, seed),
+        "contract-crash",
+    )
+    .await;
+    let (n, at_kills, mut process) = (killed.produced, killed.at_kills, killed.process);
     let orders = &orders[..n];
-    workload::wait_processed_on(&pool, &topic, n as i64, Duration::from_secs(180)).await;
 
     // Assert: every order decided once, stock exact.
     let tally = workload::check_exactly_once(&pool, &group, &initial, orders).await;

@@ -24,4 +24,5 @@ mod poison;
 mod seed_walkthrough;
 mod serve_process;
 mod start_order;
+mod tables;
 mod tls;

@@ -69,19 +69,27 @@ pub use bindings::sluice::handler::host::Level;
 pub use bindings::sluice::handler::types::{Header, StockAdjustment};
 pub use bindings::{HandlerError, Message, Mutation};
 
-// The contract this source is built against: 0.2 as `sluice-plugin`, 0.1 as
-// `sluice-plugin-v0-1` (`v0.1/`, which sets `sluice_contract_0_1`). These lines are the switch;
-// all that differs is in `since_0_2` (emitted records, keyed state) and `only_0_1`.
+// The contract this source is built against: 0.3 as `sluice-plugin`, 0.2 as
+// `sluice-plugin-v0-2` (`v0.2/`, which sets `sluice_contract_0_2`), 0.1 as `sluice-plugin-v0-1`
+// (`v0.1/`, `sluice_contract_0_1`). These lines are the switch; all that differs is in
+// `since_0_2` (emitted records, keyed state), `since_0_3` (table writes) and `only_0_1`, and
+// `contract` is the newest of them in this build.
+#[cfg(sluice_contract_0_1)]
+mod only_0_1;
 #[cfg(not(sluice_contract_0_1))]
 mod since_0_2;
-#[cfg(not(sluice_contract_0_1))]
+#[cfg(not(any(sluice_contract_0_1, sluice_contract_0_2)))]
+mod since_0_3;
+#[cfg(sluice_contract_0_1)]
+use only_0_1 as contract;
+#[cfg(sluice_contract_0_2)]
 use since_0_2 as contract;
 #[cfg(not(sluice_contract_0_1))]
 pub use since_0_2::{Emitted, clear_state, emit, set_state, set_state_json, state, state_json};
-#[cfg(sluice_contract_0_1)]
-mod only_0_1;
-#[cfg(sluice_contract_0_1)]
-use only_0_1 as contract;
+#[cfg(not(any(sluice_contract_0_1, sluice_contract_0_2)))]
+use since_0_3 as contract;
+#[cfg(not(any(sluice_contract_0_1, sluice_contract_0_2)))]
+pub use since_0_3::{Cell, Value, add, cell, delete, json_value, timestamp, upsert};
 
 /// What a handler returns: the mutations to apply, or why not.
 pub type Outcome = Result<Vec<Mutation>, HandlerError>;

@@ -83,17 +83,23 @@ impl Decided<'_> {
     }
 }
 
-/// Decide `original` (`duplicate`: its event was decided before). Applies what it changes to
-/// `stock` and, on a route that keeps state, to its key's state in `keyed`.
+/// Decide `original` (`duplicate`: its event was decided before; `refused`: PostgreSQL
+/// refused its table writes, and why). Applies what it changes to `stock` and, on a route that
+/// keeps state, to its key's state in `keyed`.
 pub fn decide<'a>(
     original: &'a Handled,
-    duplicate: bool,
+    (duplicate, refused): (bool, Option<&String>),
     stock: &mut HashMap<String, i64>,
     mut keyed: Option<&mut Keyed<'_>>,
 ) -> Decided<'a> {
-    if duplicate {
+    let settled = if duplicate {
+        Some(Decision::Duplicate)
+    } else {
+        refused.map(|why| Decision::refused(ErrorKind::TableRefused, why.clone()))
+    };
+    if let Some(decision) = settled {
         return Decided {
-            decision: Decision::Duplicate,
+            decision,
             original,
             again: None,
         };

@@ -15,6 +15,7 @@ mod emitted;
 mod reads;
 mod shadow;
 mod stock;
+mod tables;
 mod verdicts;
 
 #[cfg(test)]
@@ -26,9 +27,11 @@ pub use shadow::{agrees, output_json};
 pub use verdicts::processing_context;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use crate::db::ingest::{DeadLetterRow, Outcomes};
 use crate::db::plugins::ShadowTally;
+use crate::domain::tables::{TableOp, TableWrites, Tables};
 use crate::domain::{Consumed, Mutation, Record, SeenState};
 use crate::runtime::HandleError;
 use decision::Decided;
@@ -75,6 +78,8 @@ pub struct BatchContext {
     pub dead_letter_topic: Option<String>,
     /// The shadow candidate that ran beside the plugin, if any.
     pub shadow_version: Option<String>,
+    /// The declared tables' shapes when the batch began (what its writes were checked against).
+    pub tables: Arc<Tables>,
 }
 
 /// First decisions, or a dead letter's redrive (its `attempt`-th).
@@ -102,6 +107,8 @@ pub struct BatchReport {
     pub emitted: BTreeMap<String, u64>,
     /// Records called again with their key's state (see [`Keyed`]).
     pub recalled: usize,
+    /// Table writes of the applied records, by table and kind.
+    pub table_writes: BTreeMap<(String, TableOp), u64>,
 }
 
 impl BatchReport {
@@ -131,8 +138,45 @@ pub struct Plan {
     /// Products that records called again adjust and that were not locked (the calls the
     /// batch started with did not name them): lock them and decide again.
     pub unlocked: Vec<String>,
+    /// What the applied records write to the declared tables.
+    pub tables: TableWrites,
+    /// The records called again (see [`Keyed`]), as called the second time, by position.
+    pub recalled: Vec<(usize, Handled)>,
     pub report: BatchReport,
 }
+
+impl Plan {
+    /// Each applied record's place and table writes, in order, as finally called (`records`:
+    /// what the plan decided): what the tables get, record by record.
+    pub fn applied_writes<'a>(
+        &'a self,
+        records: &[&'a Handled],
+    ) -> Vec<((i32, i64), &'a [Mutation])> {
+        let mut recalled = self.recalled.iter().peekable();
+        let mut writes = Vec::new();
+        for (position, (&original, decision)) in records.iter().zip(&self.decisions).enumerate() {
+            let handled = match recalled.peek() {
+                Some((at, again)) if *at == position => {
+                    recalled.next();
+                    again
+                }
+                _ => original,
+            };
+            if *decision != Decision::Applied {
+                continue;
+            }
+            let mutations = handled.result.as_deref().unwrap_or_default();
+            if mutations.iter().any(|m| m.table_write().is_some()) {
+                let place = (handled.record.partition, handled.record.offset);
+                writes.push((place, mutations));
+            }
+        }
+        writes
+    }
+}
+
+/// Records whose table writes PostgreSQL refused, by (partition, offset), with its message.
+pub type Refused = HashMap<(i32, i64), String>;
 
 /// On a route that keeps state: the locked state of every key whose state the batch's calls
 /// saw (keys without one absent), and how to call a record again with its key's state at its
@@ -144,14 +188,15 @@ pub struct Keyed<'a> {
 }
 
 /// Decide `records` in order. `new_ids`: the event ids this transaction recorded first (an id
-/// outside it was decided before, or appears twice here); `stock`: the locked stock of every
-/// product the records touch, updated as records apply; `keyed`: the keys' state, updated as
-/// records apply.
+/// outside it was decided before, or appears twice here); `refused`: records whose table
+/// writes PostgreSQL refused in an earlier try of this transaction (dead letters now);
+/// `stock`: the locked stock of every product the records touch, updated as records apply;
+/// `keyed`: the keys' state, updated as records apply.
 pub fn plan(
     batch: &BatchContext,
     mode: Mode,
     records: &[&Handled],
-    new_ids: &HashSet<&str>,
+    (new_ids, refused): (&HashSet<&str>, &Refused),
     stock: &mut HashMap<String, i64>,
     mut keyed: Option<Keyed<'_>>,
 ) -> Plan {
@@ -166,7 +211,8 @@ pub fn plan(
             .event_id
             .as_deref()
             .is_some_and(|id| !new_ids.contains(id) || !decided_here.insert(id));
-        let one = decision::decide(original, duplicate, stock, keyed.as_mut());
+        let refusal = refused.get(&(original.record.partition, original.record.offset));
+        let one = decision::decide(original, (duplicate, refusal), stock, keyed.as_mut());
         plan.add(batch, mode, &one, stock);
         verdicts.push(one.handled(), &one.decision);
         decided.push(one);
@@ -178,10 +224,21 @@ pub fn plan(
     }
     let finals: Vec<&Handled> = decided.iter().map(Decided::handled).collect();
     plan.shadow = shadow::tally(batch, &finals);
+    let applied = decided
+        .iter()
+        .filter(|d| d.decision == Decision::Applied)
+        .map(|d| d.handled().result.as_deref().unwrap_or_default());
+    plan.tables = tables::fold(&batch.tables, applied);
+    plan.report.table_writes = plan.tables.counts.clone();
     plan.unlocked.sort_unstable();
     plan.unlocked.dedup();
     plan.report.queued = plan.outbox.len();
-    plan.decisions = decided.into_iter().map(|d| d.decision).collect();
+    for (position, one) in decided.into_iter().enumerate() {
+        if let Some(again) = one.again {
+            plan.recalled.push((position, again));
+        }
+        plan.decisions.push(one.decision);
+    }
     plan
 }
 

@@ -23,6 +23,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use uuid::Uuid;
 
 pub mod components;
+pub mod kills;
 pub mod process;
 pub mod workload;
 

@@ -7,11 +7,12 @@ mod keyed;
 mod redrive;
 mod shadow;
 mod stock;
+mod tables;
 mod verdicts;
 
 use std::collections::{HashMap, HashSet};
 
-use super::{BatchContext, Handled, Keyed, Mode, Plan, plan};
+use super::{BatchContext, Handled, Keyed, Mode, Plan, Refused, plan};
 use crate::domain::{Consumed, EVENT_ID_HEADER, ErrorKind, Header, Mutation, ProductId, SeenState};
 use crate::runtime::HandleError;
 
@@ -76,6 +77,7 @@ pub fn batch() -> BatchContext {
         status_topic: Some("status".into()),
         dead_letter_topic: Some("orders.DLT".into()),
         shadow_version: None,
+        tables: Default::default(),
     }
 }
 
@@ -94,6 +96,7 @@ pub struct Case {
     mode: Mode,
     stock: HashMap<String, i64>,
     decided_before: Vec<String>,
+    refused: Refused,
 }
 
 impl Case {
@@ -105,7 +108,17 @@ impl Case {
             mode: Mode::Ingest,
             stock: HashMap::new(),
             decided_before: Vec::new(),
+            refused: Refused::new(),
         }
+    }
+
+    /// Records whose table writes PostgreSQL refused, by offset (partition 0), and why.
+    pub fn refused(mut self, refused: &[(i64, &str)]) -> Self {
+        self.refused = refused
+            .iter()
+            .map(|(offset, why)| ((0, *offset), why.to_string()))
+            .collect();
+        self
     }
 
     /// The locked stock of the products the records touch.
@@ -161,7 +174,7 @@ impl Case {
             &self.batch,
             self.mode,
             &records,
-            &new_ids,
+            (&new_ids, &self.refused),
             &mut self.stock,
             keyed,
         );

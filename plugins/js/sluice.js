@@ -5,13 +5,18 @@
 // `log` and `get-config` are answered by the `testing` helpers below.
 //
 // A plugin module exports `handle(message)` returning an array of mutations (`stock(...)`,
-// `emit(...)`, `setState(...)`, `clearState()`) or throwing `Invalid` / `Rejected`, and
+// `emit(...)`, `setState(...)`, `clearState()`, `upsert(...)`, `del(...)`, `add(...)`) or
+// throwing `Invalid` / `Rejected`, and
 // optionally `selfTest()`. Any other exception is a bug in the plugin: the record becomes a
 // dead letter of kind `trap` with the error as its reason.
 //
-// Plugins are built against contract 0.2: on a route that keeps state, `state()` (or
+// Plugins are built against contract 0.3: on a route that keeps state, `state()` (or
 // `stateJson()`) is the message key's state during the call; records emitted go out exactly
-// when the message applies, to the topics the route allows.
+// when the message applies, to the topics the route allows; rows written with `upsert`, `del`
+// and `add` go to the tables the operator declared for the route, in the same transaction. A
+// row is an object of column -> value: null (or undefined), a boolean, a Number (an integer
+// is `int`, another number `float`), a BigInt, a string, a Uint8Array, a Date, an array or
+// plain object (JSON), `timestamp(...)` or `jsonValue(...)`.
 
 /** The largest quantity one order may take (as the Rust plugins' `MAX_QUANTITY`). */
 export const MAX_QUANTITY = 1000000n;
@@ -92,6 +97,98 @@ export function setStateJson(value) {
 /** Remove the message key's state once the message applies. */
 export function clearState() {
   return { tag: 'clear-state' };
+}
+
+/** A column value already in the contract's shape (`timestamp(...)`, `jsonValue(...)`). */
+class ColumnValue {
+  constructor(tag, val) {
+    this.tag = tag;
+    this.val = val;
+  }
+}
+
+/** A time for a `timestamptz`/`timestamp` column: a Date or RFC 3339 text with its offset. */
+export function timestamp(value) {
+  if (value instanceof Date) return new ColumnValue('timestamp', value.toISOString());
+  if (typeof value === 'string') return new ColumnValue('timestamp', value);
+  throw new TypeError(`a timestamp is a Date or a string, got ${typeof value}`);
+}
+
+/** A value for a `json`/`jsonb` column: `value` as JSON text. */
+export function jsonValue(value) {
+  return new ColumnValue('json', JSON.stringify(value));
+}
+
+// A column value in the contract's `value` variant.
+function columnValue(value, what) {
+  if (value instanceof ColumnValue) return { tag: value.tag, val: value.val };
+  if (value === null || value === undefined) return { tag: 'null' };
+  switch (typeof value) {
+    case 'boolean':
+      return { tag: 'boolean', val: value };
+    case 'bigint':
+      if (value < I64_MIN || value > I64_MAX) {
+        throw new RangeError(`${what}: ${value} is out of a 64-bit integer's range`);
+      }
+      return { tag: 'int', val: value };
+    case 'number':
+      if (Number.isSafeInteger(value)) return { tag: 'int', val: BigInt(value) };
+      return { tag: 'float', val: value };
+    case 'string':
+      return { tag: 'text', val: value };
+    default:
+  }
+  if (value instanceof Date) return { tag: 'timestamp', val: value.toISOString() };
+  if (value instanceof Uint8Array || ArrayBuffer.isView(value)) {
+    return { tag: 'bytes', val: bytes(value, what) };
+  }
+  if (Array.isArray(value) || Object.getPrototypeOf(value) === Object.prototype) {
+    return { tag: 'json', val: JSON.stringify(value) };
+  }
+  throw new TypeError(`${what}: ${typeof value} is not a column value`);
+}
+
+// The contract's cells from an object of column -> value.
+function cells(row, what) {
+  if (row === null || typeof row !== 'object' || Array.isArray(row)) {
+    throw new TypeError(`${what} is an object of column -> value`);
+  }
+  return Object.entries(row).map(([column, value]) => ({
+    column,
+    value: columnValue(value, `${what}'s column \`${column}\``),
+  }));
+}
+
+/**
+ * Insert `row` (column -> value; every primary-key column among them) into `table`, which the
+ * route must declare with `upsert`, or update the row with the same key.
+ */
+export function upsert(table, row) {
+  return { tag: 'upsert', val: { table: String(table), row: cells(row, "an upsert's row") } };
+}
+
+/** Delete the row of `table` (declared with `delete`) whose primary key is `key`. */
+export function del(table, key) {
+  return { tag: 'delete', val: { table: String(table), key: cells(key, "a delete's key") } };
+}
+
+/**
+ * Add `delta` (a Number or BigInt) to `column` of the row of `table` (declared with `add`)
+ * whose primary key is `key`; a missing row is made with `delta`.
+ */
+export function add(table, key, column, delta) {
+  if (typeof delta !== 'number' && typeof delta !== 'bigint') {
+    throw new TypeError(`an add's delta is a Number or BigInt, got ${typeof delta}`);
+  }
+  return {
+    tag: 'add',
+    val: {
+      table: String(table),
+      key: cells(key, "an add's key"),
+      column: String(column),
+      delta: columnValue(delta, "an add's delta"),
+    },
+  };
 }
 
 /**
@@ -424,6 +521,22 @@ export const testing = {
   /** The records an array of mutations emits (`{ topic, key, value, headers }`). */
   emitted(mutations) {
     return mutations.filter((m) => m.tag === 'emit').map((m) => m.val);
+  },
+  /** The table writes (`upsert`, `delete`, `add`) of an array of mutations, as `{ tag, val }`. */
+  tableWrites(mutations) {
+    return mutations.filter((m) => m.tag === 'upsert' || m.tag === 'delete' || m.tag === 'add');
+  },
+  /**
+   * The value the first upsert into `table` gives `column`, in the contract's shape
+   * (`{ tag: 'text', val: 'o-1' }`); undefined if none.
+   */
+  upserted(mutations, table, column) {
+    for (const m of mutations) {
+      if (m.tag !== 'upsert' || m.val.table !== table) continue;
+      const cell = m.val.row.find((c) => c.column === column);
+      if (cell) return cell.value;
+    }
+    return undefined;
   },
   /** The key's state once these mutations apply, from `before`. */
   stateAfter(mutations, before) {

@@ -5,19 +5,24 @@ componentize-py against ``wit/handler.wit``) and natively under pytest, where th
 ``log`` and ``get-config`` are answered by the ``testing`` helpers below.
 
 A plugin module defines ``handle(message)`` returning a list of mutations (``stock(...)``,
-``emit(...)``, ``set_state(...)``, ``clear_state()``) or raising ``Invalid`` / ``Rejected``,
+``emit(...)``, ``set_state(...)``, ``clear_state()``, ``upsert(...)``, ``delete(...)``,
+``add(...)``) or raising ``Invalid`` / ``Rejected``,
 optionally ``self_test()``, and ends with::
 
     WitWorld = sluice_plugin.export(handle, self_test=self_test)
 
-Plugins are built against contract 0.2: on a route that keeps state, ``state()`` (or
+Plugins are built against contract 0.3: on a route that keeps state, ``state()`` (or
 ``state_json()``) is the message key's state during the call; records emitted go out exactly
-when the message applies, to the topics the route allows.
+when the message applies, to the topics the route allows; rows written with ``upsert``,
+``delete`` and ``add`` go to the tables the operator declared for the route, in the same
+transaction. A row is a ``dict`` of column → value: ``None``, ``bool``, ``int``, ``float``,
+``str``, ``bytes``, a ``dict`` or ``list`` (JSON), ``timestamp(...)`` or ``json_value(...)``.
 
 Any other exception is a bug in the plugin: the call traps and the record becomes a dead
 letter with the traceback's last lines as its reason.
 """
 
+import datetime
 import json
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
@@ -145,6 +150,107 @@ def set_state_json(value) -> SetState:
 def clear_state() -> ClearState:
     """Remove the message key's state once the message applies."""
     return ClearState()
+
+
+@dataclass(frozen=True)
+class Timestamp:
+    """A time for a ``timestamptz`` or ``timestamp`` column, as RFC 3339 text with its offset."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Json:
+    """JSON text for a ``json`` or ``jsonb`` column."""
+
+    text: str
+
+
+def timestamp(value) -> Timestamp:
+    """A column value for a time: an aware ``datetime`` or RFC 3339 text
+    (``2026-12-07T18:27:22.211Z``)."""
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            raise ValueError("a timestamp needs its offset (an aware datetime)")
+        return Timestamp(value.isoformat())
+    if isinstance(value, str):
+        return Timestamp(value)
+    raise TypeError(f"a timestamp is a datetime or str, got {type(value).__name__}")
+
+
+def json_value(value) -> Json:
+    """A column value for a ``json``/``jsonb`` column: ``value`` as compact JSON."""
+    return Json(json.dumps(value, separators=(",", ":")))
+
+
+@dataclass
+class Upsert:
+    """Insert ``row`` into ``table``, or update the row with its primary key."""
+
+    table: str
+    row: dict
+
+
+@dataclass
+class Delete:
+    """Delete the row of ``table`` whose primary key is ``key``."""
+
+    table: str
+    key: dict
+
+
+@dataclass
+class Add:
+    """Add ``delta`` to ``column`` of the row of ``table`` whose primary key is ``key`` (the
+    row is made if absent)."""
+
+    table: str
+    key: dict
+    column: str
+    delta: object
+
+
+def _row(cells, what: str) -> dict:
+    if not isinstance(cells, dict):
+        raise TypeError(f"{what} is a dict of column -> value, got {type(cells).__name__}")
+    for column, value in cells.items():
+        _check_value(value, f"{what}'s column `{column}`")
+    return dict(cells)
+
+
+def _check_value(value, what: str) -> None:
+    if value is None or isinstance(value, (bool, float, str, bytes, bytearray, Timestamp, Json)):
+        return
+    if isinstance(value, int):
+        if not -(2**63) <= value < 2**63:
+            raise ValueError(f"{what}: {value} is out of a 64-bit integer's range")
+        return
+    if isinstance(value, (dict, list)):
+        return
+    if isinstance(value, datetime.datetime):
+        timestamp(value)
+        return
+    raise TypeError(f"{what}: {type(value).__name__} is not a column value")
+
+
+def upsert(table: str, row: dict) -> Upsert:
+    """Insert ``row`` (column -> value; every primary-key column among them) into ``table``,
+    which the route must declare with ``upsert``, or update the row with the same key."""
+    return Upsert(str(table), _row(row, "an upsert's row"))
+
+
+def delete(table: str, key: dict) -> Delete:
+    """Delete the row of ``table`` (declared with ``delete``) whose primary key is ``key``."""
+    return Delete(str(table), _row(key, "a delete's key"))
+
+
+def add(table: str, key: dict, column: str, delta) -> Add:
+    """Add ``delta`` (an ``int`` or ``float``) to ``column`` of the row of ``table`` (declared
+    with ``add``) whose primary key is ``key``; a missing row is made with ``delta``."""
+    if isinstance(delta, bool) or not isinstance(delta, (int, float)):
+        raise TypeError(f"an add's delta is an int or float, got {type(delta).__name__}")
+    _check_value(delta, "an add's delta")
+    return Add(str(table), _row(key, "an add's key"), str(column), delta)
 
 
 #: The message key's state for the call under way (set by ``export`` and ``testing``).
@@ -383,10 +489,47 @@ def _to_component(mutation):
         return _types.Mutation_SetState(mutation.value)
     if isinstance(mutation, ClearState):
         return _types.Mutation_ClearState()
+    if isinstance(mutation, Upsert):
+        return _types.Mutation_Upsert(_types.Upsert(mutation.table, _cells(mutation.row)))
+    if isinstance(mutation, Delete):
+        return _types.Mutation_Delete(_types.Delete(mutation.table, _cells(mutation.key)))
+    if isinstance(mutation, Add):
+        return _types.Mutation_Add(
+            _types.Add(
+                mutation.table, _cells(mutation.key), mutation.column, _value(mutation.delta)
+            )
+        )
     raise TypeError(
-        "a mutation is made with stock(...), emit(...), set_state(...) or clear_state(), "
-        f"got {mutation!r}"
+        "a mutation is made with stock(...), emit(...), set_state(...), clear_state(), "
+        f"upsert(...), delete(...) or add(...), got {mutation!r}"
     )
+
+
+def _cells(row: dict) -> list:
+    return [_types.Cell(str(column), _value(value)) for column, value in row.items()]
+
+
+def _value(value):
+    """A column value in the contract's ``value`` variant."""
+    if value is None:
+        return _types.Value_Null()
+    if isinstance(value, bool):
+        return _types.Value_Boolean(value)
+    if isinstance(value, int):
+        return _types.Value_Int(value)
+    if isinstance(value, float):
+        return _types.Value_Float(value)
+    if isinstance(value, str):
+        return _types.Value_Text(value)
+    if isinstance(value, (bytes, bytearray)):
+        return _types.Value_Bytes(bytes(value))
+    if isinstance(value, Timestamp):
+        return _types.Value_Timestamp(value.text)
+    if isinstance(value, datetime.datetime):
+        return _types.Value_Timestamp(timestamp(value).text)
+    if isinstance(value, Json):
+        return _types.Value_Json(value.text)
+    return _types.Value_Json(json_value(value).text)
 
 
 def _call_with_state(handle: Callable, message, key_state: Optional[bytes]):
@@ -497,6 +640,19 @@ class testing:
     def emitted(mutations) -> list:
         """The records a list of mutations emits."""
         return [m for m in mutations if isinstance(m, Emit)]
+
+    @staticmethod
+    def table_writes(mutations) -> list:
+        """The table writes (``Upsert``, ``Delete``, ``Add``) of a list of mutations."""
+        return [m for m in mutations if isinstance(m, (Upsert, Delete, Add))]
+
+    @staticmethod
+    def upserted(mutations, table: str, column: str):
+        """The value the first upsert into ``table`` gives ``column`` (``KeyError`` if none)."""
+        for m in mutations:
+            if isinstance(m, Upsert) and m.table == table and column in m.row:
+                return m.row[column]
+        raise KeyError(f"no upsert into {table} with column {column}")
 
     @staticmethod
     def state_after(mutations, before=None) -> Optional[bytes]:

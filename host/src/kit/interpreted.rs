@@ -117,8 +117,11 @@ const JS_VELOCITY: &[(&str, &str)] = &[
         include_str!("../../../plugins/js/velocity/test/plugin.test.js"),
     ),
 ];
-/// The host interface the bundler leaves to the component's imports.
-const JS_HOST_IMPORT: &str = "sluice:handler/host@0.2.0";
+/// The host interface the bundler leaves to the component's imports: the current contract's.
+fn js_host_import() -> String {
+    let version = crate::runtime::explain::CONTRACTS[0];
+    format!("sluice:handler/host@{version}")
+}
 
 /// The component file a build of `dir` writes: `build/<dir name>.wasm`.
 fn output(dir: &Path) -> anyhow::Result<PathBuf> {
@@ -261,7 +264,7 @@ fn build_js(dir: &Path, staging: &Path, out: &Path) -> anyhow::Result<()> {
         &staging.join("entry.js"),
         &JS_ENTRY
             .replace("{plugin}", &format!("../{JS_PLUGIN}"))
-            .replace("{host}", JS_HOST_IMPORT),
+            .replace("{host}", &js_host_import()),
     )?;
     let missing = || {
         format!(
@@ -275,7 +278,7 @@ fn build_js(dir: &Path, staging: &Path, out: &Path) -> anyhow::Result<()> {
         .current_dir(dir)
         .arg(format!("./{STAGING}/entry.js"))
         .args(["--format", "esm", "--platform", "neutral", "--external"])
-        .arg(JS_HOST_IMPORT)
+        .arg(js_host_import())
         .arg("-o")
         .arg(format!("{STAGING}/bundle.js"))
         .stdin(Stdio::null())

@@ -17,7 +17,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
 
 use crate::runtime::bindings::{
-    Handler, Level, sluice::handler::host, sluice::handler::types, v0_1,
+    Handler, Level, sluice::handler::host, sluice::handler::types, v0_1, v0_2,
 };
 
 const OUTPUT_CAPTURE: usize = 1 << 20;
@@ -64,26 +64,9 @@ impl host::Host for State {
     }
 }
 
-// Plugins of contract 0.1 import its host interface.
-impl v0_1::sluice::handler::types::Host for State {}
-
-impl v0_1::sluice::handler::host::Host for State {
-    fn log(&mut self, level: v0_1::sluice::handler::host::Level, message: String) {
-        use v0_1::sluice::handler::host::Level as Old;
-        let level = match level {
-            Old::Trace => "trace",
-            Old::Debug => "debug",
-            Old::Info => "info",
-            Old::Warn => "warn",
-            Old::Error => "error",
-        };
-        self.log_line(level, &message);
-    }
-
-    fn get_config(&mut self, _key: String) -> Option<String> {
-        None
-    }
-}
+// Plugins of earlier contracts import their own host interface.
+crate::runtime::earlier_host!(v0_2, State);
+crate::runtime::earlier_host!(v0_1, State);
 
 impl State {
     fn log_line(&mut self, level: &str, message: &str) {
@@ -106,6 +89,8 @@ impl Runner {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
         Handler::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(anyhow::Error::from)?;
+        v0_2::Handler::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(anyhow::Error::from)?;
         v0_1::Handler::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(anyhow::Error::from)?;

@@ -574,15 +574,21 @@ impl wasmtime_wasi_http::WasiHttpView for PluginState {
 
 impl super::bindings::sluice::handler::types::Host for PluginState {}
 
-/// The host interface of an earlier contract, as the current one (the same functions; only the
-/// level enum is a type of its own in each version).
+/// The host interface of an earlier contract on `$state`, as its current one (the same
+/// functions; only the level enum is a type of its own in each version). Also used by the test
+/// runner (`kit::runner`).
 macro_rules! earlier_host {
-    ($version:ident) => {
-        impl $version::sluice::handler::types::Host for PluginState {}
+    ($version:ident, $state:ty) => {
+        impl $crate::runtime::bindings::$version::sluice::handler::types::Host for $state {}
 
-        impl $version::sluice::handler::host::Host for PluginState {
-            fn log(&mut self, level: $version::sluice::handler::host::Level, message: String) {
-                use $version::sluice::handler::host::Level as Old;
+        impl $crate::runtime::bindings::$version::sluice::handler::host::Host for $state {
+            fn log(
+                &mut self,
+                level: $crate::runtime::bindings::$version::sluice::handler::host::Level,
+                message: String,
+            ) {
+                use $crate::runtime::bindings::Level;
+                use $crate::runtime::bindings::$version::sluice::handler::host::Level as Old;
                 let level = match level {
                     Old::Trace => Level::Trace,
                     Old::Debug => Level::Debug,
@@ -590,18 +596,19 @@ macro_rules! earlier_host {
                     Old::Warn => Level::Warn,
                     Old::Error => Level::Error,
                 };
-                host::Host::log(self, level, message);
+                $crate::runtime::bindings::sluice::handler::host::Host::log(self, level, message);
             }
 
             fn get_config(&mut self, key: String) -> Option<String> {
-                host::Host::get_config(self, key)
+                $crate::runtime::bindings::sluice::handler::host::Host::get_config(self, key)
             }
         }
     };
 }
+pub(crate) use earlier_host;
 
-earlier_host!(v0_2);
-earlier_host!(v0_1);
+earlier_host!(v0_2, PluginState);
+earlier_host!(v0_1, PluginState);
 
 impl host::Host for PluginState {
     fn log(&mut self, level: Level, message: String) {

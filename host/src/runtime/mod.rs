@@ -14,6 +14,7 @@ mod wasi;
 use sha2::{Digest, Sha256};
 
 pub use compile::{CompileLimits, Compiler};
+pub(crate) use engine::earlier_host;
 pub use engine::{
     Isolation, IsolationConfig, MAX_TIMEOUT, PluginConfig, PluginState, Sandbox, SandboxConfig,
 };

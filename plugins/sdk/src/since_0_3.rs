@@ -176,7 +176,7 @@ mod tests {
     use super::testing::*;
     use super::*;
     use crate::testing;
-    use crate::{Message, Outcome};
+    use crate::{Message, MessageExt, Outcome};
 
     #[test]
     fn table_writes_are_built_from_plain_values() {

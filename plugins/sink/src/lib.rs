@@ -168,7 +168,8 @@ mod tests {
             &[("table", "t"), ("columns", "id:orderId quantity")],
             || handle(&testing::message(ORDER)),
         );
-        let [Mutation::Upsert(write)] = table_writes(&outcome).try_into().unwrap() else {
+        let writes = table_writes(&outcome);
+        let [Mutation::Upsert(write)] = writes.as_slice() else {
             panic!("{outcome:?}")
         };
         let columns: Vec<&str> = write.row.iter().map(|c| c.column.as_str()).collect();

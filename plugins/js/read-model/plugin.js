@@ -1,0 +1,57 @@
+// The read-model example in JavaScript (contract 0.3: the team's own tables), the same logic,
+// errors and fixtures as the Rust example (plugins/read-model): an order takes its quantity
+// out of its product's stock, writes its row to `user_orders` and adds to its product's
+// counters in `product_sales` (`orders`, `units`, `revenue`), all in the transaction that
+// applies it, exactly once. An order refused for stock writes neither.
+//
+// Configuration: `orders-table` and `sales-table` rename the tables. The route declares them:
+// `--table TOPIC=user_orders:upsert --table TOPIC=product_sales:add`.
+import * as sluice from '../sluice.js';
+
+/** What the row needs besides what the strict order parser checked. */
+function details(message) {
+  let document;
+  try {
+    document = JSON.parse(sluice.text(message));
+  } catch (e) {
+    throw new sluice.Invalid(`the order is not JSON: ${e.message}`);
+  }
+  const wanted = { userId: 'string', unitPrice: 'integer', totalPrice: 'integer', createdAt: 'string' };
+  for (const [name, kind] of Object.entries(wanted)) {
+    const value = document[name];
+    const fits = kind === 'integer' ? Number.isSafeInteger(value) : typeof value === kind;
+    if (!fits) throw new sluice.Invalid(`\`${name}\` is missing or not a${kind === 'integer' ? 'n' : ''} ${kind}`);
+  }
+  return document;
+}
+
+/** The order's stock, its row and its product's counters. */
+export function handle(message) {
+  const order = sluice.order(message);
+  const { userId, unitPrice, totalPrice, createdAt } = details(message);
+  const orders = sluice.getConfig('orders-table') ?? 'user_orders';
+  const sales = sluice.getConfig('sales-table') ?? 'product_sales';
+  const product = { product_id: order.productId };
+  return [
+    sluice.stock(order.productId, -order.quantity),
+    sluice.upsert(orders, {
+      order_id: order.orderId,
+      user_id: userId,
+      product_id: order.productId,
+      quantity: order.quantity,
+      unit_price: unitPrice,
+      total_price: totalPrice,
+      status: 'APPLIED',
+      created_at: sluice.timestamp(createdAt),
+    }),
+    sluice.add(sales, product, 'orders', 1),
+    sluice.add(sales, product, 'units', order.quantity),
+    sluice.add(sales, product, 'revenue', totalPrice),
+  ];
+}
+
+/** Run by the host before this version becomes active. */
+export function selfTest() {
+  const writes = sluice.testing.tableWrites(handle(sluice.testing.order('self-test', 'P-1', 2)));
+  if (writes.length !== 4) throw new Error(`a 2-unit order made ${writes.length} table writes, not 4`);
+}

@@ -1,5 +1,5 @@
 //! Catch-up ingest of the backlog: the wasm plugin, the native handler, one transaction per
-//! message, and hot swaps every two seconds.
+//! message, hot swaps every two seconds, emitted records with state, and table writes.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,7 +24,18 @@ pub(super) enum Load {
     /// window of no time, so that each order takes stock, sets its key's state and emits an
     /// alert record (the heaviest output a record can have but for its size).
     EmitAndState,
+    /// Contract 0.3 on every record: the read-model example keeping one counter, so that each
+    /// order takes stock, upserts its row in `user_orders` and adds to its product's row in
+    /// `product_sales`.
+    Tables,
 }
+
+/// The read-model example (`plugins/read-model`), built by host/build.rs.
+const READ_MODEL_PLUGIN: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/sluice_plugin_read_model.wasm"));
+
+/// The tables the read-model scenario writes, as the README's walkthrough creates them.
+const READ_SIDE: &str = include_str!("../../../plugins/read-model/tables.sql");
 
 /// The velocity example (`plugins/velocity`), built by host/build.rs.
 const VELOCITY_PLUGIN: &[u8] =
@@ -46,7 +57,7 @@ impl Bench<'_> {
         let target = match load {
             Load::PerMessage => self.args.per_message_events.min(self.args.events),
             Load::Swaps => self.args.events / 2,
-            Load::Wasm(_) | Load::Native | Load::EmitAndState => self.args.events,
+            Load::Wasm(_) | Load::Native | Load::EmitAndState | Load::Tables => self.args.events,
         } as u64;
         let mut settings = self.settings(TOPIC)?;
         // Where the scenario's plugin file is, removed when the scenario ends.
@@ -72,6 +83,26 @@ impl Bench<'_> {
                     ("velocity:window-seconds".to_string(), "0".to_string()),
                     ("velocity:alert-topic".to_string(), ALERTS_TOPIC.to_string()),
                 ]);
+            }
+            Load::Tables => {
+                sqlx::raw_sql("DROP TABLE IF EXISTS user_orders, product_sales")
+                    .execute(&self.pool)
+                    .await?;
+                sqlx::raw_sql(READ_SIDE).execute(&self.pool).await?;
+                let dir = plugin_dir.insert(tempfile::tempdir()?);
+                let path = dir.path().join("read-model.wasm");
+                std::fs::write(&path, READ_MODEL_PLUGIN)?;
+                settings.plugins.paths = vec![path];
+                settings.kafka.routes = Routes::single(TOPIC, "read-model")
+                    .allow_tables(&[
+                        (TOPIC.into(), "user_orders:upsert".into()),
+                        (TOPIC.into(), "product_sales:add".into()),
+                    ])
+                    .map_err(anyhow::Error::msg)?;
+                settings.sandbox.plugin_config = crate::runtime::PluginConfig::from_pairs([(
+                    "read-model:counters".to_string(),
+                    "units".to_string(),
+                )]);
             }
         }
         let app = Application::build(settings).await?;

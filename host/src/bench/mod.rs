@@ -82,7 +82,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub smoke: bool,
     /// Run only these scenarios: calls, ingest-wasm, ingest-wasm-record, ingest-native,
-    /// per-message, swaps, ingest-emit-state, http
+    /// per-message, swaps, ingest-emit-state, ingest-tables, http
     /// (ratios need both of their scenarios).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
@@ -228,6 +228,11 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
             "catch-up ingest, velocity example (contract 0.2): stock, state and one emitted record per order",
             Load::EmitAndState,
         ),
+        (
+            "ingest-tables",
+            "catch-up ingest, read-model example (contract 0.3): stock, one upsert and one add per order",
+            Load::Tables,
+        ),
     ];
     for (scenario, what, load) in ingest {
         if wanted(scenario) {
@@ -261,6 +266,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
             "ingest-emit-state",
             "ingest-wasm",
         ),
+        ("tables / stock only", "ingest-tables", "ingest-wasm"),
         ("POST /orders / pgbench", "http-post", "pgbench"),
     ]
     .into_iter()

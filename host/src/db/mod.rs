@@ -13,6 +13,9 @@ use secrecy::ExposeSecret;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection as _, PgConnection, PgPool, Postgres, Transaction};
 
+/// Sluice's own schema: the migrations in `host/migrations`, run at every start.
+pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
 pub type Tx<'a> = Transaction<'a, Postgres>;
 
 /// The size of the connection pool unless configured.
@@ -78,16 +81,13 @@ pub async fn connect_and_migrate(
         .connect_with(options)
         .await
         .map_err(|e| ConnectError::classify(e, "connecting to PostgreSQL"))?;
-    sqlx::migrate!("./migrations")
-        .run(&pool)
-        .await
-        .map_err(|e| match e {
-            sqlx::migrate::MigrateError::Execute(e) => {
-                ConnectError::classify(e, "running database migrations")
-            }
-            other => ConnectError::Refused(
-                anyhow::Error::new(other).context("running database migrations"),
-            ),
-        })?;
+    MIGRATOR.run(&pool).await.map_err(|e| match e {
+        sqlx::migrate::MigrateError::Execute(e) => {
+            ConnectError::classify(e, "running database migrations")
+        }
+        other => {
+            ConnectError::Refused(anyhow::Error::new(other).context("running database migrations"))
+        }
+    })?;
     Ok(pool)
 }

@@ -71,6 +71,24 @@ async fn read_shape(pool: &PgPool, name: &str, ops: TableOps) -> anyhow::Result<
         kind == "r" || kind == "p",
         "{name} is not a table (relkind {kind}): Sluice writes ordinary and partitioned tables"
     );
+    anyhow::ensure!(
+        !(schema.starts_with("pg_") || schema == "information_schema"),
+        "{name} is a table of PostgreSQL's own ({schema}.{table}): a plugin may not write it"
+    );
+    let own: Vec<sqlx::postgres::types::Oid> =
+        sqlx::query_scalar::<_, Option<sqlx::postgres::types::Oid>>(
+            "SELECT to_regclass(t)::oid FROM unnest($1::text[]) AS t",
+        )
+        .bind(sluice_tables())
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
+    anyhow::ensure!(
+        !own.contains(&oid),
+        "{name} is one of Sluice's own tables ({schema}.{table}): a plugin may not write it"
+    );
     let columns: Vec<(i16, String, String, i32, bool, bool, bool, String)> = sqlx::query_as(
         "SELECT a.attnum, a.attname::text, COALESCE(base.typname, t.typname)::text,
                 CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END,
@@ -492,4 +510,49 @@ async fn upsert(
     }
     query.execute(&mut **tx).await?;
     Ok(())
+}
+
+/// The tables Sluice's migrations create (its bookkeeping, the catalog, the outbox): never
+/// a plugin's to write.
+fn sluice_tables() -> Vec<String> {
+    let mut tables: Vec<String> = super::MIGRATOR
+        .iter()
+        .flat_map(|m| {
+            let sql = m.sql.as_str().to_ascii_lowercase();
+            sql.split("create table ")
+                .skip(1)
+                .filter_map(|rest| {
+                    let rest = rest
+                        .trim_start()
+                        .trim_start_matches("if not exists ")
+                        .trim_start();
+                    let name: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
+                        .collect();
+                    (!name.is_empty()).then_some(name)
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    tables.sort();
+    tables.dedup();
+    tables
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sluice_s_own_tables_are_read_from_its_migrations() {
+        let own = super::sluice_tables();
+        for table in [
+            "catalog",
+            "outbox",
+            "processed_records",
+            "consumer_positions",
+            "plugin_state",
+        ] {
+            assert!(own.iter().any(|t| t == table), "{table} in {own:?}");
+        }
+    }
 }

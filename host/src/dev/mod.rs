@@ -21,6 +21,11 @@ pub struct DevArgs {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<SecretString>,
 
+    /// SQL run once PostgreSQL is up, before Sluice reads the tables it declares: the team's
+    /// tables for `--table` (the throwaway database starts empty each time).
+    #[arg(long, env = "SLUICE_DEV_INIT_SQL", value_name = "FILE")]
+    pub init_sql: Option<std::path::PathBuf>,
+
     /// Partitions of the embedded broker's topics.
     #[arg(long, env = "SLUICE_DEV_PARTITIONS", default_value_t = 8)]
     pub partitions: i32,
@@ -59,6 +64,9 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
         }
     };
 
+    if let Some(file) = &args.init_sql {
+        run_init_sql(&database_url, file).await?;
+    }
     let settings = Settings::from_args(
         args.common,
         database_url,
@@ -109,4 +117,21 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
     drop(postgres);
     drop(kafka);
     result
+}
+
+/// `--init-sql`: the file's statements, in one go, on a connection of their own.
+async fn run_init_sql(url: &SecretString, file: &std::path::Path) -> anyhow::Result<()> {
+    use secrecy::ExposeSecret as _;
+    let sql = std::fs::read_to_string(file)
+        .with_context(|| format!("reading --init-sql {}", file.display()))?;
+    let pool = sqlx::PgPool::connect(url.expose_secret())
+        .await
+        .context("connecting to PostgreSQL for --init-sql")?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&pool)
+        .await
+        .with_context(|| format!("running --init-sql {}", file.display()))?;
+    pool.close().await;
+    tracing::info!(file = %file.display(), "--init-sql ran");
+    Ok(())
 }

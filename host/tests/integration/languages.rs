@@ -117,9 +117,10 @@ fn the_stock_plugin_passes_the_same_fixtures_in_rust_python_and_javascript() {
     let (ok, out) = plugin(&["check", v0_1.to_str().unwrap()]);
     assert!(ok && out.contains("(sluice:handler@0.1.0)"), "{out}");
     assert_fixtures_pass(&v0_1, &fixtures, cases);
+    let today = sluice::runtime::explain::CONTRACT;
     assert!(
-        checks[1].contains("(sluice:handler@0.2.0)"),
-        "today's build is 0.2: {}",
+        checks[1].contains(&format!("({today})")),
+        "today's build is {today}: {}",
         checks[1]
     );
 }
@@ -147,7 +148,8 @@ async fn python_and_javascript_plugins_keep_keyed_state_and_emit_on_contract_0_2
         .await;
         let (_, listed) = app.get_json("/plugins/velocity").await;
         assert_eq!(
-            listed["contract"], "sluice:handler@0.2.0",
+            listed["contract"],
+            sluice::runtime::explain::CONTRACT,
             "{dir}: {listed}"
         );
         let product = "CATALOG-0001";

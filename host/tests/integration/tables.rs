@@ -19,26 +19,17 @@ use uuid::Uuid;
 const READ_MODEL: &str = "sluice_plugin_read_model";
 const HOSTILE: &str = "sluice_fixture_hostile_tables";
 
-/// The read side the example writes, as a team would create it.
-const READ_SIDE: &str = "
-    CREATE TABLE user_orders (
-        order_id text PRIMARY KEY,
-        user_id text NOT NULL,
-        product_id text NOT NULL,
-        quantity bigint NOT NULL,
-        unit_price bigint NOT NULL,
-        total_price bigint NOT NULL,
-        status text NOT NULL,
-        created_at timestamptz NOT NULL,
-        CONSTRAINT not_blocked CHECK (user_id <> 'blocked')
-    );
-    CREATE UNIQUE INDEX one_order_per_once_user ON user_orders (user_id) WHERE user_id = 'once';
-    CREATE TABLE product_sales (
-        product_id text PRIMARY KEY,
-        orders bigint NOT NULL DEFAULT 0,
-        units bigint NOT NULL DEFAULT 0,
-        revenue bigint NOT NULL DEFAULT 0
-    );";
+/// The read side the example writes, as the README creates it, with two constraints of the
+/// team's own for the refusal test: a blocked user, and a user allowed one order.
+fn read_side() -> String {
+    format!(
+        "{}
+         ALTER TABLE user_orders ADD CONSTRAINT not_blocked CHECK (user_id <> 'blocked');
+         CREATE UNIQUE INDEX one_order_per_once_user ON user_orders (user_id)
+             WHERE user_id = 'once';",
+        include_str!("../../../plugins/read-model/tables.sql")
+    )
+}
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -104,7 +95,7 @@ async fn kill_9_under_a_steady_feed_writes_each_applied_order_s_row_and_counters
     // late orders are refused for stock (and write nothing).
     let kills = env_or("SLUICE_TABLES_KILLS", 12);
     let (broker, topic, db_url, pool) = Stack::start(8).await.into_parts();
-    create(&pool, READ_SIDE).await;
+    create(&pool, &read_side()).await;
     let initial = workload::add_products(&pool, 10, 1_500).await;
     let seed: u64 = rand::random();
     let orders = Arc::new(workload::orders(20_000, &initial, seed));
@@ -209,7 +200,7 @@ async fn a_record_the_team_s_constraints_refuse_is_a_dead_letter_alone() {
     // Arrange: 60 orders in one batch; two of a blocked user (a CHECK), two of a user the
     // team allows one order (a unique index: the first stands, the second is refused).
     let (broker, topic, db_url, pool) = Stack::start(4).await.into_parts();
-    create(&pool, READ_SIDE).await;
+    create(&pool, &read_side()).await;
     let initial = workload::add_products(&pool, 3, 1_000).await;
     let producer = broker.producer();
     let mut expected_sales: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
@@ -305,7 +296,10 @@ async fn hostile_table_writes_are_dead_letters_and_touch_nothing() {
     let config = ServeConfig::new(&db_url, broker.bootstrap(), &topic, &group)
         .env("SLUICE_PLUGINS", fixture(HOSTILE).display())
         .env("SLUICE_ROUTES", format!("{topic}={HOSTILE}"))
-        .env("SLUICE_TABLES", format!("{topic}=notes:upsert"));
+        .env("SLUICE_TABLES", format!("{topic}=notes:upsert"))
+        // Making 100,000 writes takes the plugin itself a while on a loaded debug build: the
+        // limit, not the deadline, is what `many` is to meet.
+        .env("SLUICE_PLUGIN_TIMEOUT_MS", 5_000);
     let stock_before: i64 = common::stock_of(&pool, "CATALOG-0001").await;
     let cases: [(&str, &str); 10] = [
         ("many", "100000 mutations"),
@@ -390,6 +384,12 @@ async fn a_table_sluice_cannot_write_refuses_the_start_saying_why() {
         (format!("{topic}=keyless"), "keyless has no primary key"),
         (format!("{topic}=missing"), "missing does not exist"),
         (format!("{topic}=odd"), "no row could be inserted"),
+        (format!("{topic}=catalog"), "one of Sluice's own tables"),
+        (
+            format!("{topic}=processed_records"),
+            "one of Sluice's own tables",
+        ),
+        (format!("{topic}=pg_catalog.pg_authid"), "PostgreSQL's own"),
         (
             format!("{topic}=notes:upsert+drop"),
             "unknown table write `drop`",

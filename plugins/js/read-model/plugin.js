@@ -4,7 +4,8 @@
 // counters in `product_sales` (`orders`, `units`, `revenue`), all in the transaction that
 // applies it, exactly once. An order refused for stock writes neither.
 //
-// Configuration: `orders-table` and `sales-table` rename the tables. The route declares them:
+// Configuration: `orders-table` and `sales-table` rename the tables; `counters` (`orders units
+// revenue`, the default) names the counters kept. The route declares them:
 // `--table TOPIC=user_orders:upsert --table TOPIC=product_sales:add`.
 import * as sluice from '../sluice.js';
 
@@ -44,10 +45,24 @@ export function handle(message) {
       status: 'APPLIED',
       created_at: sluice.timestamp(createdAt),
     }),
-    sluice.add(sales, product, 'orders', 1),
-    sluice.add(sales, product, 'units', order.quantity),
-    sluice.add(sales, product, 'revenue', totalPrice),
+    ...counters(order.quantity, totalPrice).map(([counter, delta]) =>
+      sluice.add(sales, product, counter, delta),
+    ),
   ];
+}
+
+/** The counters configured, each with this order's delta. */
+function counters(quantity, totalPrice) {
+  const deltas = { orders: 1, units: quantity, revenue: totalPrice };
+  const chosen = (sluice.getConfig('counters') ?? 'orders units revenue').split(/\s+/).filter(Boolean);
+  for (const counter of chosen) {
+    if (!Object.hasOwn(deltas, counter)) {
+      throw new sluice.Invalid(
+        `configuration \`counters\`: \`${counter}\` is not one of orders, units, revenue`,
+      );
+    }
+  }
+  return chosen.map((counter) => [counter, deltas[counter]]);
 }
 
 /** Run by the host before this version becomes active. */

@@ -4,7 +4,8 @@ of its product's stock, writes its row to ``user_orders`` and adds to its produc
 in ``product_sales`` (``orders``, ``units``, ``revenue``), all in the transaction that applies
 it, exactly once. An order refused for stock writes neither.
 
-Configuration: ``orders-table`` and ``sales-table`` rename the tables. The route declares
+Configuration: ``orders-table`` and ``sales-table`` rename the tables; ``counters``
+(``orders units revenue``, the default) names the counters kept. The route declares
 them: ``--table TOPIC=user_orders:upsert --table TOPIC=product_sales:add``.
 """
 
@@ -55,10 +56,19 @@ def handle(message):
                 "created_at": sluice.timestamp(details["createdAt"]),
             },
         ),
-        sluice.add(sales, product, "orders", 1),
-        sluice.add(sales, product, "units", order.quantity),
-        sluice.add(sales, product, "revenue", details["totalPrice"]),
-    ]
+    ] + [sluice.add(sales, product, counter, delta) for counter, delta in _counters(order, details)]
+
+
+def _counters(order, details):
+    """The counters configured, each with this order's delta."""
+    deltas = {"orders": 1, "units": order.quantity, "revenue": details["totalPrice"]}
+    chosen = (sluice.config("counters") or "orders units revenue").split()
+    for counter in chosen:
+        if counter not in deltas:
+            raise sluice.Invalid(
+                f"configuration `counters`: `{counter}` is not one of orders, units, revenue"
+            )
+    return [(counter, deltas[counter]) for counter in chosen]
 
 
 def self_test():

@@ -9,7 +9,8 @@
 //!
 //! An order refused for stock writes neither: its mutations apply together or not at all.
 //! The tables are the team's (Sluice never creates them): README "Writing your own tables"
-//! creates them with `psql`. Configuration: `orders-table` and `sales-table` rename them.
+//! creates them with `psql`. Configuration: `orders-table` and `sales-table` rename them;
+//! `counters` (`orders units revenue`, the default) names the counters kept.
 
 use sluice_plugin::prelude::*;
 
@@ -30,7 +31,8 @@ pub fn handle(message: &Message) -> Outcome {
     let orders = config("orders-table").unwrap_or_else(|| "user_orders".into());
     let sales = config("sales-table").unwrap_or_else(|| "product_sales".into());
     let product = || [cell("product_id", order.product_id.as_str())];
-    Ok(vec![
+    let counters = config("counters").unwrap_or_else(|| "orders units revenue".into());
+    let mut out = vec![
         stock(order.product_id.clone(), -order.quantity),
         upsert(
             orders,
@@ -45,10 +47,21 @@ pub fn handle(message: &Message) -> Outcome {
                 cell("created_at", timestamp(details.created_at)),
             ],
         ),
-        add(sales.as_str(), product(), "orders", 1),
-        add(sales.as_str(), product(), "units", order.quantity),
-        add(sales, product(), "revenue", details.total_price),
-    ])
+    ];
+    for counter in counters.split_whitespace() {
+        let delta = match counter {
+            "orders" => 1,
+            "units" => order.quantity,
+            "revenue" => details.total_price,
+            other => {
+                return Err(invalid(format!(
+                    "configuration `counters`: `{other}` is not one of orders, units, revenue"
+                )));
+            }
+        };
+        out.push(add(sales.as_str(), product(), counter, delta));
+    }
+    Ok(out)
 }
 
 /// Run by the host before this version becomes active.

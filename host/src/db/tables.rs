@@ -53,6 +53,10 @@ impl Catalog {
     }
 }
 
+/// A column as the catalog query reads it: number, name, type (a domain's base type), type
+/// modifier, NOT NULL, has a default, generated, identity kind.
+type CatalogColumn = (i16, String, String, i32, bool, bool, bool, String);
+
 /// Table `name`'s oid and shape, after the checks: it exists, is a table, has a primary key
 /// Sluice can write, and Sluice may make the writes `ops` declares.
 async fn read_shape(pool: &PgPool, name: &str, ops: TableOps) -> anyhow::Result<(u32, TableShape)> {
@@ -89,7 +93,7 @@ async fn read_shape(pool: &PgPool, name: &str, ops: TableOps) -> anyhow::Result<
         !own.contains(&oid),
         "{name} is one of Sluice's own tables ({schema}.{table}): a plugin may not write it"
     );
-    let columns: Vec<(i16, String, String, i32, bool, bool, bool, String)> = sqlx::query_as(
+    let columns: Vec<CatalogColumn> = sqlx::query_as(
         "SELECT a.attnum, a.attname::text, COALESCE(base.typname, t.typname)::text,
                 CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END,
                 a.attnotnull, a.atthasdef OR a.attidentity = 'd', a.attgenerated <> '',

@@ -432,14 +432,14 @@ fn from_v0_1(
 /// The `handle` export of a live instance, by contract version.
 enum Handle {
     V0_3(bindings::Handler),
-    V0_2(HandleV0_2),
+    V0_2(HandleV0_2<'static>),
     V0_1(HandleV0_1),
 }
 
 /// Contract 0.2's `handle`, typed with the current `message` record (the same record in every
 /// version, so the component model's type check accepts it): no copy of the message.
-type HandleV0_2 = wasmtime::component::TypedFunc<
-    (&'static bindings::Message, Option<&'static [u8]>),
+type HandleV0_2<'a> = wasmtime::component::TypedFunc<
+    (&'a bindings::Message, Option<&'a [u8]>),
     (Result<Vec<bindings::v0_2::Mutation>, bindings::v0_2::HandlerError>,),
 >;
 
@@ -486,10 +486,7 @@ impl Handle {
         match self {
             Self::V0_3(handler) => handler.call_handle(store, message, state),
             Self::V0_2(func) => {
-                let func: &wasmtime::component::TypedFunc<
-                    (&bindings::Message, Option<&[u8]>),
-                    (Result<Vec<bindings::v0_2::Mutation>, bindings::v0_2::HandlerError>,),
-                > = func;
+                let func: &HandleV0_2<'_> = func;
                 let (output,) = func.call(store, (message, state))?;
                 Ok(from_v0_2(output))
             }

@@ -65,8 +65,20 @@ function counters(quantity, totalPrice) {
   return chosen.map((counter) => [counter, deltas[counter]]);
 }
 
-/** Run by the host before this version becomes active. */
+/**
+ * Run by the host before this version becomes active: with the example's own configuration
+ * (whatever the operator's is), a 2-unit order writes its row and three counters.
+ */
 export function selfTest() {
-  const writes = sluice.testing.tableWrites(handle(sluice.testing.order('self-test', 'P-1', 2)));
+  const { testing } = sluice;
+  testing.setConfig('orders-table', 'user_orders');
+  testing.setConfig('sales-table', 'product_sales');
+  testing.setConfig('counters', 'orders units revenue');
+  let writes;
+  try {
+    writes = testing.tableWrites(handle(testing.order('self-test', 'P-1', 2)));
+  } finally {
+    testing.clearConfig();
+  }
   if (writes.length !== 4) throw new Error(`a 2-unit order made ${writes.length} table writes, not 4`);
 }

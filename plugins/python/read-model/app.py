@@ -72,8 +72,17 @@ def _counters(order, details):
 
 
 def self_test():
-    """Run by the host before this version becomes active."""
-    writes = sluice.testing.table_writes(handle(sluice.testing.order("self-test", "P-1", 2)))
+    """Run by the host before this version becomes active: with the example's own
+    configuration (whatever the operator's is), a 2-unit order writes its row and three
+    counters."""
+    testing = sluice.testing
+    testing.set_config("orders-table", "user_orders")
+    testing.set_config("sales-table", "product_sales")
+    testing.set_config("counters", "orders units revenue")
+    try:
+        writes = testing.table_writes(handle(testing.order("self-test", "P-1", 2)))
+    finally:
+        testing.clear_config()
     assert len(writes) == 4, f"a 2-unit order made {len(writes)} table writes, not 4"
 
 

@@ -64,11 +64,16 @@ pub fn handle(message: &Message) -> Outcome {
     Ok(out)
 }
 
-/// Run by the host before this version becomes active.
+/// Run by the host before this version becomes active: with the example's own configuration
+/// (whatever the operator's is), a 2-unit order writes its row and three counters.
 fn self_test() -> Result<(), String> {
-    let outcome = handle(&sluice_plugin::testing::order("self-test", "P-1", 2));
-    let writes = sluice_plugin::testing::table_writes(&outcome);
-    match writes.len() {
+    use sluice_plugin::testing;
+    testing::set_config("orders-table", "user_orders");
+    testing::set_config("sales-table", "product_sales");
+    testing::set_config("counters", "orders units revenue");
+    let outcome = handle(&testing::order("self-test", "P-1", 2));
+    testing::clear_config();
+    match testing::table_writes(&outcome).len() {
         4 => Ok(()),
         n => Err(format!(
             "a 2-unit order made {n} table writes, not 4: {outcome:?}"

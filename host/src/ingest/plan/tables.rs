@@ -18,19 +18,19 @@ enum Row {
     Deleted { key: Vec<TableValue> },
 }
 
+/// A table's shape, its rows in first-write order, and where each key's row is.
+type TableRows = (
+    Arc<TableShape>,
+    Vec<Row>,
+    HashMap<Vec<Option<String>>, usize>,
+);
+
 /// Fold the table writes of `applied` (each applied record's mutations, in offset order) for
 /// the `tables` of the batch's route.
 pub fn fold<'a>(tables: &Tables, applied: impl Iterator<Item = &'a [Mutation]>) -> TableWrites {
     let mut writes = TableWrites::default();
     // Per table (by rank), its rows by key, in first-write order.
-    let mut rows: BTreeMap<
-        usize,
-        (
-            Arc<TableShape>,
-            Vec<Row>,
-            HashMap<Vec<Option<String>>, usize>,
-        ),
-    > = BTreeMap::new();
+    let mut rows: BTreeMap<usize, TableRows> = BTreeMap::new();
     for mutations in applied {
         for mutation in mutations {
             let Some((table, op, _)) = mutation.table_write() else {

@@ -134,7 +134,8 @@ fn a_batch_s_writes_fold_into_the_last_word_per_row_in_offset_order() {
         panic!("one table: {:?}", plan.tables)
     };
     assert!(!plan.tables.sequential);
-    let rows: Vec<(String, Vec<(usize, TableValue)>, Vec<(usize, TableValue)>)> = sales
+    type Cells = Vec<(usize, TableValue)>;
+    let rows: Vec<(String, Cells, Cells)> = sales
         .merges
         .iter()
         .map(|m| {
@@ -239,4 +240,50 @@ fn a_record_whose_writes_postgresql_refused_is_a_dead_letter_and_writes_nothing(
     assert_eq!(writes.len(), 1);
     assert_eq!(writes[0].0, (0, 0));
     assert_eq!(plan.dead_letters.len(), 1);
+}
+
+#[test]
+fn a_shadow_candidate_s_table_writes_are_compared_and_never_written() {
+    let mut records = [
+        handled(
+            0,
+            0,
+            Some("a"),
+            Ok(vec![add("P", "orders", TableValue::Int(1))]),
+        ),
+        handled(
+            0,
+            1,
+            Some("b"),
+            Ok(vec![upsert("Q", &[("note", text("x"))])]),
+        ),
+    ];
+    records[0].shadow = Some(Ok(vec![add("P", "orders", TableValue::Int(1))]));
+    records[1].shadow = Some(Ok(vec![upsert("Q", &[("note", text("y"))])]));
+
+    let plan = Case::new(records)
+        .batch(|b| {
+            b.tables = tables();
+            b.shadow_version = Some("v2".into());
+        })
+        .decide();
+
+    let tally = plan.shadow.expect("a tally");
+    assert_eq!((tally.compared, tally.agreed), (2, 1));
+    let (_, _, offset, active, shadow) = &tally.differences[0];
+    assert_eq!(*offset, 1);
+    assert_ne!(
+        active["mutations"], shadow["mutations"],
+        "{active} / {shadow}"
+    );
+    let [sales] = plan.tables.tables.as_slice() else {
+        panic!("one table: {:?}", plan.tables)
+    };
+    let notes: Vec<&TableValue> = sales.merges.iter().flat_map(|m| m.set.values()).collect();
+    assert_eq!(
+        notes,
+        [&text("x")],
+        "only the active version's writes: {:?}",
+        sales.merges
+    );
 }

@@ -145,7 +145,10 @@ pub async fn decide_and_write(
             }
             None => plan::plan(batch, mode, records, inputs, &mut stock.clone(), None),
         };
-        let written = {
+        // Most routes write no table: nothing to gather per record then.
+        let written = if plan.tables.is_empty() {
+            Written::Done
+        } else {
             let writes = plan.applied_writes(records);
             db::tables::write(tx, &plan.tables, &writes, &batch.tables).await?
         };
